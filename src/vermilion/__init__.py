@@ -1,0 +1,74 @@
+"""vermilion: a durable Redis message queue for asyncio, with Carmine's semantics.
+
+Messages persist in Redis, each is handled once under a lease that lapses if
+its worker dies, retried with backoff when its handler asks, and de-duplicated
+by message id.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from ._exceptions import (
+    ConfigurationError,
+    OutcomeUnknownError,
+    ProtocolError,
+    ScriptError,
+    SerializationError,
+    VermilionConnectionError,
+    VermilionError,
+)
+from ._logs import set_min_log_level
+from ._messages import (
+    EnqueueResult,
+    Failure,
+    Message,
+    MessageInfo,
+    MessageStatus,
+    QueueStatus,
+    Retry,
+    Success,
+)
+from ._queue import Queue, clear_queues, queue_names
+from ._serialization import JsonSerializer, MsgpackSerializer, Serializer
+
+try:
+    __version__ = _version("vermilion")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ConfigurationError",
+    "EnqueueResult",
+    "Failure",
+    "JsonSerializer",
+    "Message",
+    "MessageInfo",
+    "MessageStatus",
+    "MsgpackSerializer",
+    "OutcomeUnknownError",
+    "ProtocolError",
+    "Queue",
+    "QueueStatus",
+    "Retry",
+    "ScriptError",
+    "SerializationError",
+    "Serializer",
+    "Success",
+    "VermilionConnectionError",
+    "VermilionError",
+    "clear_queues",
+    "queue_names",
+    "set_min_log_level",
+]
+
+# Public objects say they live in `vermilion`, not in the private module that
+# defines them: tracebacks, reprs and docs then show the import path users use.
+for _name in __all__:
+    _obj = globals()[_name]
+    if hasattr(_obj, "__module__"):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -1,0 +1,63 @@
+"""The exceptions vermilion raises.
+
+Every error of the library derives from one base class, grouped by what the
+caller can do about it::
+
+    VermilionError
+    ├── ConfigurationError      bad setup: server too old, bad URL, missing extra
+    ├── SerializationError      content that cannot be encoded or decoded
+    ├── VermilionConnectionError  Redis unreachable, connection lost, timed out
+    │   └── OutcomeUnknownError   lost while a write was in flight: it may have run
+    └── ProtocolError           Redis answered something the protocol forbids
+        └── ScriptError         a script failed on the server
+
+Bad arguments raise the built-in ``TypeError`` and ``ValueError``, before
+anything is sent. redis-py's exceptions never escape: ``_protocol`` translates
+them at one boundary and chains the original (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "OutcomeUnknownError",
+    "ProtocolError",
+    "ScriptError",
+    "SerializationError",
+    "VermilionConnectionError",
+    "VermilionError",
+]
+
+
+class VermilionError(Exception):
+    """Base class of every error raised by vermilion."""
+
+
+class ConfigurationError(VermilionError):
+    """Raised when the setup cannot work: a server too old, a missing extra."""
+
+
+class SerializationError(VermilionError, ValueError):
+    """Raised when content cannot be serialized, or stored bytes cannot be decoded."""
+
+
+class VermilionConnectionError(VermilionError):
+    """Raised when Redis cannot be reached, or the connection fails or times out."""
+
+
+class OutcomeUnknownError(VermilionConnectionError):
+    """Raised when the connection failed after a write was sent.
+
+    The server may or may not have run it. vermilion never re-sends such a
+    call on its own: a replayed enqueue would answer ``already-queued`` for the
+    caller's own message. Check with ``Queue.message_status`` and enqueue again
+    if the message is not there.
+    """
+
+
+class ProtocolError(VermilionError):
+    """Raised when Redis answers in a way the protocol does not allow."""
+
+
+class ScriptError(ProtocolError):
+    """Raised when a vermilion script fails on the server (e.g. out of memory)."""

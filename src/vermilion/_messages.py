@@ -1,0 +1,167 @@
+"""Values that cross the public API: statuses, results, outcomes, messages.
+
+Pure module: no Redis, no event loop. Every class is immutable.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from ._validation import seconds
+
+__all__ = [
+    "EnqueueAction",
+    "EnqueueError",
+    "EnqueueResult",
+    "Failure",
+    "Message",
+    "MessageInfo",
+    "MessageStatus",
+    "Outcome",
+    "QueueStatus",
+    "Retry",
+    "Success",
+]
+
+EnqueueAction = Literal["added", "updated"]
+EnqueueError = Literal["already-queued", "locked", "backoff"]
+
+
+class MessageStatus(str, enum.Enum):
+    """Where a message stands. ``message_status`` returns ``None`` for an unknown mid."""
+
+    QUEUED = "queued"
+    """Waiting to be handed out."""
+    QUEUED_WITH_BACKOFF = "queued-with-backoff"
+    """Waiting for its delay or retry backoff to end."""
+    LOCKED = "locked"
+    """Being handled under a lease."""
+    LOCKED_WITH_REQUEUE = "locked-with-requeue"
+    """Being handled; new content waits to be handled after this handling ends."""
+    DONE_AWAITING_GC = "done-awaiting-gc"
+    """Handled; its de-dup window ended and it is about to be forgotten."""
+    DONE_WITH_BACKOFF = "done-with-backoff"
+    """Handled; enqueuing the mid again is refused until its de-dup window ends."""
+    DONE_WITH_REQUEUE = "done-with-requeue"
+    """Handled; new content will be handled when its de-dup window ends."""
+    FAILED = "failed"
+    """Its handler failed (or it ran out of attempts); kept in the failure history."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """What ``Queue.enqueue`` did with one message.
+
+    ``ok`` is true when the message was added or updated (``action``), false when
+    it was refused because its mid is busy (``error``).
+    """
+
+    ok: bool
+    mid: str
+    action: EnqueueAction | None = None
+    error: EnqueueError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """Counts of a queue's messages, read in one atomic step.
+
+    ``nqueued + nlocked + nbackoff`` are the live messages; ``ntotal`` adds the
+    finished ones still inside their de-dup window (``ndone``). ``nfailed`` is
+    the size of the bounded failure history. ``lag`` is how long, in seconds,
+    the longest-waiting ready message has been ready: the number to alert on.
+    """
+
+    nqueued: int
+    nlocked: int
+    nbackoff: int
+    ntotal: int
+    ndone: int
+    nfailed: int
+    lag: float
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """One entry of ``Queue.content()``.
+
+    ``content`` is the payload of a live message, or of the pending requeue of a
+    finished one; ``None`` when there is none. ``age`` is seconds since the
+    current life began (enqueue or requeue); ``backoff`` the seconds left of a
+    delay, retry backoff or de-dup window.
+    """
+
+    mid: str
+    status: MessageStatus
+    attempts: int
+    age: float | None
+    backoff: float | None
+    content: Any
+
+
+def _optional_seconds(value: float | timedelta | None, argument: str) -> float | None:
+    if value is None:
+        return None
+    return seconds(value, argument) or None
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """The handler finished. With ``backoff`` (seconds), the mid stays de-duplicated
+    for that long: enqueuing it again is refused (or requeued, if asked)."""
+
+    backoff: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backoff", _optional_seconds(self.backoff, "backoff"))
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Handle the message again, after ``backoff`` seconds if given."""
+
+    backoff: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backoff", _optional_seconds(self.backoff, "backoff"))
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Give up on the message: it is not retried and is recorded as failed."""
+
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reason, str):
+            raise TypeError(f"reason must be a str, not {type(self.reason).__name__}")
+
+
+Outcome = Success | Retry | Failure
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message handed to a handler.
+
+    ``attempt`` counts hand-outs in this life of the mid (1 on the first);
+    ``lock_timeout`` is the lease in seconds, which the worker renews while the
+    handler runs; ``age`` is seconds since the message was enqueued (or
+    requeued) when it was handed out. ``lease_token`` grows with every lease
+    handed out by the queue: with ``mid`` it makes a fencing token for the
+    handler's own side effects.
+    """
+
+    content: Any
+    mid: str
+    queue: str
+    attempt: int
+    lock_timeout: float
+    age: float
+    lease_token: int = field(default=0, repr=False)

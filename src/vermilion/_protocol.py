@@ -1,0 +1,435 @@
+"""The only module that talks to Redis: keys, script calls, replies, errors.
+
+Every script call goes through :meth:`Connection.call_script`, which sends the
+command exactly once on a pooled connection, bypassing redis-py's own retry
+loop: that loop re-sends a command after a connection error, and a re-sent
+``dequeue`` would lease messages nobody receives, a re-sent ``enqueue`` would
+answer ``already-queued`` for the caller's own message. Only calls that are
+safe to repeat (read-only scripts, fenced acks and extends) are repeated, once,
+by this module. ``NOSCRIPT`` proves that a script did not run, so it is always
+answered by sending the script's source with ``EVAL``.
+"""
+
+from __future__ import annotations
+
+
+import math
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+
+from ._exceptions import (
+    ConfigurationError,
+    OutcomeUnknownError,
+    ProtocolError,
+    ScriptError,
+    VermilionConnectionError,
+)
+from ._logs import logger
+from ._scripts import SCRIPTS, Script
+
+__all__ = [
+    "KEY_PARTS",
+    "MIN_SERVER_VERSION",
+    "Connection",
+    "DequeueReply",
+    "EnqueueRequest",
+    "Leased",
+    "OutcomeRequest",
+    "QueueKeys",
+    "StoredMessage",
+]
+
+
+
+KEY_PREFIX = "vermilion"
+# Order matters: it is the KEYS order documented in lua/_common.lua.
+KEY_PARTS = (
+    "messages",
+    "requeue",
+    "attempts",
+    "enqueued",
+    "due",
+    "lock_ms",
+    "requeue_lock_ms",
+    "ready",
+    "delayed",
+    "locks",
+    "leases",
+    "done",
+    "failed",
+    "errors",
+    "notify",
+    "seq",
+)
+MIN_SERVER_VERSION = (7, 0, 0)
+"""Scripts use `#!lua flags=no-writes` (7.0) and LPOP with a count (6.2)."""
+
+_CAN_UPDATE, _CAN_REQUEUE, _RESET_DELAY = 1, 2, 4
+_EVICTING_POLICIES_WARNED: set[str] = set()
+# A blocked BLPOP gets this much longer than its own timeout before the
+# connection is declared dead.
+_BLOCKING_READ_GRACE = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """Every Redis key of one queue: ``vermilion:{<queue>}:<part>``.
+
+    The braces are a Redis Cluster hash tag: every key of a queue lives in
+    one slot, so every script touches one slot.
+    """
+
+    name: str
+    keys: tuple[bytes, ...]
+
+    @classmethod
+    def for_queue(cls, name: str) -> QueueKeys:
+        prefix = f"{KEY_PREFIX}:{{{name}}}:"
+        return cls(name, tuple(f"{prefix}{part}".encode() for part in KEY_PARTS))
+
+    def key(self, part: str) -> bytes:
+        return self.keys[KEY_PARTS.index(part)]
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueRequest:
+    mid: str
+    payload: bytes
+    delay_ms: int
+    lock_ms: int | None
+    can_update: bool
+    can_requeue: bool
+    reset_delay: bool
+
+    def argv(self) -> tuple[bytes | str | int, ...]:
+        flags = (
+            (_CAN_UPDATE if self.can_update else 0)
+            | (_CAN_REQUEUE if self.can_requeue else 0)
+            | (_RESET_DELAY if self.reset_delay else 0)
+        )
+        lock = "" if self.lock_ms is None else self.lock_ms
+        return (self.mid, self.payload, self.delay_ms, lock, flags, "")
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """A message as ``dequeue`` handed it out, before decoding."""
+
+    mid: str
+    payload: bytes
+    attempt: int
+    lock_ms: int
+    enqueued_ms: int
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class DequeueReply:
+    now_ms: int
+    ready: int
+    next_due_ms: int | None
+    reclaimed: int
+    messages: list[Leased]
+
+
+OutcomeKind = Literal["s", "r", "f"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRequest:
+    mid: str
+    token: int
+    kind: OutcomeKind
+    backoff_ms: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One entry of the ``content`` script's reply, before decoding."""
+
+    mid: str
+    status: str
+    attempts: int
+    enqueued_ms: int | None
+    backoff_end_ms: int | None
+    payload: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    nqueued: int
+    nlocked: int
+    nbackoff: int
+    ndone: int
+    nfailed: int
+    lag_ms: int
+    now_ms: int = 0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _int(value: object) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (bytes, str)):
+        return int(value)
+    raise ProtocolError(f"expected an integer in a script reply, got {value!r}")
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn redis-py's exceptions into vermilion's, at this one boundary."""
+    try:
+        yield
+    except redis_errors.AuthenticationError as exc:
+        raise ConfigurationError(f"Redis refused the credentials: {exc}") from exc
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise VermilionConnectionError(f"Redis connection failed: {exc}") from exc
+    except redis_errors.ResponseError as exc:
+        message = str(exc)
+        if message.startswith("VERMILION "):
+            raise ScriptError(message.removeprefix("VERMILION ").split(" script:")[0]) from exc
+        raise ScriptError(f"Redis refused the command: {message}") from exc
+    except redis_errors.RedisError as exc:
+        raise ProtocolError(f"Redis client error: {exc}") from exc
+
+
+class Connection:
+    """Script calls and the few plain commands vermilion needs, on one client."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self._checked = False
+
+    # -- transport ---------------------------------------------------------------
+
+    async def _send_once(self, args: Sequence[Any], read_timeout: float | None = None) -> Any:
+        """Send one command on a pooled connection and read its reply, never re-sending.
+
+        A connection error raised once the command may have left is marked with
+        ``_vermilion_sent``, so that callers can tell "not sent" from "maybe ran".
+        """
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            try:
+                await conn.send_command(*args)
+                if read_timeout is None:
+                    reply = await conn.read_response(disable_decoding=True)
+                else:
+                    reply = await conn.read_response(disable_decoding=True, timeout=read_timeout)
+                    if reply is None:
+                        # redis-py reports an explicit read timeout as None and
+                        # leaves the reply pending: this connection is unusable.
+                        await conn.disconnect()
+                        raise redis_errors.TimeoutError("no reply within the blocking timeout")
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+                exc._vermilion_sent = True  # type: ignore[union-attr]
+                await conn.disconnect()
+                raise
+            except BaseException:
+                # Cancelled between send and reply: the reply would be read by
+                # the next user of this connection.
+                await conn.disconnect()
+                raise
+        finally:
+            await pool.release(conn)
+        return reply
+
+    async def _run(self, args: Sequence[Any], *, replayable: bool, read_timeout: float | None = None) -> Any:
+        attempts = 2 if replayable else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with translate_errors():
+                    try:
+                        return await self._send_once(args, read_timeout)
+                    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+                        if getattr(exc, "_vermilion_sent", False) and not replayable:
+                            raise OutcomeUnknownError(
+                                "connection to Redis failed after the command was sent;"
+                                f" it may have run: {exc}"
+                            ) from exc
+                        raise
+            except VermilionConnectionError:
+                if attempt == attempts or not replayable:
+                    raise
+                logger.debug("retrying a replay-safe Redis call after a connection error")
+        raise AssertionError("unreachable")
+
+    async def _ensure_checked(self) -> None:
+        if self._checked:
+            return
+        await self.check_server()
+        self._checked = True
+
+    async def check_server(self) -> None:
+        """Refuse servers the scripts cannot run on; warn once if eviction is possible."""
+        info = await self._run(("INFO", "server"), replayable=True)
+        text = _text(info)
+        fields = dict(
+            line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#")
+        )
+        version_text = fields.get("redis_version", "0")
+        version = tuple(int(part) for part in version_text.split(".")[:3] if part.isdigit())
+        if version < MIN_SERVER_VERSION:
+            wanted = ".".join(map(str, MIN_SERVER_VERSION))
+            raise ConfigurationError(
+                f"vermilion needs Redis {wanted} or newer (or Valkey 7.2+); the server runs {version_text}"
+            )
+        await self._warn_if_evicting(fields)
+
+    async def _warn_if_evicting(self, server_fields: dict[str, str]) -> None:
+        try:
+            reply = await self._run(("CONFIG", "GET", "maxmemory-policy"), replayable=True)
+        except (ScriptError, ProtocolError):
+            return  # CONFIG is often forbidden (ACLs, managed services): nothing to check
+        values = [_text(item) for item in reply]
+        policy = values[1] if len(values) >= 2 else "noeviction"
+        server = server_fields.get("run_id", "?")
+        if policy != "noeviction" and server not in _EVICTING_POLICIES_WARNED:
+            _EVICTING_POLICIES_WARNED.add(server)
+            logger.warning(
+                "Redis maxmemory-policy is %r: when memory is full Redis may evict queue keys and"
+                " silently lose messages; set it to 'noeviction'",
+                policy,
+            )
+
+    async def call_script(self, script: Script, keys: QueueKeys, argv: Sequence[Any], *, replayable: bool) -> Any:
+        await self._ensure_checked()
+        evalsha = b"EVALSHA_RO" if script.read_only else b"EVALSHA"
+        head = (evalsha, script.sha, len(keys.keys), *keys.keys)
+        try:
+            return await self._run((*head, *argv), replayable=replayable)
+        except ScriptError as exc:
+            if not isinstance(exc.__cause__, redis_errors.NoScriptError):
+                raise
+        # NOSCRIPT proves the script did not run: sending its source is safe.
+        eval_ = b"EVAL_RO" if script.read_only else b"EVAL"
+        return await self._run((eval_, script.source, len(keys.keys), *keys.keys, *argv), replayable=replayable)
+
+    # -- operations --------------------------------------------------------------
+
+    async def enqueue(self, keys: QueueKeys, requests: Sequence[EnqueueRequest]) -> list[str]:
+        argv = [arg for request in requests for arg in request.argv()]
+        reply = await self.call_script(SCRIPTS["enqueue"], keys, argv, replayable=False)
+        if len(reply) != len(requests):
+            raise ProtocolError(f"enqueue answered {len(reply)} results for {len(requests)} messages")
+        return [_text(item) for item in reply]
+
+    async def dequeue(
+        self, keys: QueueKeys, max_messages: int, default_lock_ms: int, housekeeping_limit: int
+    ) -> DequeueReply:
+        reply = await self.call_script(
+            SCRIPTS["dequeue"],
+            keys,
+            (max_messages, default_lock_ms, housekeeping_limit),
+            replayable=False,
+        )
+        return parse_dequeue(reply)
+
+    async def ack(self, keys: QueueKeys, outcomes: Sequence[OutcomeRequest], max_failed: int) -> list[bool]:
+        argv: list[Any] = [max_failed]
+        for outcome in outcomes:
+            argv += (outcome.mid, outcome.token, outcome.kind, outcome.backoff_ms, outcome.reason)
+        reply = await self.call_script(SCRIPTS["ack"], keys, argv, replayable=True)
+        return [bool(_int(item)) for item in reply]
+
+    async def extend(self, keys: QueueKeys, leases: Sequence[tuple[str, int, int]]) -> list[bool]:
+        argv = [arg for lease in leases for arg in lease]
+        reply = await self.call_script(SCRIPTS["extend"], keys, argv, replayable=True)
+        return [bool(_int(item)) for item in reply]
+
+    async def message_status(self, keys: QueueKeys, mid: str) -> str | None:
+        reply = await self.call_script(SCRIPTS["status"], keys, (mid,), replayable=True)
+        return _text(reply[0]) if reply else None
+
+    async def counts(self, keys: QueueKeys) -> Counts:
+        reply = await self.call_script(SCRIPTS["counts"], keys, (), replayable=True)
+        nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms = (_int(item) for item in reply)
+        return Counts(nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms)
+
+    async def content(self, keys: QueueKeys) -> tuple[int, list[StoredMessage]]:
+        reply = await self.call_script(SCRIPTS["content"], keys, (), replayable=True)
+        now_ms = _int(reply[0])
+        entries = []
+        for i in range(1, len(reply), 7):
+            mid, status, attempts, enqueued, backoff_end, has_payload, payload = reply[i : i + 7]
+            entries.append(
+                StoredMessage(
+                    mid=_text(mid),
+                    status=_text(status),
+                    attempts=_int(attempts),
+                    enqueued_ms=None if _int(enqueued) < 0 else _int(enqueued),
+                    backoff_end_ms=None if _int(backoff_end) < 0 else _int(backoff_end),
+                    payload=payload if _int(has_payload) else None,
+                )
+            )
+        return now_ms, entries
+
+    async def clear(self, keys: QueueKeys) -> int:
+        return _int(await self.call_script(SCRIPTS["clear"], keys, (), replayable=True))
+
+    async def wait_for_wakeup(self, keys: QueueKeys, timeout: float) -> bool:
+        """Block until an enqueue pushes a wake-up token, or ``timeout`` seconds pass.
+
+        Returns whether a token arrived. Needs no script: BLPOP is atomic.
+        """
+        await self._ensure_checked()
+        # BLPOP takes seconds with millisecond resolution; 0 would block forever.
+        timeout = max(0.001, math.ceil(timeout * 1000) / 1000)
+        reply = await self._run(
+            (b"BLPOP", keys.key("notify"), f"{timeout:.3f}"),
+            replayable=True,
+            read_timeout=timeout + _BLOCKING_READ_GRACE,
+        )
+        return reply is not None
+
+    async def scan_queue_names(self, pattern: str) -> AsyncIterator[str]:
+        """Yield the names of queues that have any key, matching a glob ``pattern``."""
+        await self._ensure_checked()
+        prefix = f"{KEY_PREFIX}:{{".encode()
+        cursor: int = 0
+        seen: set[str] = set()
+        while True:
+            reply = await self._run(
+                (b"SCAN", cursor, b"MATCH", f"{KEY_PREFIX}:{{{pattern}}}:*", b"COUNT", 1000),
+                replayable=True,
+            )
+            cursor = _int(reply[0])
+            for key in reply[1]:
+                name = key[len(prefix) :].partition(b"}")[0].decode()
+                if name not in seen:
+                    seen.add(name)
+                    yield name
+            if cursor == 0:
+                return
+
+    async def aclose(self) -> None:
+        with translate_errors():
+            await self.client.aclose()
+
+
+def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:
+    if len(reply) < 4 or (len(reply) - 4) % 6:
+        raise ProtocolError(f"dequeue answered {len(reply)} items; expected 4 + 6 per message")
+    now_ms, ready, next_due, reclaimed = (_int(item) for item in reply[:4])
+    messages = [
+        Leased(
+            mid=_text(reply[i]),
+            payload=reply[i + 1],
+            attempt=_int(reply[i + 2]),
+            lock_ms=_int(reply[i + 3]),
+            enqueued_ms=_int(reply[i + 4]),
+            token=_int(reply[i + 5]),
+        )
+        for i in range(4, len(reply), 6)
+    ]
+    return DequeueReply(now_ms, ready, None if next_due < 0 else next_due, reclaimed, messages)

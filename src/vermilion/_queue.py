@@ -1,0 +1,338 @@
+"""``Queue``: the producer's handle on one named queue."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ._exceptions import ProtocolError
+from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
+from ._protocol import Connection, EnqueueRequest, QueueKeys
+from ._serialization import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    MsgpackSerializer,
+    Serializer,
+    decode_payload,
+    encode_content,
+)
+from ._validation import check_mid, check_queue_name, positive_int, seconds, to_ms
+
+__all__ = ["DEFAULT_URL", "Queue", "clear_queues", "queue_names"]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_FAILURE_HISTORY = 10_000
+MAX_BATCH = 10_000
+_CONNECT_TIMEOUT = 5.0
+# Bounds a command whose connection went silent; blocking reads set their own.
+_SOCKET_TIMEOUT = 30.0
+_REFUSALS = {"already-queued", "locked", "backoff"}
+
+
+def _describe_client(client: aioredis.Redis) -> str:
+    """Where a client connects, without its password."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    scheme = "rediss" if kwargs.get("ssl") or "ssl_context" in kwargs else "redis"
+    user = kwargs.get("username")
+    auth = ""
+    if kwargs.get("password") is not None:
+        auth = f"{user or ''}:***@"
+    elif user:
+        auth = f"{user}@"
+    return f"{scheme}://{auth}{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+class Queue:
+    """One named queue in Redis, for producers (and the worker that serves it).
+
+    Give either ``url`` (the queue then owns its client and closes it in
+    :meth:`aclose`) or ``redis``, a ``redis.asyncio.Redis`` client you own and
+    close. With neither, ``$VERMILION_URL`` or ``redis://127.0.0.1:6379/0``.
+
+    Args:
+        name: 1-200 characters from ``A-Z a-z 0-9 _ . : -``.
+        url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
+        redis: a ``redis.asyncio.Redis`` client (decoded or not).
+        serializer: how content becomes bytes; msgpack by default.
+        max_payload_bytes: largest serialized content accepted, checked
+            before anything is sent, and again by workers before decoding.
+        failure_history: how many failed messages the queue remembers.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str | None = None,
+        *,
+        redis: aioredis.Redis | None = None,
+        serializer: Serializer | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        failure_history: int = DEFAULT_FAILURE_HISTORY,
+    ) -> None:
+        self._name = check_queue_name(name)
+        if url is not None and redis is not None:
+            raise ValueError("give either url or redis, not both")
+        if serializer is not None and not isinstance(serializer, Serializer):
+            raise TypeError("serializer must have dumps(content) -> bytes and loads(bytes)")
+        self.serializer: Serializer = serializer or MsgpackSerializer()
+        self.max_payload_bytes = positive_int(max_payload_bytes, "max_payload_bytes")
+        if not isinstance(failure_history, int) or isinstance(failure_history, bool):
+            raise TypeError("failure_history must be an int")
+        if failure_history < 0:
+            raise ValueError("failure_history must not be negative")
+        self.failure_history = failure_history
+        if redis is None:
+            if url is not None and not isinstance(url, str):
+                raise TypeError(f"url must be a str, not {type(url).__name__}")
+            url = url or os.environ.get("VERMILION_URL") or DEFAULT_URL
+            client = aioredis.Redis.from_url(
+                url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT
+            )
+            self._owns_client = True
+        else:
+            if not isinstance(redis, aioredis.Redis):
+                raise TypeError(f"redis must be a redis.asyncio.Redis client, not {type(redis).__name__}")
+            client = redis
+            self._owns_client = False
+        self._keys = QueueKeys.for_queue(self._name)
+        self._connection = Connection(client)
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        return self._name
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The ``redis.asyncio.Redis`` client this queue uses."""
+        return self._connection.client
+
+    def __repr__(self) -> str:
+        return f"<Queue {self._name!r} at {_describe_client(self._connection.client)}>"
+
+    async def __aenter__(self) -> Queue:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the Redis client if this queue created it (from ``url``)."""
+        if self._owns_client:
+            await self._connection.aclose()
+
+    # -- producing ---------------------------------------------------------------
+
+    def _request(
+        self,
+        content: Any,
+        *,
+        mid: str | None,
+        delay: float | timedelta,
+        lock_timeout: float | timedelta | None,
+        can_update: bool,
+        can_requeue: bool,
+        reset_delay: bool,
+        argument: str = "content",
+    ) -> EnqueueRequest:
+        mid = str(uuid.uuid4()) if mid is None else check_mid(mid)
+        delay_ms = to_ms(seconds(delay, "delay"))
+        lock_ms = None if lock_timeout is None else to_ms(seconds(lock_timeout, "lock_timeout", allow_zero=False))
+        for flag, value in (("can_update", can_update), ("can_requeue", can_requeue), ("reset_delay", reset_delay)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, not {type(value).__name__}")
+        payload = encode_content(self.serializer, content, self.max_payload_bytes, argument)
+        return EnqueueRequest(mid, payload, delay_ms, lock_ms, can_update, can_requeue, reset_delay)
+
+    async def enqueue(
+        self,
+        content: Any,
+        *,
+        mid: str | None = None,
+        delay: float | timedelta = 0.0,
+        lock_timeout: float | timedelta | None = None,
+        can_update: bool = False,
+        can_requeue: bool = False,
+        reset_delay: bool = False,
+    ) -> EnqueueResult:
+        """Add a message, or update / requeue / refuse it if its ``mid`` is busy.
+
+        Args:
+            content: anything the serializer accepts.
+            mid: message id for de-duplication; a random UUID by default.
+            delay: seconds before the message may be handled.
+            lock_timeout: this message's lease in seconds (the worker's by default).
+            can_update: if the mid is still queued, replace its content.
+            can_requeue: if the mid is being handled, or done inside its de-dup
+                window, handle the new content again once that ends.
+            reset_delay: if the mid is still queued, restart its delay from now
+                (debouncing).
+
+        Returns:
+            ``EnqueueResult``: ``ok`` with ``action`` ``"added"``/``"updated"``, or
+            not ``ok`` with ``error`` ``"already-queued"``/``"locked"``/``"backoff"``.
+
+        Raises:
+            TypeError, ValueError, SerializationError: bad arguments; nothing was sent.
+            OutcomeUnknownError: the connection failed after sending; check
+                ``message_status(mid)``.
+        """
+        request = self._request(
+            content,
+            mid=mid,
+            delay=delay,
+            lock_timeout=lock_timeout,
+            can_update=can_update,
+            can_requeue=can_requeue,
+            reset_delay=reset_delay,
+        )
+        (reply,) = await self._connection.enqueue(self._keys, [request])
+        return _result(request.mid, reply)
+
+    async def enqueue_many(
+        self,
+        contents: Iterable[Any],
+        *,
+        mids: Iterable[str | None] | None = None,
+        delay: float | timedelta = 0.0,
+        lock_timeout: float | timedelta | None = None,
+        can_update: bool = False,
+        can_requeue: bool = False,
+        reset_delay: bool = False,
+    ) -> list[EnqueueResult]:
+        """Enqueue many messages in one round trip and one atomic script call.
+
+        ``mids``, if given, holds one mid (or ``None`` for a random one) per
+        content. The other options apply to every message, as in :meth:`enqueue`.
+        Every message is checked before anything is sent. At most 10,000 per call.
+        """
+        items = list(contents)
+        mid_list: list[str | None] = [None] * len(items) if mids is None else list(mids)
+        if len(mid_list) != len(items):
+            raise ValueError(f"mids has {len(mid_list)} entries for {len(items)} contents")
+        if len(items) > MAX_BATCH:
+            raise ValueError(f"enqueue_many takes at most {MAX_BATCH} messages per call, got {len(items)}")
+        if not items:
+            return []
+        requests = [
+            self._request(
+                content,
+                mid=mid,
+                delay=delay,
+                lock_timeout=lock_timeout,
+                can_update=can_update,
+                can_requeue=can_requeue,
+                reset_delay=reset_delay,
+                argument=f"contents[{index}]",
+            )
+            for index, (content, mid) in enumerate(zip(items, mid_list))
+        ]
+        replies = await self._connection.enqueue(self._keys, requests)
+        return [_result(request.mid, reply) for request, reply in zip(requests, replies)]
+
+    # -- inspecting --------------------------------------------------------------
+
+    async def message_status(self, mid: str) -> MessageStatus | None:
+        """The status of one message, or ``None`` if the queue does not know its mid."""
+        status = await self._connection.message_status(self._keys, check_mid(mid))
+        return None if status is None else MessageStatus(status)
+
+    async def status(self) -> QueueStatus:
+        """Counts of the queue's messages and its lag, read atomically in O(log n)."""
+        counts = await self._connection.counts(self._keys)
+        live = counts.nqueued + counts.nlocked + counts.nbackoff
+        return QueueStatus(
+            nqueued=counts.nqueued,
+            nlocked=counts.nlocked,
+            nbackoff=counts.nbackoff,
+            ntotal=live + counts.ndone,
+            ndone=counts.ndone,
+            nfailed=counts.nfailed,
+            lag=counts.lag_ms / 1000,
+        )
+
+    async def size(self) -> int:
+        """How many messages are ready to be handled now (``status().nqueued``)."""
+        return (await self.status()).nqueued
+
+    async def content(self) -> list[MessageInfo]:
+        """Every message with its status. O(n) and atomic: for debugging only.
+
+        Content that cannot be decoded is shown as its raw bytes.
+        """
+        now_ms, stored = await self._connection.content(self._keys)
+        infos = []
+        for entry in stored:
+            content: Any = None
+            if entry.payload is not None:
+                try:
+                    content = decode_payload(self.serializer, entry.payload, self.max_payload_bytes)
+                except ValueError:
+                    content = entry.payload
+            infos.append(
+                MessageInfo(
+                    mid=entry.mid,
+                    status=MessageStatus(entry.status),
+                    attempts=entry.attempts,
+                    age=None if entry.enqueued_ms is None else max(0, now_ms - entry.enqueued_ms) / 1000,
+                    backoff=None if entry.backoff_end_ms is None else max(0, entry.backoff_end_ms - now_ms) / 1000,
+                    content=content,
+                )
+            )
+        return infos
+
+    async def clear(self) -> int:
+        """Delete every key of this queue. Returns how many live messages were removed."""
+        return await self._connection.clear(self._keys)
+
+    # -- for the worker ------------------------------------------------------------
+
+    @property
+    def _protocol(self) -> tuple[Connection, QueueKeys]:
+        return self._connection, self._keys
+
+
+def _result(mid: str, reply: str) -> EnqueueResult:
+    if reply in ("added", "updated"):
+        return EnqueueResult(ok=True, mid=mid, action=reply)  # type: ignore[arg-type]
+    if reply in _REFUSALS:
+        return EnqueueResult(ok=False, mid=mid, error=reply)  # type: ignore[arg-type]
+    raise ProtocolError(f"enqueue answered {reply!r}")
+
+
+async def queue_names(redis: aioredis.Redis, pattern: str = "*") -> list[str]:
+    """The sorted names of the queues that have any key in Redis, matching ``pattern``.
+
+    ``pattern`` is a Redis glob over queue names (``*``, ``?``, ``[abc]``).
+    """
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
+    if not pattern or "{" in pattern or "}" in pattern:
+        raise ValueError("pattern must be a non-empty glob without braces")
+    connection = Connection(redis)
+    return sorted([name async for name in connection.scan_queue_names(pattern)])
+
+
+async def clear_queues(redis: aioredis.Redis, *names: str) -> int:
+    """Delete every key of the named queues. Returns how many live messages were removed.
+
+    Every name is checked before anything is deleted; names are exact, never patterns.
+    """
+    checked = [check_queue_name(name) for name in names]
+    connection = Connection(redis)
+    removed = 0
+    for name in checked:
+        removed += await connection.clear(QueueKeys.for_queue(name))
+    return removed

@@ -1,0 +1,53 @@
+"""The Lua scripts: loading them from the package, and their SHA1 digests.
+
+Each operation has its own file in ``lua/``. The shared helpers of
+``lua/_common.lua`` are placed after the operation's optional ``#!lua`` line
+(which Redis requires on the first line) and before its body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+
+__all__ = ["SCRIPTS", "Script"]
+
+_OPERATIONS = ("enqueue", "dequeue", "ack", "extend", "status", "counts", "content", "clear")
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """One operation's full source, ready for ``EVALSHA``."""
+
+    name: str
+    source: bytes
+    sha: bytes
+    read_only: bool
+
+
+def _read(name: str) -> str:
+    return (resources.files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _build(name: str, common: str) -> Script:
+    body = _read(name)
+    shebang = ""
+    if body.startswith("#!"):
+        shebang, _, body = body.partition("\n")
+        shebang += "\n"
+    source = f"{shebang}{common}\n{body}".encode()
+    return Script(
+        name=name,
+        source=source,
+        sha=hashlib.sha1(source, usedforsecurity=False).hexdigest().encode(),
+        read_only="flags=no-writes" in shebang,
+    )
+
+
+def _load_all() -> dict[str, Script]:
+    common = _read("_common")
+    return {name: _build(name, common) for name in _OPERATIONS}
+
+
+SCRIPTS: dict[str, Script] = _load_all()

@@ -1,0 +1,120 @@
+"""How message content becomes bytes in Redis, and back.
+
+Pure module: no Redis. msgpack is the default; JSON is included; any object
+with ``dumps``/``loads`` can serve. pickle is never used: stored bytes are
+untrusted input to the worker, and unpickling runs code.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+import msgpack
+
+from ._exceptions import SerializationError
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "JsonSerializer",
+    "MsgpackSerializer",
+    "Serializer",
+    "decode_payload",
+    "encode_content",
+]
+
+DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+"""16 MiB. Redis accepts 512 MiB per value; large payloads belong elsewhere."""
+
+# msgpack extension code for naive datetimes (aware ones use the standard
+# timestamp extension, -1). Any other code found when decoding is refused.
+_NAIVE_DATETIME = 1
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns content into bytes and back. Producers and workers must agree."""
+
+    def dumps(self, content: Any, /) -> bytes:
+        """Serialize ``content``; raise ``TypeError`` or ``ValueError`` if it cannot be."""
+        ...
+
+    def loads(self, data: bytes, /) -> Any:
+        """Deserialize ``data``; raise ``ValueError`` if it is not valid."""
+        ...
+
+
+def _msgpack_default(obj: object) -> object:
+    if isinstance(obj, datetime):
+        if obj.tzinfo is None:
+            return msgpack.ExtType(_NAIVE_DATETIME, obj.isoformat().encode("ascii"))
+        return msgpack.Timestamp.from_datetime(obj)
+    raise TypeError(f"msgpack cannot serialize an object of type {type(obj).__name__}")
+
+
+def _msgpack_ext_hook(code: int, data: bytes) -> object:
+    if code == _NAIVE_DATETIME:
+        return datetime.fromisoformat(data.decode("ascii"))
+    raise ValueError(f"unknown msgpack extension type {code}")
+
+
+class MsgpackSerializer:
+    """msgpack: bytes, str, int, float, bool, None, lists, dicts and datetimes.
+
+    Tuples come back as lists. Aware datetimes come back in UTC (the same
+    instant); naive ones come back naive. Map keys may be any hashable scalar.
+    """
+
+    def dumps(self, content: Any, /) -> bytes:
+        return msgpack.packb(content, default=_msgpack_default, datetime=False)
+
+    def loads(self, data: bytes, /) -> Any:
+        return msgpack.unpackb(
+            data, timestamp=3, ext_hook=_msgpack_ext_hook, strict_map_key=False, raw=False
+        )
+
+    def __repr__(self) -> str:
+        return "MsgpackSerializer()"
+
+
+class JsonSerializer:
+    """JSON (UTF-8): str, int, float, bool, None, lists and dicts with str keys."""
+
+    def dumps(self, content: Any, /) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+    def loads(self, data: bytes, /) -> Any:
+        return json.loads(data)
+
+    def __repr__(self) -> str:
+        return "JsonSerializer()"
+
+
+def encode_content(serializer: Serializer, content: Any, max_bytes: int, argument: str) -> bytes:
+    """Serialize ``content``, refusing what the serializer refuses or what is too large."""
+    try:
+        data = serializer.dumps(content)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SerializationError(f"{argument} cannot be serialized: {exc}") from exc
+    if not isinstance(data, bytes):
+        raise SerializationError(
+            f"{argument}: serializer returned {type(data).__name__}, not bytes"
+        )
+    if len(data) > max_bytes:
+        raise ValueError(
+            f"{argument} is {len(data)} bytes serialized; max_payload_bytes is {max_bytes}"
+        )
+    return data
+
+
+def decode_payload(serializer: Serializer, data: bytes, max_bytes: int) -> Any:
+    """Deserialize stored bytes, which are untrusted: size-checked before decoding."""
+    if len(data) > max_bytes:
+        raise SerializationError(
+            f"stored payload is {len(data)} bytes; max_payload_bytes is {max_bytes}"
+        )
+    try:
+        return serializer.loads(data)
+    except Exception as exc:  # any decoder failure means the same thing: bad bytes
+        raise SerializationError(f"stored payload cannot be decoded: {exc}") from exc

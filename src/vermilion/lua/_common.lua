@@ -1,0 +1,140 @@
+-- _common.lua: helpers shared by every vermilion script.
+--
+-- _scripts.py places this text after a script's optional `#!lua` line and
+-- before the script's own body, so every operation sees the same key names and
+-- the same state rules. It performs no command when loaded.
+--
+-- KEYS (identical order in every script; all share the hash tag `{<queue>}`):
+--   1  messages         hash   mid -> payload bytes of a live (queued/delayed/locked) message
+--   2  requeue          hash   mid -> payload of a pending requeue (while locked or done)
+--   3  attempts         hash   mid -> times handed out in the current life
+--   4  enqueued         hash   mid -> ms when the current life began (enqueue or requeue)
+--   5  due              hash   mid -> ms when the message became (or becomes) ready
+--   6  lock_ms          hash   mid -> per-message lease in ms (absent: worker default)
+--   7  requeue_lock_ms  hash   mid -> lease in ms for the pending requeue
+--   8  ready            list   mids ready now, handed out from the head (LPOP)
+--   9  delayed          zset   mid -> ms its delay or retry backoff ends
+--   10 locks            zset   mid -> ms its lease lapses
+--   11 leases           hash   mid -> token of the current lease (the ack/extend fence)
+--   12 done             zset   mid -> ms its de-duplication window ends
+--   13 failed           zset   mid -> ms it failed (bounded history)
+--   14 errors           hash   mid -> reason of its failure
+--   15 notify           list   wake-up tokens for idle workers (at most 64)
+--   16 seq              string last lease token handed out
+--
+-- Invariants every script keeps:
+--   * a live mid is in `messages` and in exactly one of `ready`, `delayed`, `locks`;
+--   * a finished mid still inside its de-dup window is only in `done` (plus
+--     `requeue` when a requeue is pending); its payload is gone;
+--   * `leases[mid]` exists exactly while the mid is in `locks`;
+--   * a mid appears in `ready` at most once.
+-- Time is read from the server (TIME) only, in whole milliseconds.
+
+local K_MESSAGES, K_REQUEUE, K_ATTEMPTS, K_ENQUEUED = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_DUE, K_LOCK_MS, K_REQUEUE_LOCK_MS, K_READY = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local K_DELAYED, K_LOCKS, K_LEASES, K_DONE = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local K_FAILED, K_ERRORS, K_NOTIFY, K_SEQ = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+
+local MAX_NOTIFY_TOKENS = 64
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Raise a script error that _protocol.py turns into a ProtocolError.
+local function fail(message)
+  return redis.error_reply('VERMILION ' .. message)
+end
+
+local function to_int(value, name, min)
+  local n = tonumber(value)
+  if n == nil or n ~= math.floor(n) or n < min then
+    error(fail('bad ' .. name .. ': ' .. tostring(value)))
+  end
+  return n
+end
+
+-- The mid's state as of `now`:
+--   'locked'  lease running        'lapsed'  lease ended, not yet reclaimed
+--   'delayed' waiting for its time 'due'     delay ended, not yet moved to ready
+--   'ready'   in the ready list
+--   'done'    inside its de-dup window          'expired' window ended, not yet collected
+--   'failed'  failed and kept in the history   nil       unknown
+local function state_of(mid, now)
+  local lease_end = redis.call('ZSCORE', K_LOCKS, mid)
+  if lease_end then
+    if tonumber(lease_end) > now then return 'locked' end
+    return 'lapsed'
+  end
+  local due = redis.call('ZSCORE', K_DELAYED, mid)
+  if due then
+    if tonumber(due) > now then return 'delayed' end
+    return 'due'
+  end
+  if redis.call('HEXISTS', K_MESSAGES, mid) == 1 then return 'ready' end
+  local window_end = redis.call('ZSCORE', K_DONE, mid)
+  if window_end then
+    if tonumber(window_end) > now then return 'done' end
+    return 'expired'
+  end
+  if redis.call('ZSCORE', K_FAILED, mid) then return 'failed' end
+  return nil
+end
+
+local function has_requeue(mid)
+  return redis.call('HEXISTS', K_REQUEUE, mid) == 1
+end
+
+-- The public MessageStatus string for a state (nil for an unknown mid).
+local function public_status(state, mid)
+  if state == nil then return nil end
+  if state == 'ready' or state == 'due' or state == 'lapsed' then return 'queued' end
+  if state == 'delayed' then return 'queued-with-backoff' end
+  if state == 'failed' then return 'failed' end
+  local requeue = has_requeue(mid)
+  if state == 'locked' then
+    if requeue then return 'locked-with-requeue' end
+    return 'locked'
+  end
+  if state == 'done' then
+    if requeue then return 'done-with-requeue' end
+    return 'done-with-backoff'
+  end
+  -- 'expired': a pending requeue is already due for handling.
+  if requeue then return 'queued' end
+  return 'done-awaiting-gc'
+end
+
+-- Delete the per-life fields of a mid that has left the live sets.
+local function forget_life(mid)
+  redis.call('HDEL', K_MESSAGES, mid)
+  redis.call('HDEL', K_ATTEMPTS, mid)
+  redis.call('HDEL', K_ENQUEUED, mid)
+  redis.call('HDEL', K_DUE, mid)
+  redis.call('HDEL', K_LOCK_MS, mid)
+end
+
+local function wake_workers()
+  redis.call('LPUSH', K_NOTIFY, '1')
+  redis.call('LTRIM', K_NOTIFY, 0, MAX_NOTIFY_TOKENS - 1)
+end
+
+-- Start a new life for a mid from its pending requeue: ready now, attempt 1.
+-- Pre: the mid is in no live set and `requeue[mid]` exists.
+local function apply_requeue(mid, now)
+  local payload = redis.call('HGET', K_REQUEUE, mid)
+  local lock = redis.call('HGET', K_REQUEUE_LOCK_MS, mid)
+  redis.call('HDEL', K_REQUEUE, mid)
+  redis.call('HDEL', K_REQUEUE_LOCK_MS, mid)
+  redis.call('HDEL', K_ATTEMPTS, mid)
+  if lock then
+    redis.call('HSET', K_LOCK_MS, mid, lock)
+  else
+    redis.call('HDEL', K_LOCK_MS, mid)
+  end
+  redis.call('HSET', K_MESSAGES, mid, payload)
+  redis.call('HSET', K_ENQUEUED, mid, now)
+  redis.call('HSET', K_DUE, mid, now)
+  redis.call('RPUSH', K_READY, mid)
+end

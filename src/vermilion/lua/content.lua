@@ -1,0 +1,46 @@
+#!lua flags=no-writes
+-- content.lua: every message of a queue with its state (read-only, O(n)).
+--
+-- For debugging and small queues only: the script runs to completion while the
+-- server waits, so do not call it on a queue with millions of messages.
+-- KEYS: the sixteen queue keys listed in _common.lua.
+-- ARGV: none.
+-- Reply: [now_ms, then seven entries per message:
+--   mid, status, attempts, enqueued_ms (or -1), backoff_end_ms (or -1),
+--   has_content (1/0), content (payload bytes, or '' when has_content is 0)]
+-- Live messages show their payload; finished ones show their pending requeue
+-- payload, if any; failed ones show nothing but their reason in `errors`.
+-- Invariants: writes nothing (flags=no-writes).
+
+local now = now_ms()
+local reply = { now }
+
+local function add(mid)
+  local state = state_of(mid, now)
+  local status = public_status(state, mid)
+  if status == nil then return end
+  local payload = redis.call('HGET', K_MESSAGES, mid) or redis.call('HGET', K_REQUEUE, mid)
+  local backoff_end = -1
+  if state == 'delayed' then
+    backoff_end = tonumber(redis.call('ZSCORE', K_DELAYED, mid))
+  elseif state == 'done' then
+    backoff_end = tonumber(redis.call('ZSCORE', K_DONE, mid))
+  end
+  reply[#reply + 1] = mid
+  reply[#reply + 1] = status
+  reply[#reply + 1] = tonumber(redis.call('HGET', K_ATTEMPTS, mid)) or 0
+  reply[#reply + 1] = tonumber(redis.call('HGET', K_ENQUEUED, mid)) or -1
+  reply[#reply + 1] = backoff_end
+  if payload then
+    reply[#reply + 1] = 1
+    reply[#reply + 1] = payload
+  else
+    reply[#reply + 1] = 0
+    reply[#reply + 1] = ''
+  end
+end
+
+for _, mid in ipairs(redis.call('HKEYS', K_MESSAGES)) do add(mid) end
+for _, mid in ipairs(redis.call('ZRANGE', K_DONE, 0, -1)) do add(mid) end
+for _, mid in ipairs(redis.call('ZRANGE', K_FAILED, 0, -1)) do add(mid) end
+return reply

@@ -1,0 +1,136 @@
+-- dequeue.lua: bounded housekeeping, then lease up to N ready messages.
+--
+-- KEYS: the sixteen queue keys listed in _common.lua.
+-- ARGV:
+--   1 max_messages       integer 0..1000: how many messages to hand out at most
+--   2 default_lock_ms    integer ms > 0: lease for messages without their own lock_ms
+--   3 housekeeping_limit integer >= 1: at most this many entries of each kind are
+--                        moved per call (due delays, lapsed leases, ended windows)
+-- Reply: a flat array
+--   [1] now_ms, [2] ready count left, [3] ms of the next due event or -1,
+--   [4] leases reclaimed by this call,
+--   then six entries per handed-out message:
+--   mid, payload, attempt, lease ms, enqueued ms, lease token.
+--
+-- Housekeeping, in order: delayed mids whose time has come join the tail of
+-- `ready`; lapsed leases are reclaimed to the head of `ready` (they are the
+-- oldest work); mids whose de-dup window ended are collected, or start their
+-- pending requeue. Hand-out pops from the head of `ready` (FIFO), skips hints
+-- that lost their message, and leases each mid: attempt + 1, a fresh token,
+-- `locks` score = now + lease.
+-- Invariants: arguments are checked before the first write; no mid is handed
+-- out twice by one call; when fewer than max_messages could be handed out the
+-- wake-up tokens are dropped (they announced work that is gone), so an idle
+-- worker blocks instead of spinning on stale tokens.
+
+local max_messages = to_int(ARGV[1], 'max_messages', 0)
+local default_lock = to_int(ARGV[2], 'default_lock_ms', 1)
+local limit = to_int(ARGV[3], 'housekeeping_limit', 1)
+if max_messages > 1000 then return fail('max_messages above 1000') end
+
+local now = now_ms()
+
+local function move_due_delays()
+  local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, limit)
+  if #due > 0 then
+    redis.call('ZREM', K_DELAYED, unpack(due))
+    redis.call('RPUSH', K_READY, unpack(due))
+  end
+end
+
+local function reclaim_lapsed_leases()
+  local lapsed = redis.call('ZRANGEBYSCORE', K_LOCKS, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+  local n = #lapsed / 2
+  -- Walk backwards so that the earliest lapsed lease ends up at the head.
+  for i = #lapsed - 1, 1, -2 do
+    local mid = lapsed[i]
+    redis.call('ZREM', K_LOCKS, mid)
+    redis.call('HDEL', K_LEASES, mid)
+    redis.call('HSET', K_DUE, mid, lapsed[i + 1])
+    redis.call('LPUSH', K_READY, mid)
+  end
+  return n
+end
+
+local function collect_ended_windows()
+  local ended = redis.call('ZRANGEBYSCORE', K_DONE, '-inf', now, 'LIMIT', 0, limit)
+  for _, mid in ipairs(ended) do
+    redis.call('ZREM', K_DONE, mid)
+    if has_requeue(mid) then apply_requeue(mid, now) end
+  end
+end
+
+local function first_score(key)
+  local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if head[2] then return tonumber(head[2]) end
+  return nil
+end
+
+-- The earliest time something becomes ready without an enqueue: a delay or
+-- backoff ending, a lease lapsing, or a de-dup window ending with a requeue.
+local function next_due_ms()
+  local best = first_score(K_DELAYED)
+  local lease = first_score(K_LOCKS)
+  if lease and (best == nil or lease < best) then best = lease end
+  if redis.call('HLEN', K_REQUEUE) > 0 then
+    local window = first_score(K_DONE)
+    if window and (best == nil or window < best) then best = window end
+  end
+  return best or -1
+end
+
+local function hand_out()
+  local out = {}
+  if max_messages == 0 then return out end
+  local mids = redis.call('LPOP', K_READY, max_messages)
+  if not mids then return out end
+  local payloads = redis.call('HMGET', K_MESSAGES, unpack(mids))
+  local enqueued = redis.call('HMGET', K_ENQUEUED, unpack(mids))
+  local locks = redis.call('HMGET', K_LOCK_MS, unpack(mids))
+  local seen = {}
+  local leased = {}
+  for i, mid in ipairs(mids) do
+    if payloads[i] and not seen[mid] then
+      seen[mid] = true
+      leased[#leased + 1] = i
+    end
+  end
+  if #leased == 0 then return out end
+  local last_token = redis.call('INCRBY', K_SEQ, #leased)
+  if last_token == #leased then
+    -- A new or cleared queue: start tokens from the clock, so a holder of a
+    -- lease from before a clear can never match a new one.
+    last_token = redis.call('INCRBY', K_SEQ, now * 1000)
+  end
+  local token = last_token - #leased
+  local lock_args, lease_args = {}, {}
+  for _, i in ipairs(leased) do
+    local mid = mids[i]
+    local lock = tonumber(locks[i]) or default_lock
+    local attempt = redis.call('HINCRBY', K_ATTEMPTS, mid, 1)
+    token = token + 1
+    lock_args[#lock_args + 1] = now + lock
+    lock_args[#lock_args + 1] = mid
+    lease_args[#lease_args + 1] = mid
+    lease_args[#lease_args + 1] = token
+    out[#out + 1] = mid
+    out[#out + 1] = payloads[i]
+    out[#out + 1] = attempt
+    out[#out + 1] = lock
+    out[#out + 1] = enqueued[i] or now
+    out[#out + 1] = token
+  end
+  redis.call('ZADD', K_LOCKS, unpack(lock_args))
+  redis.call('HSET', K_LEASES, unpack(lease_args))
+  return out
+end
+
+move_due_delays()
+local reclaimed = reclaim_lapsed_leases()
+collect_ended_windows()
+local handed = hand_out()
+if #handed / 6 < max_messages then redis.call('DEL', K_NOTIFY) end
+
+local reply = { now, redis.call('LLEN', K_READY), next_due_ms(), reclaimed }
+for _, v in ipairs(handed) do reply[#reply + 1] = v end
+return reply
