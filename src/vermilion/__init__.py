@@ -31,6 +31,15 @@ from ._messages import (
 )
 from ._queue import Queue, clear_queues, queue_names
 from ._serialization import JsonSerializer, MsgpackSerializer, Serializer
+from ._stats import Summary
+from ._worker import (
+    AsyncWorker,
+    PollInfo,
+    QueueSizeMonitor,
+    WorkerStats,
+    WorkerStatus,
+    exponential_idle_backoff,
+)
 
 try:
     __version__ = _version("vermilion")
@@ -38,6 +47,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "AsyncWorker",
     "ConfigurationError",
     "EnqueueResult",
     "Failure",
@@ -47,17 +57,23 @@ __all__ = [
     "MessageStatus",
     "MsgpackSerializer",
     "OutcomeUnknownError",
+    "PollInfo",
     "ProtocolError",
     "Queue",
+    "QueueSizeMonitor",
     "QueueStatus",
     "Retry",
     "ScriptError",
     "SerializationError",
     "Serializer",
     "Success",
+    "Summary",
     "VermilionConnectionError",
     "VermilionError",
+    "WorkerStats",
+    "WorkerStatus",
     "clear_queues",
+    "exponential_idle_backoff",
     "queue_names",
     "set_min_log_level",
 ]

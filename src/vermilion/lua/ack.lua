@@ -18,7 +18,7 @@
 --   success, no window  -> the message is gone, or starts its pending requeue
 --   success, window s   -> done for s ms (enqueue of the mid answers 'backoff')
 --   retry, no backoff   -> ready again at the tail, wake-up token pushed
---   retry, backoff s    -> delayed for s ms
+--   retry, backoff s    -> delayed for s ms, wake-up token pushed
 --   failure             -> recorded in `failed`/`errors` (oldest trimmed beyond
 --                          max_failed); gone, or starts its pending requeue
 -- Invariants: every argument is checked before the first write; each applied
@@ -84,8 +84,10 @@ local function apply(o)
       redis.call('ZADD', K_DELAYED, due, o.mid)
     else
       redis.call('RPUSH', K_READY, o.mid)
-      woke = true
     end
+    -- Even a delayed retry wakes idle workers: they learn its due time from
+    -- their next dequeue instead of sleeping past it.
+    woke = true
   elseif o.kind == 's' and o.backoff > 0 then
     forget_life(o.mid)
     redis.call('ZADD', K_DONE, now + o.backoff, o.mid)

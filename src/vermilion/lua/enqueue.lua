@@ -24,7 +24,8 @@
 --   'already-queued'.
 -- Invariants: every argument is checked before the first write; a fresh life
 -- clears every trace of a former one (attempts, failure record, done entry);
--- any message that became ready or delayed pushes one wake-up token.
+-- a call that made a message ready, delayed, or recorded a requeue pushes one
+-- wake-up token.
 
 local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY = 1, 2, 4
 local GROUP = 6
@@ -109,6 +110,7 @@ local function pending_requeue(m)
   if exists and not m.can_update then return 'already-queued' end
   redis.call('HSET', K_REQUEUE, m.mid, m.payload)
   set_lock(K_REQUEUE_LOCK_MS, m.mid, m.lock)
+  woke = true -- idle workers must now also wait for the end of a de-dup window
   if exists then return 'updated' end
   return 'added'
 end

@@ -1,0 +1,104 @@
+"""Rolling statistics for the worker: pure code, no I/O, no clock.
+
+``RollingStats.record`` is O(1): it updates running totals and overwrites the
+oldest slot of a fixed-size ring. Percentiles are computed on read, over the
+samples in the ring (the most recent ``window``), by linear interpolation
+between closest ranks (the method numpy and ``statistics.quantiles(...,
+method="inclusive")`` call "linear"/"inclusive").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+__all__ = ["DEFAULT_WINDOW", "RollingStats", "Summary", "percentile"]
+
+DEFAULT_WINDOW = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A summary of one measure.
+
+    ``n``, ``min``, ``max``, ``mean`` and ``last`` cover every sample recorded;
+    the percentiles cover the most recent samples (the tracker's window).
+    """
+
+    n: int
+    min: float
+    max: float
+    mean: float
+    last: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """The ``fraction`` (0..1) percentile of sorted, non-empty data, interpolated linearly."""
+    if not ordered:
+        raise ValueError("percentile of no data")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be within 0..1, got {fraction}")
+    position = (len(ordered) - 1) * fraction
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    weight = position - low
+    return ordered[low] + (ordered[high] - ordered[low]) * weight
+
+
+class RollingStats:
+    """Records samples in O(1) and summarizes them on read."""
+
+    __slots__ = ("_count", "_last", "_max", "_min", "_next", "_ring", "_sum", "_window")
+
+    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self._window = window
+        self._ring: list[float] = []
+        self._next = 0  # slot the next sample overwrites once the ring is full
+        self._count = 0
+        self._sum = 0.0
+        self._min = math.inf
+        self._max = -math.inf
+        self._last = math.nan
+
+    def record(self, value: float) -> None:
+        if len(self._ring) < self._window:
+            self._ring.append(value)
+        else:
+            self._ring[self._next] = value
+            self._next = (self._next + 1) % self._window
+        self._count += 1
+        self._sum += value
+        self._last = value
+        if value < self._min:
+            self._min = value
+        if value > self._max:
+            self._max = value
+
+    def __len__(self) -> int:
+        return self._count
+
+    def summary(self) -> Summary | None:
+        """The summary so far, or ``None`` before the first sample."""
+        if not self._count:
+            return None
+        ordered = sorted(self._ring)
+        return Summary(
+            n=self._count,
+            min=self._min,
+            max=self._max,
+            mean=self._sum / self._count,
+            last=self._last,
+            p50=percentile(ordered, 0.50),
+            p90=percentile(ordered, 0.90),
+            p95=percentile(ordered, 0.95),
+            p99=percentile(ordered, 0.99),
+        )

@@ -1,0 +1,636 @@
+"""``AsyncWorker``: handles a queue's messages with bounded concurrency.
+
+Three tasks cooperate, all in the event loop that called ``start()``:
+
+* the poll loop takes free handler slots first, then leases up to that many
+  messages in one ``dequeue`` call, and starts one handler task per message;
+  with nothing to do it blocks on the queue's wake-up list;
+* the acknowledger sends the outcomes of handlers that finished together in
+  one fenced ``ack`` call, and retries it while Redis is unreachable;
+* the heartbeat renews every held lease in one ``extend`` call, well before
+  the leases lapse.
+
+Invariant: ``0 <= self._busy <= concurrency`` and ``self._busy`` equals the
+number of handler tasks not yet finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+
+from ._exceptions import SerializationError, VermilionError
+from ._logs import logger
+from ._messages import Failure, Message, Outcome, QueueStatus, Retry, Success
+from ._protocol import Leased, OutcomeRequest
+from ._queue import Queue
+from ._serialization import decode_payload
+from ._stats import RollingStats, Summary
+from ._validation import positive_int, seconds, to_ms
+
+__all__ = [
+    "AsyncWorker",
+    "Handler",
+    "PollInfo",
+    "QueueSizeMonitor",
+    "WorkerStats",
+    "WorkerStatus",
+    "exponential_idle_backoff",
+]
+
+T = TypeVar("T")
+Handler = Callable[[Message], Awaitable[Success | Retry | Failure | None]]
+ExceptionMapper = Callable[[BaseException, Message], Outcome]
+
+MAX_BATCH = 1000
+_HOUSEKEEPING_LIMIT = 256
+_ACK_BATCH = 500
+_ERROR_BACKOFF_CAP = 10.0
+_REASON_MAX_CHARS = 1000
+_STOP_ACK_FLUSH_TIMEOUT = 5.0
+
+
+def exponential_idle_backoff(empty_polls: int) -> float:
+    """Seconds an idle worker may sleep after ``empty_polls`` empty polls in a row.
+
+    Doubles from 0.5-1 s up to 8-16 s, jittered so that idle workers spread out.
+    An enqueue wakes a sleeping worker at once whatever this says.
+    """
+    n = min(max(empty_polls, 1) - 1, 4)
+    return (2**n + random.random() * 2**n) * 0.5  # noqa: S311 - jitter, not crypto
+
+
+@dataclass(frozen=True, slots=True)
+class PollInfo:
+    """What one poll saw; passed to the monitor after every poll."""
+
+    queue: str
+    queue_size: int
+    handed_out: int
+    reclaimed: int
+    empty_polls: int
+
+
+class QueueSizeMonitor:
+    """The default monitor: warns when the queue holds more than ``max_size``
+    ready messages, at most once per ``interval`` seconds."""
+
+    def __init__(self, max_size: int = 1000, interval: float | timedelta = 6 * 3600.0) -> None:
+        self.max_size = positive_int(max_size, "max_size")
+        self.interval = seconds(interval, "interval")
+        self._last_warning: float | None = None
+
+    def __call__(self, poll: PollInfo) -> None:
+        if poll.queue_size <= self.max_size:
+            return
+        now = time.monotonic()
+        if self._last_warning is not None and now - self._last_warning < self.interval:
+            return
+        self._last_warning = now
+        logger.warning(
+            "queue %r holds %d ready messages (more than %d): are the workers keeping up?",
+            poll.queue,
+            poll.queue_size,
+            self.max_size,
+        )
+
+    def __repr__(self) -> str:
+        return f"QueueSizeMonitor(max_size={self.max_size}, interval={self.interval})"
+
+
+def _exception_to_failure(exc: BaseException, message: Message) -> Outcome:
+    return Failure(reason=f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """Statistics of one worker since it was created."""
+
+    queue_size: Summary | None
+    queueing_time_ms: Summary | None
+    handling_time_ms: Summary | None
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """A snapshot of a worker, like dereferencing a Carmine worker.
+
+    ``queue_status`` holds live counts from Redis, or ``None`` if Redis could
+    not be reached for them.
+    """
+
+    queue: str
+    running: bool
+    concurrency: int
+    in_flight: int
+    options: dict[str, Any]
+    stats: WorkerStats
+    queue_status: QueueStatus | None = field(default=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (dicts, lists, numbers, strings), ready for JSON."""
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class _Lease:
+    mid: str
+    token: int
+    lock_ms: int
+
+
+class AsyncWorker:
+    """Handles the messages of one queue, at most ``concurrency`` at a time.
+
+    Args:
+        queue: the queue to serve; the worker uses its Redis client.
+        handler: ``async def handler(msg: Message) -> Success | Retry | Failure | None``;
+            ``None`` means ``Success()``.
+        concurrency: most handlers running at once.
+        lock_timeout: the lease in seconds for messages without their own. The
+            worker renews leases while handlers run, so this bounds how long a
+            crashed worker's messages wait to be handed out again, not how long
+            a handler may run.
+        idle_backoff: seconds to sleep when the queue is empty: a number, or a
+            function of the count of empty polls in a row (default: 0.5 s
+            doubling to 16 s, jittered). Enqueues wake the worker at once.
+        throttle: seconds to pause after each poll that handed out messages: a
+            number, or a function of the queue size returning seconds or None.
+        handler_timeout: seconds a handler may run before it is cancelled and
+            treated as if it raised ``TimeoutError``.
+        max_attempts: a message handed out more often than this is failed
+            without calling the handler (a poison-message guard).
+        monitor: called with a ``PollInfo`` after each poll; ``None`` disables.
+            The default warns when more than 1,000 messages are ready.
+        on_exception: maps a handler's exception to an outcome; by default
+            ``Failure`` (not retried), as in Carmine.
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        handler: Handler,
+        *,
+        concurrency: int = 10,
+        lock_timeout: float | timedelta = 30.0,
+        idle_backoff: float | timedelta | Callable[[int], float] = exponential_idle_backoff,
+        throttle: float | timedelta | Callable[[int], float | None] | None = None,
+        handler_timeout: float | timedelta | None = None,
+        max_attempts: int | None = None,
+        monitor: Callable[[PollInfo], object] | None = QueueSizeMonitor(),  # noqa: B008 - immutable config
+        on_exception: ExceptionMapper = _exception_to_failure,
+    ) -> None:
+        if not isinstance(queue, Queue):
+            raise TypeError(f"queue must be a vermilion.Queue, not {type(queue).__name__}")
+        if not callable(handler):
+            raise TypeError("handler must be an async function taking a Message")
+        self.queue = queue
+        self.handler = handler
+        self.concurrency = positive_int(concurrency, "concurrency", maximum=MAX_BATCH)
+        self.lock_timeout = seconds(lock_timeout, "lock_timeout", allow_zero=False)
+        self._idle_backoff = self._as_delay_function(idle_backoff, "idle_backoff")
+        self._throttle = None if throttle is None else self._as_delay_function(throttle, "throttle")
+        self.handler_timeout = (
+            None if handler_timeout is None else seconds(handler_timeout, "handler_timeout", allow_zero=False)
+        )
+        self.max_attempts = None if max_attempts is None else positive_int(max_attempts, "max_attempts")
+        if monitor is not None and not callable(monitor):
+            raise TypeError("monitor must be callable or None")
+        if not callable(on_exception):
+            raise TypeError("on_exception must be callable")
+        self.monitor = monitor
+        self.on_exception = on_exception
+        self._lock_ms = to_ms(self.lock_timeout)
+
+        self._connection, self._keys = queue._protocol
+        self._running = False
+        self._stopping = asyncio.Event()
+        self._busy = 0
+        self._slot_freed = asyncio.Event()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._leases: dict[tuple[str, int], _Lease] = {}
+        self._pending_acks: list[OutcomeRequest] = []
+        self._acks_in_flight: set[tuple[str, int]] = set()
+        self._acks_wanted = asyncio.Event()
+        self._acks_idle = asyncio.Event()
+        self._acks_idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stats_queue_size = RollingStats()
+        self._stats_queueing = RollingStats()
+        self._stats_handling = RollingStats()
+        self._counts: dict[str, int] = {}
+
+    @staticmethod
+    def _as_delay_function(value: object, argument: str) -> Callable[[int], float | None]:
+        if callable(value):
+            return value  # type: ignore[no-any-return]
+        delay = seconds(value, argument)
+        return lambda _: delay
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return (
+            f"<AsyncWorker queue={self.queue.name!r} {state}"
+            f" in_flight={self._busy}/{self.concurrency}>"
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    async def start(self) -> None:
+        """Start polling in the background. Raises if Redis is unusable."""
+        if self._running:
+            raise RuntimeError("this worker is already running")
+        await self._connection.check_server()
+        self._stopping = asyncio.Event()
+        self._running = True
+        self._tasks = [
+            asyncio.create_task(self._poll_loop(), name=f"vermilion-poll-{self.queue.name}"),
+            asyncio.create_task(self._ack_loop(), name=f"vermilion-ack-{self.queue.name}"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"vermilion-heartbeat-{self.queue.name}"),
+        ]
+        logger.info("worker started on queue %r (concurrency %d)", self.queue.name, self.concurrency)
+
+    async def stop(self, timeout: float | timedelta = 30.0) -> None:
+        """Stop taking messages and wait up to ``timeout`` seconds for running handlers.
+
+        Handlers still running then are cancelled and their messages are not
+        acknowledged: their leases lapse and the messages are handed out again.
+        Outcomes already known are acknowledged before this returns.
+        """
+        grace = seconds(timeout, "timeout")
+        if not self._running:
+            return
+        self._stopping.set()
+        poll, acker, heartbeat = self._tasks
+        await asyncio.gather(poll, return_exceptions=True)
+        if self._handlers:
+            _, unfinished = await asyncio.wait(set(self._handlers), timeout=grace)
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                logger.warning(
+                    "stopped %d handlers that ran past the stop timeout; their messages"
+                    " will be handed out again when their leases lapse",
+                    len(unfinished),
+                )
+                await asyncio.gather(*unfinished, return_exceptions=True)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._acks_idle.wait(), _STOP_ACK_FLUSH_TIMEOUT)
+        for task in (acker, heartbeat):
+            task.cancel()
+        await asyncio.gather(acker, heartbeat, return_exceptions=True)
+        if self._pending_acks:
+            logger.warning(
+                "%d outcomes could not be acknowledged before stopping; their messages"
+                " will be handed out again when their leases lapse",
+                len(self._pending_acks),
+            )
+            self._pending_acks.clear()
+        self._leases.clear()
+        self._running = False
+        logger.info("worker stopped on queue %r", self.queue.name)
+
+    async def run(self) -> None:
+        """Run until cancelled, then stop gracefully."""
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            await asyncio.shield(self.stop())
+
+    async def __aenter__(self) -> AsyncWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- status ------------------------------------------------------------------
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self._counts[key] = self._counts.get(key, 0) + n
+
+    def stats(self) -> WorkerStats:
+        """The worker's own statistics, without asking Redis."""
+        return WorkerStats(
+            queue_size=self._stats_queue_size.summary(),
+            queueing_time_ms=self._stats_queueing.summary(),
+            handling_time_ms=self._stats_handling.summary(),
+            counts=dict(sorted(self._counts.items())),
+        )
+
+    async def status(self) -> WorkerStatus:
+        """A snapshot of the worker, with live queue counts from Redis."""
+        try:
+            queue_status: QueueStatus | None = await self.queue.status()
+        except VermilionError:
+            queue_status = None
+        return WorkerStatus(
+            queue=self.queue.name,
+            running=self._running,
+            concurrency=self.concurrency,
+            in_flight=self._busy,
+            options={
+                "lock_timeout": self.lock_timeout,
+                "handler_timeout": self.handler_timeout,
+                "max_attempts": self.max_attempts,
+                "idle_backoff": getattr(self._idle_backoff, "__name__", repr(self._idle_backoff)),
+                "throttle": None if self._throttle is None else repr(self._throttle),
+                "monitor": repr(self.monitor),
+            },
+            stats=self.stats(),
+            queue_status=queue_status,
+        )
+
+    # -- the poll loop -------------------------------------------------------------
+
+    async def _unless_stopping(self, awaitable: Coroutine[Any, Any, T]) -> T | None:
+        """Await ``awaitable`` unless the worker starts stopping first (then cancel it)."""
+        if self._stopping.is_set():
+            awaitable.close()
+            return None
+        task = asyncio.ensure_future(awaitable)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, VermilionError):
+                    await task
+        if task.cancelled():
+            return None
+        return task.result()
+
+    async def _poll_loop(self) -> None:
+        empty_polls = 0
+        errors = 0
+        while not self._stopping.is_set():
+            free = self.concurrency - self._busy
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._unless_stopping(self._slot_freed.wait())
+                continue
+            try:
+                reply = await self._connection.dequeue(self._keys, free, self._lock_ms, _HOUSEKEEPING_LIMIT)
+            except VermilionError as exc:
+                errors += 1
+                delay = min(_ERROR_BACKOFF_CAP, 0.1 * 2 ** min(errors, 10)) * (0.5 + random.random() / 2)  # noqa: S311
+                self._count("poll/error")
+                logger.warning("poll of queue %r failed (%s); retrying in %.2f s", self.queue.name, exc, delay)
+                await self._unless_stopping(asyncio.sleep(delay))
+                continue
+            errors = 0
+            for leased in reply.messages:
+                self._start_handler(leased, reply.now_ms)
+            if reply.reclaimed:
+                self._count("lease/reclaimed", reply.reclaimed)
+            self._stats_queue_size.record(reply.ready)
+            empty_polls = 0 if reply.messages else empty_polls + 1
+            self._call_monitor(PollInfo(self.queue.name, reply.ready, len(reply.messages), reply.reclaimed, empty_polls))
+            if reply.messages:
+                await self._pause_after_poll(reply.ready)
+            else:
+                await self._sleep_idle(empty_polls, reply.now_ms, reply.next_due_ms)
+
+    async def _pause_after_poll(self, queue_size: int) -> None:
+        if self._throttle is None:
+            return
+        delay = self._throttle(queue_size)
+        if delay:
+            await self._unless_stopping(asyncio.sleep(delay))
+
+    async def _sleep_idle(self, empty_polls: int, now_ms: int, next_due_ms: int | None) -> None:
+        self._count("sleep/end-of-queue")
+        timeout = self._idle_backoff(empty_polls) or 0.0
+        if next_due_ms is not None:
+            timeout = min(timeout, max(0.0, (next_due_ms - now_ms) / 1000))
+        if timeout <= 0:
+            return
+        try:
+            await self._unless_stopping(self._connection.wait_for_wakeup(self._keys, timeout))
+        except VermilionError as exc:
+            logger.warning("waiting on queue %r failed (%s)", self.queue.name, exc)
+            await self._unless_stopping(asyncio.sleep(min(timeout, 1.0)))
+
+    def _call_monitor(self, poll: PollInfo) -> None:
+        if self.monitor is None:
+            return
+        try:
+            self.monitor(poll)
+        except Exception:
+            logger.exception("the monitor of queue %r raised", self.queue.name)
+
+    # -- handling ------------------------------------------------------------------
+
+    def _start_handler(self, leased: Leased, now_ms: int) -> None:
+        self._busy += 1
+        self._leases[(leased.mid, leased.token)] = _Lease(leased.mid, leased.token, leased.lock_ms)
+        task = asyncio.create_task(self._handle(leased, now_ms), name=f"vermilion-handler-{leased.mid}")
+        self._handlers.add(task)
+        task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        self._busy -= 1
+        self._slot_freed.set()
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # a bug in vermilion: the message is left to its lease
+            logger.error("internal error while handling a message", exc_info=exc)
+
+    async def _handle(self, leased: Leased, now_ms: int) -> None:
+        lease_key = (leased.mid, leased.token)
+        try:
+            outcome = await self._outcome_of(leased, now_ms)
+        except BaseException:
+            # Cancelled by stop(): leave the message to its lease.
+            self._leases.pop(lease_key, None)
+            raise
+        self._submit(leased, outcome)
+
+    async def _outcome_of(self, leased: Leased, now_ms: int) -> Outcome:
+        try:
+            content = decode_payload(self.queue.serializer, leased.payload, self.queue.max_payload_bytes)
+        except SerializationError as exc:
+            self._count("message/undecodable")
+            logger.error("message %r of queue %r cannot be decoded; failing it: %s", leased.mid, self.queue.name, exc)
+            return Failure(reason=str(exc))
+        if self.max_attempts is not None and leased.attempt > self.max_attempts:
+            self._count("message/max-attempts")
+            logger.error(
+                "message %r of queue %r was handed out %d times (max_attempts %d); failing it",
+                leased.mid,
+                self.queue.name,
+                leased.attempt,
+                self.max_attempts,
+            )
+            return Failure(reason=f"handed out {leased.attempt} times; max_attempts is {self.max_attempts}")
+        age_ms = max(0, now_ms - leased.enqueued_ms)
+        message = Message(
+            content=content,
+            mid=leased.mid,
+            queue=self.queue.name,
+            attempt=leased.attempt,
+            lock_timeout=leased.lock_ms / 1000,
+            age=age_ms / 1000,
+            lease_token=leased.token,
+        )
+        if leased.attempt == 1:
+            self._stats_queueing.record(age_ms)
+        started = time.perf_counter()
+        try:
+            outcome = await self._call_handler(message)
+        except Exception as exc:
+            outcome = self._map_exception(exc, message)
+        finally:
+            self._stats_handling.record((time.perf_counter() - started) * 1000)
+        return outcome
+
+    async def _call_handler(self, message: Message) -> Outcome:
+        if self.handler_timeout is None:
+            result = await self.handler(message)
+        else:
+            try:
+                with anyio.fail_after(self.handler_timeout):
+                    result = await self.handler(message)
+            except TimeoutError:
+                self._count("handler/timeout")
+                raise TimeoutError(f"handler ran longer than handler_timeout ({self.handler_timeout} s)") from None
+        if result is None:
+            return Success()
+        if isinstance(result, (Success, Retry, Failure)):
+            return result
+        raise TypeError(f"handler returned {result!r}; expected Success, Retry, Failure or None")
+
+    def _map_exception(self, exc: Exception, message: Message) -> Outcome:
+        self._count("handler/exception")
+        logger.error(
+            "handler raised on message %r (attempt %d) of queue %r",
+            message.mid,
+            message.attempt,
+            self.queue.name,
+            exc_info=exc,
+        )
+        try:
+            outcome = self.on_exception(exc, message)
+        except Exception:
+            logger.exception("on_exception raised; failing message %r", message.mid)
+            return _exception_to_failure(exc, message)
+        if not isinstance(outcome, (Success, Retry, Failure)):
+            logger.error("on_exception returned %r; failing message %r", outcome, message.mid)
+            return _exception_to_failure(exc, message)
+        return outcome
+
+    def _submit(self, leased: Leased, outcome: Outcome) -> None:
+        if isinstance(outcome, Success):
+            self._count("handler/success")
+            request = OutcomeRequest(leased.mid, leased.token, "s", _backoff_ms(outcome.backoff))
+        elif isinstance(outcome, Retry):
+            self._count("handler/retry")
+            request = OutcomeRequest(leased.mid, leased.token, "r", _backoff_ms(outcome.backoff))
+        else:
+            self._count("handler/error")
+            request = OutcomeRequest(leased.mid, leased.token, "f", 0, outcome.reason[:_REASON_MAX_CHARS])
+        if request.backoff_ms:
+            self._count("handler/backoff")
+        self._pending_acks.append(request)
+        self._acks_idle.clear()
+        self._acks_wanted.set()
+
+    # -- acknowledging -------------------------------------------------------------
+
+    async def _ack_loop(self) -> None:
+        errors = 0
+        while True:
+            await self._acks_wanted.wait()
+            self._acks_wanted.clear()
+            while self._pending_acks:
+                batch = self._pending_acks[:_ACK_BATCH]
+                del self._pending_acks[:_ACK_BATCH]
+                in_flight = {(request.mid, request.token) for request in batch}
+                self._acks_in_flight |= in_flight
+                try:
+                    applied = await self._connection.ack(self._keys, batch, self.queue.failure_history)
+                except VermilionError as exc:
+                    # Fenced: re-sending can never apply an outcome twice.
+                    self._pending_acks[:0] = batch
+                    errors += 1
+                    delay = min(_ERROR_BACKOFF_CAP, 0.05 * 2 ** min(errors, 10)) * (0.5 + random.random() / 2)  # noqa: S311
+                    self._count("ack/error")
+                    logger.warning("acknowledging %d outcomes failed (%s); retrying in %.2f s", len(batch), exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                finally:
+                    self._acks_in_flight -= in_flight
+                errors = 0
+                self._after_ack(batch, applied)
+            self._acks_idle.set()
+
+    def _after_ack(self, batch: list[OutcomeRequest], applied: list[bool]) -> None:
+        for request, ok in zip(batch, applied):
+            self._leases.pop((request.mid, request.token), None)
+            if not ok:
+                self._count("ack/stale")
+                logger.warning(
+                    "outcome of message %r of queue %r was not applied: its lease had lapsed and"
+                    " was reclaimed (the message is or was handled again)",
+                    request.mid,
+                    self.queue.name,
+                )
+
+    # -- heartbeat -------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            shortest_ms = min((lease.lock_ms for lease in self._leases.values()), default=self._lock_ms)
+            # A third of the lease: two renewals can fail before it lapses.
+            await asyncio.sleep(shortest_ms / 3000)
+            leases = list(self._leases.values())
+            if not leases:
+                continue
+            try:
+                renewed = await self._connection.extend(
+                    self._keys, [(lease.mid, lease.token, lease.lock_ms) for lease in leases]
+                )
+            except VermilionError as exc:
+                self._count("heartbeat/error")
+                logger.warning("renewing %d leases of queue %r failed: %s", len(leases), self.queue.name, exc)
+                continue
+            self._count("heartbeat/extend")
+            for lease, ok in zip(leases, renewed):
+                key = (lease.mid, lease.token)
+                # A lease whose ack is in flight may be gone because the ack applied.
+                if not ok and key in self._leases and key not in self._acks_in_flight:
+                    self._leases.pop(key, None)
+                    self._count("lease/lost")
+                    logger.warning(
+                        "lost the lease of message %r of queue %r: it lapsed and was reclaimed",
+                        lease.mid,
+                        self.queue.name,
+                    )
+
+
+def _backoff_ms(backoff: float | None) -> int:
+    return 0 if backoff is None else to_ms(backoff)
