@@ -7,6 +7,7 @@ by message id.
 
 from __future__ import annotations
 
+from contextlib import suppress as _suppress
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from ._exceptions import (
@@ -81,10 +82,6 @@ __all__ = [
 # Public objects say they live in `vermilion`, not in the private module that
 # defines them: tracebacks, reprs and docs then show the import path users use.
 for _name in __all__:
-    _obj = globals()[_name]
-    if hasattr(_obj, "__module__"):
-        try:
-            _obj.__module__ = __name__
-        except (AttributeError, TypeError):
-            pass
-del _name, _obj
+    with _suppress(AttributeError, TypeError):
+        globals()[_name].__module__ = __name__
+del _name

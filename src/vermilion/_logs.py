@@ -20,6 +20,6 @@ def set_min_log_level(level: int | str) -> None:
         if not isinstance(resolved, int):
             raise ValueError(f"unknown log level {level!r}")
         level = resolved
-    elif not isinstance(level, int) or isinstance(level, bool):
+    elif isinstance(level, bool) or not isinstance(level, int):
         raise TypeError(f"level must be an int or a level name, not {type(level).__name__}")
     logger.setLevel(level)

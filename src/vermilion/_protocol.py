@@ -12,13 +12,13 @@ answered by sending the script's source with ``EVAL``.
 
 from __future__ import annotations
 
-
 import math
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
@@ -43,7 +43,6 @@ __all__ = [
     "QueueKeys",
     "StoredMessage",
 ]
-
 
 
 KEY_PREFIX = "vermilion"
@@ -218,19 +217,20 @@ class Connection:
         ``_vermilion_sent``, so that callers can tell "not sent" from "maybe ran".
         """
         pool = self.client.connection_pool
-        conn = await pool.get_connection()
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             try:
                 await conn.send_command(*args)
                 if read_timeout is None:
                     reply = await conn.read_response(disable_decoding=True)
                 else:
-                    reply = await conn.read_response(disable_decoding=True, timeout=read_timeout)
-                    if reply is None:
-                        # redis-py reports an explicit read timeout as None and
-                        # leaves the reply pending: this connection is unusable.
-                        await conn.disconnect()
-                        raise redis_errors.TimeoutError("no reply within the blocking timeout")
+                    # The client's own read timeout may be shorter than a blocking
+                    # command's; and redis-py reports its explicit read timeout as a
+                    # None reply, which BLPOP uses for "nothing came". So the inner
+                    # timeout is set beyond the outer one, which alone can fire (and
+                    # its cancellation disconnects the connection).
+                    with anyio.fail_after(read_timeout):
+                        reply = await conn.read_response(disable_decoding=True, timeout=read_timeout + 60)
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 exc._vermilion_sent = True  # type: ignore[union-attr]
                 await conn.disconnect()
@@ -302,7 +302,9 @@ class Connection:
                 policy,
             )
 
-    async def call_script(self, script: Script, keys: QueueKeys, argv: Sequence[Any], *, replayable: bool) -> Any:
+    async def call_script(
+        self, script: Script, keys: QueueKeys, argv: Sequence[Any], *, replayable: bool
+    ) -> Any:
         await self._ensure_checked()
         evalsha = b"EVALSHA_RO" if script.read_only else b"EVALSHA"
         head = (evalsha, script.sha, len(keys.keys), *keys.keys)
@@ -313,7 +315,9 @@ class Connection:
                 raise
         # NOSCRIPT proves the script did not run: sending its source is safe.
         eval_ = b"EVAL_RO" if script.read_only else b"EVAL"
-        return await self._run((eval_, script.source, len(keys.keys), *keys.keys, *argv), replayable=replayable)
+        return await self._run(
+            (eval_, script.source, len(keys.keys), *keys.keys, *argv), replayable=replayable
+        )
 
     # -- operations --------------------------------------------------------------
 

@@ -83,15 +83,16 @@ class Queue:
             raise TypeError("serializer must have dumps(content) -> bytes and loads(bytes)")
         self.serializer: Serializer = serializer or MsgpackSerializer()
         self.max_payload_bytes = positive_int(max_payload_bytes, "max_payload_bytes")
-        if not isinstance(failure_history, int) or isinstance(failure_history, bool):
+        if isinstance(failure_history, bool) or not isinstance(failure_history, int):
             raise TypeError("failure_history must be an int")
         if failure_history < 0:
             raise ValueError("failure_history must not be negative")
         self.failure_history = failure_history
         if redis is None:
-            if url is not None and not isinstance(url, str):
+            if url is None:
+                url = os.environ.get("VERMILION_URL") or DEFAULT_URL
+            elif not isinstance(url, str):
                 raise TypeError(f"url must be a str, not {type(url).__name__}")
-            url = url or os.environ.get("VERMILION_URL") or DEFAULT_URL
             client = aioredis.Redis.from_url(
                 url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT
             )
@@ -149,8 +150,14 @@ class Queue:
     ) -> EnqueueRequest:
         mid = str(uuid.uuid4()) if mid is None else check_mid(mid)
         delay_ms = to_ms(seconds(delay, "delay"))
-        lock_ms = None if lock_timeout is None else to_ms(seconds(lock_timeout, "lock_timeout", allow_zero=False))
-        for flag, value in (("can_update", can_update), ("can_requeue", can_requeue), ("reset_delay", reset_delay)):
+        lock_ms = (
+            None if lock_timeout is None else to_ms(seconds(lock_timeout, "lock_timeout", allow_zero=False))
+        )
+        for flag, value in (
+            ("can_update", can_update),
+            ("can_requeue", can_requeue),
+            ("reset_delay", reset_delay),
+        ):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be a bool, not {type(value).__name__}")
         payload = encode_content(self.serializer, content, self.max_payload_bytes, argument)
@@ -237,10 +244,10 @@ class Queue:
                 reset_delay=reset_delay,
                 argument=f"contents[{index}]",
             )
-            for index, (content, mid) in enumerate(zip(items, mid_list))
+            for index, (content, mid) in enumerate(zip(items, mid_list, strict=True))
         ]
         replies = await self._connection.enqueue(self._keys, requests)
-        return [_result(request.mid, reply) for request, reply in zip(requests, replies)]
+        return [_result(request.mid, reply) for request, reply in zip(requests, replies, strict=True)]
 
     # -- inspecting --------------------------------------------------------------
 
@@ -287,7 +294,9 @@ class Queue:
                     status=MessageStatus(entry.status),
                     attempts=entry.attempts,
                     age=None if entry.enqueued_ms is None else max(0, now_ms - entry.enqueued_ms) / 1000,
-                    backoff=None if entry.backoff_end_ms is None else max(0, entry.backoff_end_ms - now_ms) / 1000,
+                    backoff=None
+                    if entry.backoff_end_ms is None
+                    else max(0, entry.backoff_end_ms - now_ms) / 1000,
                     content=content,
                 )
             )

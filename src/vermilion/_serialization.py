@@ -67,12 +67,11 @@ class MsgpackSerializer:
     """
 
     def dumps(self, content: Any, /) -> bytes:
-        return msgpack.packb(content, default=_msgpack_default, datetime=False)
+        data: bytes = msgpack.packb(content, default=_msgpack_default, datetime=False)
+        return data
 
     def loads(self, data: bytes, /) -> Any:
-        return msgpack.unpackb(
-            data, timestamp=3, ext_hook=_msgpack_ext_hook, strict_map_key=False, raw=False
-        )
+        return msgpack.unpackb(data, timestamp=3, ext_hook=_msgpack_ext_hook, strict_map_key=False, raw=False)
 
     def __repr__(self) -> str:
         return "MsgpackSerializer()"
@@ -98,22 +97,16 @@ def encode_content(serializer: Serializer, content: Any, max_bytes: int, argumen
     except (TypeError, ValueError, OverflowError) as exc:
         raise SerializationError(f"{argument} cannot be serialized: {exc}") from exc
     if not isinstance(data, bytes):
-        raise SerializationError(
-            f"{argument}: serializer returned {type(data).__name__}, not bytes"
-        )
+        raise SerializationError(f"{argument}: serializer returned {type(data).__name__}, not bytes")
     if len(data) > max_bytes:
-        raise ValueError(
-            f"{argument} is {len(data)} bytes serialized; max_payload_bytes is {max_bytes}"
-        )
+        raise ValueError(f"{argument} is {len(data)} bytes serialized; max_payload_bytes is {max_bytes}")
     return data
 
 
 def decode_payload(serializer: Serializer, data: bytes, max_bytes: int) -> Any:
     """Deserialize stored bytes, which are untrusted: size-checked before decoding."""
     if len(data) > max_bytes:
-        raise SerializationError(
-            f"stored payload is {len(data)} bytes; max_payload_bytes is {max_bytes}"
-        )
+        raise SerializationError(f"stored payload is {len(data)} bytes; max_payload_bytes is {max_bytes}")
     try:
         return serializer.loads(data)
     except Exception as exc:  # any decoder failure means the same thing: bad bytes

@@ -31,9 +31,7 @@ def check_queue_name(name: object) -> str:
             f"queue name is {len(name)} characters long; at most {QUEUE_NAME_MAX_LENGTH} allowed"
         )
     if not _QUEUE_NAME.fullmatch(name):
-        raise ValueError(
-            f"queue name {name!r} may only hold letters, digits and the characters _ . : -"
-        )
+        raise ValueError(f"queue name {name!r} may only hold letters, digits and the characters _ . : -")
     return name
 
 
@@ -59,9 +57,7 @@ def seconds(value: object, argument: str, *, allow_zero: bool = True) -> float:
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         result = float(value)
     else:
-        raise TypeError(
-            f"{argument} must be a number of seconds or a timedelta, not {type(value).__name__}"
-        )
+        raise TypeError(f"{argument} must be a number of seconds or a timedelta, not {type(value).__name__}")
     if math.isnan(result) or math.isinf(result):
         raise ValueError(f"{argument} must be finite, got {result}")
     if result < 0:

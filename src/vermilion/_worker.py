@@ -66,7 +66,8 @@ def exponential_idle_backoff(empty_polls: int) -> float:
     An enqueue wakes a sleeping worker at once whatever this says.
     """
     n = min(max(empty_polls, 1) - 1, 4)
-    return (2**n + random.random() * 2**n) * 0.5  # noqa: S311 - jitter, not crypto
+    scale = float(2**n)
+    return (scale + random.random() * scale) * 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,16 +234,13 @@ class AsyncWorker:
     @staticmethod
     def _as_delay_function(value: object, argument: str) -> Callable[[int], float | None]:
         if callable(value):
-            return value  # type: ignore[no-any-return]
+            return value
         delay = seconds(value, argument)
         return lambda _: delay
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
-        return (
-            f"<AsyncWorker queue={self.queue.name!r} {state}"
-            f" in_flight={self._busy}/{self.concurrency}>"
-        )
+        return f"<AsyncWorker queue={self.queue.name!r} {state} in_flight={self._busy}/{self.concurrency}>"
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -395,9 +393,11 @@ class AsyncWorker:
                 reply = await self._connection.dequeue(self._keys, free, self._lock_ms, _HOUSEKEEPING_LIMIT)
             except VermilionError as exc:
                 errors += 1
-                delay = min(_ERROR_BACKOFF_CAP, 0.1 * 2 ** min(errors, 10)) * (0.5 + random.random() / 2)  # noqa: S311
+                delay = min(_ERROR_BACKOFF_CAP, 0.1 * 2 ** min(errors, 10)) * (0.5 + random.random() / 2)
                 self._count("poll/error")
-                logger.warning("poll of queue %r failed (%s); retrying in %.2f s", self.queue.name, exc, delay)
+                logger.warning(
+                    "poll of queue %r failed (%s); retrying in %.2f s", self.queue.name, exc, delay
+                )
                 await self._unless_stopping(asyncio.sleep(delay))
                 continue
             errors = 0
@@ -407,7 +407,9 @@ class AsyncWorker:
                 self._count("lease/reclaimed", reply.reclaimed)
             self._stats_queue_size.record(reply.ready)
             empty_polls = 0 if reply.messages else empty_polls + 1
-            self._call_monitor(PollInfo(self.queue.name, reply.ready, len(reply.messages), reply.reclaimed, empty_polls))
+            self._call_monitor(
+                PollInfo(self.queue.name, reply.ready, len(reply.messages), reply.reclaimed, empty_polls)
+            )
             if reply.messages:
                 await self._pause_after_poll(reply.ready)
             else:
@@ -475,7 +477,9 @@ class AsyncWorker:
             content = decode_payload(self.queue.serializer, leased.payload, self.queue.max_payload_bytes)
         except SerializationError as exc:
             self._count("message/undecodable")
-            logger.error("message %r of queue %r cannot be decoded; failing it: %s", leased.mid, self.queue.name, exc)
+            logger.error(
+                "message %r of queue %r cannot be decoded; failing it: %s", leased.mid, self.queue.name, exc
+            )
             return Failure(reason=str(exc))
         if self.max_attempts is not None and leased.attempt > self.max_attempts:
             self._count("message/max-attempts")
@@ -517,7 +521,9 @@ class AsyncWorker:
                     result = await self.handler(message)
             except TimeoutError:
                 self._count("handler/timeout")
-                raise TimeoutError(f"handler ran longer than handler_timeout ({self.handler_timeout} s)") from None
+                raise TimeoutError(
+                    f"handler ran longer than handler_timeout ({self.handler_timeout} s)"
+                ) from None
         if result is None:
             return Success()
         if isinstance(result, (Success, Retry, Failure)):
@@ -577,9 +583,11 @@ class AsyncWorker:
                     # Fenced: re-sending can never apply an outcome twice.
                     self._pending_acks[:0] = batch
                     errors += 1
-                    delay = min(_ERROR_BACKOFF_CAP, 0.05 * 2 ** min(errors, 10)) * (0.5 + random.random() / 2)  # noqa: S311
+                    delay = min(_ERROR_BACKOFF_CAP, 0.05 * 2 ** min(errors, 10)) * (0.5 + random.random() / 2)
                     self._count("ack/error")
-                    logger.warning("acknowledging %d outcomes failed (%s); retrying in %.2f s", len(batch), exc, delay)
+                    logger.warning(
+                        "acknowledging %d outcomes failed (%s); retrying in %.2f s", len(batch), exc, delay
+                    )
                     await asyncio.sleep(delay)
                     continue
                 finally:
@@ -589,7 +597,7 @@ class AsyncWorker:
             self._acks_idle.set()
 
     def _after_ack(self, batch: list[OutcomeRequest], applied: list[bool]) -> None:
-        for request, ok in zip(batch, applied):
+        for request, ok in zip(batch, applied, strict=True):
             self._leases.pop((request.mid, request.token), None)
             if not ok:
                 self._count("ack/stale")
@@ -619,7 +627,7 @@ class AsyncWorker:
                 logger.warning("renewing %d leases of queue %r failed: %s", len(leases), self.queue.name, exc)
                 continue
             self._count("heartbeat/extend")
-            for lease, ok in zip(leases, renewed):
+            for lease, ok in zip(leases, renewed, strict=True):
                 key = (lease.mid, lease.token)
                 # A lease whose ack is in flight may be gone because the ack applied.
                 if not ok and key in self._leases and key not in self._acks_in_flight:

@@ -1,0 +1,472 @@
+"""AsyncWorker against a real server: outcomes, limits, leases, stop, wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.conftest import QueueFactory
+from vermilion import (
+    AsyncWorker,
+    Failure,
+    Message,
+    MessageStatus,
+    PollInfo,
+    Queue,
+    Retry,
+    Success,
+)
+
+Outcome = Success | Retry | Failure | None
+
+
+async def wait_until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` every 5 ms until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.005)
+
+
+class Recorder:
+    """A handler that records every call and answers with a fixed outcome."""
+
+    def __init__(self, outcome: Outcome = None, delay: float = 0.0) -> None:
+        self.outcome = outcome
+        self.delay = delay
+        self.calls: list[Message] = []
+        self.by_mid: collections.Counter[str] = collections.Counter()
+
+    async def __call__(self, message: Message) -> Outcome:
+        self.calls.append(message)
+        self.by_mid[message.mid] += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return self.outcome
+
+
+@contextlib.asynccontextmanager
+async def running(queue: Queue, handler: Any, **options: Any) -> AsyncIterator[AsyncWorker]:
+    options.setdefault("monitor", None)
+    worker = AsyncWorker(queue, handler, **options)
+    async with worker:
+        yield worker
+
+
+async def test_success_removes_the_message(queue: Queue) -> None:
+    """A handler returning None (Success) leaves no trace of the message."""
+    handler = Recorder()
+    async with running(queue, handler) as worker:
+        await queue.enqueue({"n": 1}, mid="m")
+        await wait_until(lambda: worker.stats().counts.get("handler/success", 0) == 1)
+        await wait_until(lambda: worker._acks_idle.is_set())
+    assert handler.calls[0].content == {"n": 1}
+    assert handler.calls[0].attempt == 1
+    assert handler.calls[0].queue == queue.name
+    assert await queue.message_status("m") is None
+    assert (await queue.status()).ntotal == 0
+
+
+async def test_success_with_backoff_keeps_the_mid_deduplicated(queue: Queue) -> None:
+    """Success(backoff) makes later enqueues of the mid answer 'backoff'."""
+    async with running(queue, Recorder(Success(backoff=30))) as worker:
+        await queue.enqueue("x", mid="m")
+        await wait_until(lambda: worker.stats().counts.get("handler/backoff", 0) == 1)
+    assert await queue.message_status("m") == MessageStatus.DONE_WITH_BACKOFF
+    result = await queue.enqueue("again", mid="m")
+    assert (result.ok, result.error) == (False, "backoff")
+
+
+async def test_retry_hands_the_message_out_again(queue: Queue) -> None:
+    """Retry() sends the message back to be handled again, attempt + 1."""
+    attempts: list[int] = []
+
+    async def handler(message: Message) -> Outcome:
+        attempts.append(message.attempt)
+        return Retry() if message.attempt < 3 else None
+
+    async with running(queue, handler) as worker:
+        await queue.enqueue("x", mid="m")
+        await wait_until(lambda: worker.stats().counts.get("handler/success", 0) == 1)
+    assert attempts == [1, 2, 3]
+    assert worker.stats().counts["handler/retry"] == 2
+
+
+async def test_retry_with_backoff_waits(queue: Queue) -> None:
+    """Retry(backoff) hands the message out again no sooner than the backoff."""
+    seen: list[float] = []
+
+    async def handler(message: Message) -> Outcome:
+        seen.append(time.monotonic())
+        return Retry(backoff=0.3) if message.attempt == 1 else None
+
+    async with running(queue, handler) as worker:
+        await queue.enqueue("x")
+        await wait_until(lambda: worker.stats().counts.get("handler/success", 0) == 1)
+    assert seen[1] - seen[0] >= 0.29
+    assert seen[1] - seen[0] < 1.0  # the idle worker woke for the due time, not its backoff
+    assert worker.stats().counts["handler/backoff"] == 1
+
+
+async def test_failure_is_recorded_and_not_retried(queue: Queue) -> None:
+    """Failure() ends the message: status failed, counted as handler/error."""
+    handler = Recorder(Failure(reason="bad order"))
+    async with running(queue, handler) as worker:
+        await queue.enqueue("x", mid="m")
+        await wait_until(lambda: worker.stats().counts.get("handler/error", 0) == 1)
+        await wait_until(lambda: worker._acks_idle.is_set())
+    assert await queue.message_status("m") == MessageStatus.FAILED
+    assert (await queue.status()).nfailed == 1
+    assert len(handler.calls) == 1
+
+
+async def test_exception_fails_the_message_and_logs(queue: Queue, caplog: pytest.LogCaptureFixture) -> None:
+    """An exception from the handler is a Failure by default, logged with its traceback."""
+
+    async def handler(message: Message) -> Outcome:
+        raise RuntimeError("boom")
+
+    async with running(queue, handler) as worker:
+        await queue.enqueue("x", mid="m")
+        await wait_until(lambda: worker.stats().counts.get("handler/error", 0) == 1)
+        await wait_until(lambda: worker._acks_idle.is_set())
+    assert await queue.message_status("m") == MessageStatus.FAILED
+    assert worker.stats().counts["handler/exception"] == 1
+    records = [r for r in caplog.records if r.exc_info and "boom" in str(r.exc_info[1])]
+    assert records, "the handler's exception was not logged with its traceback"
+
+
+async def test_on_exception_can_ask_for_a_retry(queue: Queue) -> None:
+    """on_exception maps an exception to Retry(backoff=...)."""
+    attempts: list[int] = []
+
+    async def handler(message: Message) -> Outcome:
+        attempts.append(message.attempt)
+        if message.attempt == 1:
+            raise ConnectionError("flaky")
+        return None
+
+    def on_exception(exc: BaseException, message: Message) -> Success | Retry | Failure:
+        assert isinstance(exc, ConnectionError)
+        return Retry(backoff=0.01)
+
+    async with running(queue, handler, on_exception=on_exception) as worker:
+        await queue.enqueue("x")
+        await wait_until(lambda: worker.stats().counts.get("handler/success", 0) == 1)
+    assert attempts == [1, 2]
+    counts = worker.stats().counts
+    assert counts["handler/retry"] == 1
+    assert "handler/error" not in counts
+
+
+async def test_bad_handler_result_fails_the_message(queue: Queue) -> None:
+    """A handler that returns something else than an outcome fails its message."""
+
+    async def handler(message: Message) -> Any:
+        return "done"
+
+    async with running(queue, handler) as worker:
+        await queue.enqueue("x", mid="m")
+        await wait_until(lambda: worker.stats().counts.get("handler/error", 0) == 1)
+        await wait_until(lambda: worker._acks_idle.is_set())
+    assert await queue.message_status("m") == MessageStatus.FAILED
+
+
+async def test_concurrency_cap_holds_under_load(queue: Queue) -> None:
+    """Never more than `concurrency` handlers at once, and the cap is reached."""
+    active = 0
+    peak = 0
+    done = 0
+
+    async def handler(message: Message) -> Outcome:
+        nonlocal active, peak, done
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.002)
+        active -= 1
+        done += 1
+        return None
+
+    await queue.enqueue_many(range(600))
+    async with running(queue, handler, concurrency=7):
+        await wait_until(lambda: done == 600, timeout=30)
+    assert peak == 7
+
+
+async def test_long_handler_is_handled_once(make_queue: QueueFactory) -> None:
+    """A handler running 3x lock_timeout keeps its lease: no other worker gets the message."""
+    queue = await make_queue()
+    twin = await make_queue(queue.name)
+    slow = Recorder(delay=0.9)  # shared by both workers: it sees every hand-out
+    async with (
+        running(queue, slow, lock_timeout=0.3) as first,
+        running(twin, slow, lock_timeout=0.3) as second,
+    ):
+        await queue.enqueue("x", mid="m")
+        # A lapsed lease would be reclaimed by the idle twin within the 0.9 s.
+        await wait_until(
+            lambda: (
+                first.stats().counts.get("handler/success", 0)
+                + second.stats().counts.get("handler/success", 0)
+                == 1
+            )
+        )
+        await wait_until(lambda: first._acks_idle.is_set() and second._acks_idle.is_set())
+        counts = {**first.stats().counts, **second.stats().counts}
+    assert len(slow.calls) == 1
+    assert slow.calls[0].attempt == 1
+    assert "lease/reclaimed" not in counts
+    assert await queue.message_status("m") is None
+
+
+async def test_handler_timeout_cancels_and_fails(queue: Queue) -> None:
+    """A handler running past handler_timeout is cancelled and treated as an exception."""
+    cancelled = asyncio.Event()
+
+    async def handler(message: Message) -> Outcome:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return None
+
+    async with running(queue, handler, handler_timeout=0.1) as worker:
+        await queue.enqueue("x", mid="m")
+        await asyncio.wait_for(cancelled.wait(), 5)
+        await wait_until(lambda: worker.stats().counts.get("handler/error", 0) == 1)
+        await wait_until(lambda: worker._acks_idle.is_set())
+    counts = worker.stats().counts
+    assert counts["handler/timeout"] == 1
+    assert await queue.message_status("m") == MessageStatus.FAILED
+
+
+async def test_max_attempts_fails_without_calling_the_handler(queue: Queue) -> None:
+    """A message handed out more than max_attempts times is failed, the handler not called."""
+    handler = Recorder(Retry())
+    async with running(queue, handler, max_attempts=3) as worker:
+        await queue.enqueue("x", mid="m")
+        await wait_until(lambda: worker.stats().counts.get("message/max-attempts", 0) == 1)
+        await wait_until(lambda: worker._acks_idle.is_set())
+    assert [m.attempt for m in handler.calls] == [1, 2, 3]
+    assert await queue.message_status("m") == MessageStatus.FAILED
+
+
+async def test_undecodable_payload_fails_without_calling_the_handler(
+    queue: Queue, redis: aioredis.Redis
+) -> None:
+    """Stored bytes that cannot be decoded fail their message; the worker carries on."""
+    await queue.enqueue("placeholder", mid="bad")
+    await redis.hset(f"vermilion:{{{queue.name}}}:messages", "bad", b"\xc1")  # 0xc1: never valid msgpack
+    await queue.enqueue("fine", mid="good")
+    handler = Recorder()
+    async with running(queue, handler) as worker:
+        await wait_until(lambda: worker.stats().counts.get("handler/success", 0) == 1)
+        await wait_until(lambda: worker.stats().counts.get("message/undecodable", 0) == 1)
+        await wait_until(lambda: worker._acks_idle.is_set())
+    assert [m.mid for m in handler.calls] == ["good"]
+    assert await queue.message_status("bad") == MessageStatus.FAILED
+
+
+async def test_graceful_stop_waits_for_running_handlers(queue: Queue) -> None:
+    """stop() waits for in-flight handlers and acknowledges their outcomes."""
+    started = asyncio.Event()
+    finished = asyncio.Event()
+
+    async def handler(message: Message) -> Outcome:
+        started.set()
+        await asyncio.sleep(0.3)
+        finished.set()
+        return None
+
+    worker = AsyncWorker(queue, handler, monitor=None)
+    await worker.start()
+    await queue.enqueue("x", mid="m")
+    await asyncio.wait_for(started.wait(), 5)
+    await worker.stop(timeout=10)
+    assert finished.is_set()
+    assert not worker.running
+    assert await queue.message_status("m") is None
+
+
+async def test_stop_timeout_leaves_the_message_to_its_lease(make_queue: QueueFactory) -> None:
+    """stop(timeout) cancels a handler that runs on; its message is handed out again, attempt 2."""
+    queue = await make_queue()
+    started = asyncio.Event()
+
+    async def stuck(message: Message) -> Outcome:
+        started.set()
+        await asyncio.sleep(60)
+        return None
+
+    worker = AsyncWorker(queue, stuck, lock_timeout=0.5, monitor=None)
+    await worker.start()
+    await queue.enqueue("x", mid="m")
+    await asyncio.wait_for(started.wait(), 5)
+    await worker.stop(timeout=0.05)
+    assert await queue.message_status("m") == MessageStatus.LOCKED  # not acknowledged
+    second = Recorder()
+    async with running(queue, second, lock_timeout=0.5) as rescuer:
+        await wait_until(lambda: rescuer.stats().counts.get("handler/success", 0) == 1, timeout=10)
+    assert [m.attempt for m in second.calls] == [2]
+
+
+async def test_idle_worker_picks_up_within_100_ms(queue: Queue) -> None:
+    """An idle worker blocked on the wake-up list handles a new message within 100 ms."""
+    received: asyncio.Queue[float] = asyncio.Queue()
+
+    async def handler(message: Message) -> Outcome:
+        received.put_nowait(time.perf_counter())
+        return None
+
+    async with running(queue, handler) as worker:
+        await wait_until(lambda: worker.stats().counts.get("sleep/end-of-queue", 0) >= 2)
+        latencies = []
+        for _ in range(5):
+            sent = time.perf_counter()
+            await queue.enqueue("x")
+            latencies.append(await asyncio.wait_for(received.get(), 5) - sent)
+            await wait_until(lambda: worker._acks_idle.is_set())
+    latencies.sort()
+    assert latencies[2] < 0.1, latencies  # median: robust to one scheduling hiccup
+
+
+async def test_client_kill_does_not_stop_the_worker(make_queue: QueueFactory, redis: aioredis.Redis) -> None:
+    """Killing every connection of the worker leaves it able to handle later messages."""
+    queue = await make_queue()
+    handler = Recorder()
+    async with running(queue, handler) as worker:
+        await queue.enqueue("first")
+        await wait_until(lambda: len(handler.calls) == 1)
+        await wait_until(lambda: worker.stats().counts.get("sleep/end-of-queue", 0) >= 1)
+        killed = await redis.client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+        # A fresh producer: the old one's pooled connections were killed too, and
+        # a command sent in the instant before the server closes them is one whose
+        # outcome nobody can know (OutcomeUnknownError), which is not this test.
+        producer = await make_queue(queue.name)
+        await producer.enqueue("second")
+        await wait_until(lambda: len(handler.calls) == 2, timeout=15)
+    assert [m.content for m in handler.calls] == ["first", "second"]
+
+
+async def test_two_workers_handle_each_message_once(make_queue: QueueFactory) -> None:
+    """Two workers x concurrency 20 over 5,000 messages handle each exactly once."""
+    queue = await make_queue()
+    twin = await make_queue(queue.name)
+    handler_a, handler_b = Recorder(), Recorder()
+    mids = [f"m{i}" for i in range(5000)]
+    for start in range(0, 5000, 1000):
+        await queue.enqueue_many(range(start, start + 1000), mids=mids[start : start + 1000])
+    async with running(queue, handler_a, concurrency=20), running(twin, handler_b, concurrency=20):
+        await wait_until(lambda: len(handler_a.calls) + len(handler_b.calls) >= 5000, timeout=60)
+    together = handler_a.by_mid + handler_b.by_mid
+    assert set(together) == set(mids)
+    assert max(together.values()) == 1
+    assert handler_a.calls and handler_b.calls  # both took part
+
+
+async def test_status_counts_match_outcomes(queue: Queue) -> None:
+    """status() counts equal the outcomes the handler produced; stats are filled."""
+
+    async def handler(message: Message) -> Outcome:
+        n = message.content
+        if n % 10 == 0:
+            return Failure()
+        if n % 10 == 1 and message.attempt == 1:
+            return Retry()
+        if n % 10 == 2:
+            return Success(backoff=60)
+        return None
+
+    await queue.enqueue_many(range(100))
+    async with running(queue, handler, concurrency=5) as worker:
+        await wait_until(
+            lambda: sum(worker.stats().counts.get(k, 0) for k in ("handler/success", "handler/error")) == 100
+        )
+        status = await worker.status()
+    counts = status.stats.counts
+    assert counts["handler/error"] == 10
+    assert counts["handler/retry"] == 10
+    assert counts["handler/success"] == 90
+    assert counts["handler/backoff"] == 10
+    assert status.stats.handling_time_ms is not None and status.stats.handling_time_ms.n == 110
+    assert status.stats.queueing_time_ms is not None and status.stats.queueing_time_ms.n == 100
+    assert status.stats.queue_size is not None
+    assert status.queue == queue.name and status.concurrency == 5
+    assert status.queue_status is not None and status.queue_status.ndone == 10
+    plain = status.as_dict()
+    assert plain["stats"]["counts"]["handler/error"] == 10
+    assert isinstance(plain["stats"]["handling_time_ms"]["p99"], float)
+
+
+async def test_monitor_is_called_after_each_poll(queue: Queue) -> None:
+    """The monitor receives the queue size and poll details."""
+    polls: list[PollInfo] = []
+    await queue.enqueue_many(range(3))
+    async with running(queue, Recorder(), monitor=polls.append):
+        await wait_until(lambda: any(p.handed_out for p in polls) and any(p.empty_polls for p in polls))
+    first = next(p for p in polls if p.handed_out)
+    assert first.queue == queue.name
+    assert first.handed_out == 3
+
+
+async def test_async_with_binds_and_stops(queue: Queue) -> None:
+    """`async with AsyncWorker(...) as worker` binds a running worker and stops it on exit."""
+    async with AsyncWorker(queue, Recorder(), monitor=None) as worker:
+        assert worker.running
+        assert "running" in repr(worker)
+    assert not worker.running
+
+
+async def test_run_until_cancelled(queue: Queue) -> None:
+    """run() handles messages until its task is cancelled, then stops."""
+    handler = Recorder()
+    worker = AsyncWorker(queue, handler, monitor=None)
+    task = asyncio.create_task(worker.run())
+    await queue.enqueue("x")
+    await wait_until(lambda: len(handler.calls) == 1)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not worker.running
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"concurrency": 0}, ValueError),
+        ({"concurrency": 1.5}, TypeError),
+        ({"lock_timeout": 0}, ValueError),
+        ({"lock_timeout": -1}, ValueError),
+        ({"handler_timeout": float("nan")}, ValueError),
+        ({"max_attempts": 0}, ValueError),
+        ({"monitor": 3}, TypeError),
+    ],
+    ids=[
+        "zero-concurrency",
+        "float-concurrency",
+        "zero-lock",
+        "negative-lock",
+        "nan-timeout",
+        "zero-attempts",
+        "monitor",
+    ],
+)
+async def test_bad_options_are_refused(queue: Queue, options: dict[str, Any], error: type[Exception]) -> None:
+    """Bad worker options raise at construction."""
+    with pytest.raises(error):
+        AsyncWorker(queue, Recorder(), **options)
