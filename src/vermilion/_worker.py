@@ -143,11 +143,27 @@ class WorkerStatus:
         return asdict(self)
 
 
+class _Default:
+    """Marks an option left at its default (where ``None`` means something else)."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT = _Default()
+
+
 @dataclass(slots=True)
 class _Lease:
     mid: str
     token: int
     lock_ms: int
+    renewed_at: float  # time.monotonic() of the hand-out or the last renewal
+
+    @property
+    def renew_at(self) -> float:
+        # A third of the lease: two renewals can fail before it lapses.
+        return self.renewed_at + self.lock_ms / 3000
 
 
 class AsyncWorker:
@@ -188,7 +204,7 @@ class AsyncWorker:
         throttle: float | timedelta | Callable[[int], float | None] | None = None,
         handler_timeout: float | timedelta | None = None,
         max_attempts: int | None = None,
-        monitor: Callable[[PollInfo], object] | None = QueueSizeMonitor(),  # noqa: B008 - immutable config
+        monitor: Callable[[PollInfo], object] | _Default | None = DEFAULT,
         on_exception: ExceptionMapper = _exception_to_failure,
     ) -> None:
         if not isinstance(queue, Queue):
@@ -205,7 +221,9 @@ class AsyncWorker:
             None if handler_timeout is None else seconds(handler_timeout, "handler_timeout", allow_zero=False)
         )
         self.max_attempts = None if max_attempts is None else positive_int(max_attempts, "max_attempts")
-        if monitor is not None and not callable(monitor):
+        if isinstance(monitor, _Default):
+            monitor = QueueSizeMonitor()  # one per worker: each keeps its own warning clock
+        elif monitor is not None and not callable(monitor):
             raise TypeError("monitor must be callable or None")
         if not callable(on_exception):
             raise TypeError("on_exception must be callable")
@@ -215,21 +233,29 @@ class AsyncWorker:
 
         self._connection, self._keys = queue._protocol
         self._running = False
-        self._stopping = asyncio.Event()
+        self._stop_task: asyncio.Task[None] | None = None
         self._busy = 0
-        self._slot_freed = asyncio.Event()
         self._handlers: set[asyncio.Task[None]] = set()
         self._leases: dict[tuple[str, int], _Lease] = {}
         self._pending_acks: list[OutcomeRequest] = []
         self._acks_in_flight: set[tuple[str, int]] = set()
-        self._acks_wanted = asyncio.Event()
-        self._acks_idle = asyncio.Event()
-        self._acks_idle.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._heartbeat_target = 0.0
+        self._new_events()
         self._stats_queue_size = RollingStats()
         self._stats_queueing = RollingStats()
         self._stats_handling = RollingStats()
         self._counts: dict[str, int] = {}
+
+    def _new_events(self) -> None:
+        # Created per start, so that a worker restarted in another event loop
+        # never waits on an event bound to the old one.
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._acks_wanted = asyncio.Event()
+        self._acks_idle = asyncio.Event()
+        self._acks_idle.set()
+        self._lease_added = asyncio.Event()
 
     @staticmethod
     def _as_delay_function(value: object, argument: str) -> Callable[[int], float | None]:
@@ -253,7 +279,8 @@ class AsyncWorker:
         if self._running:
             raise RuntimeError("this worker is already running")
         await self._connection.check_server()
-        self._stopping = asyncio.Event()
+        self._new_events()
+        self._stop_task = None
         self._running = True
         self._tasks = [
             asyncio.create_task(self._poll_loop(), name=f"vermilion-poll-{self.queue.name}"),
@@ -272,6 +299,11 @@ class AsyncWorker:
         grace = seconds(timeout, "timeout")
         if not self._running:
             return
+        if self._stop_task is None:  # concurrent calls share one stop
+            self._stop_task = asyncio.create_task(self._stop(grace))
+        await asyncio.shield(self._stop_task)
+
+    async def _stop(self, grace: float) -> None:
         self._stopping.set()
         poll, acker, heartbeat = self._tasks
         await asyncio.gather(poll, return_exceptions=True)
@@ -447,7 +479,10 @@ class AsyncWorker:
 
     def _start_handler(self, leased: Leased, now_ms: int) -> None:
         self._busy += 1
-        self._leases[(leased.mid, leased.token)] = _Lease(leased.mid, leased.token, leased.lock_ms)
+        lease = _Lease(leased.mid, leased.token, leased.lock_ms, time.monotonic())
+        self._leases[(leased.mid, leased.token)] = lease
+        if lease.renew_at < self._heartbeat_target:
+            self._lease_added.set()
         task = asyncio.create_task(self._handle(leased, now_ms), name=f"vermilion-handler-{leased.mid}")
         self._handlers.add(task)
         task.add_done_callback(self._handler_done)
@@ -612,32 +647,46 @@ class AsyncWorker:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            shortest_ms = min((lease.lock_ms for lease in self._leases.values()), default=self._lock_ms)
-            # A third of the lease: two renewals can fail before it lapses.
-            await asyncio.sleep(shortest_ms / 3000)
-            leases = list(self._leases.values())
-            if not leases:
+            target = min((lease.renew_at for lease in self._leases.values()), default=None)
+            timeout = self._lock_ms / 3000 if target is None else max(0.0, target - time.monotonic())
+            self._heartbeat_target = time.monotonic() + timeout
+            self._lease_added.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                # A new lease that needs renewing sooner than the target wakes this.
+                await asyncio.wait_for(self._lease_added.wait(), timeout)
                 continue
-            try:
-                renewed = await self._connection.extend(
-                    self._keys, [(lease.mid, lease.token, lease.lock_ms) for lease in leases]
+            await self._renew_due_leases()
+
+    async def _renew_due_leases(self) -> None:
+        now = time.monotonic()
+        # Renew every lease within half a period of its time, so that leases
+        # handed out together are renewed together in one call.
+        leases = [lease for lease in self._leases.values() if lease.renew_at - lease.lock_ms / 6000 <= now]
+        if not leases:
+            return
+        try:
+            renewed = await self._connection.extend(
+                self._keys, [(lease.mid, lease.token, lease.lock_ms) for lease in leases]
+            )
+        except VermilionError as exc:
+            self._count("heartbeat/error")
+            logger.warning("renewing %d leases of queue %r failed: %s", len(leases), self.queue.name, exc)
+            await asyncio.sleep(min(1.0, self._lock_ms / 12000))
+            return
+        self._count("heartbeat/extend")
+        for lease, ok in zip(leases, renewed, strict=True):
+            key = (lease.mid, lease.token)
+            if ok:
+                lease.renewed_at = now
+            # A lease whose ack is in flight may be gone because the ack applied.
+            elif key in self._leases and key not in self._acks_in_flight:
+                self._leases.pop(key, None)
+                self._count("lease/lost")
+                logger.warning(
+                    "lost the lease of message %r of queue %r: it lapsed and was reclaimed",
+                    lease.mid,
+                    self.queue.name,
                 )
-            except VermilionError as exc:
-                self._count("heartbeat/error")
-                logger.warning("renewing %d leases of queue %r failed: %s", len(leases), self.queue.name, exc)
-                continue
-            self._count("heartbeat/extend")
-            for lease, ok in zip(leases, renewed, strict=True):
-                key = (lease.mid, lease.token)
-                # A lease whose ack is in flight may be gone because the ack applied.
-                if not ok and key in self._leases and key not in self._acks_in_flight:
-                    self._leases.pop(key, None)
-                    self._count("lease/lost")
-                    logger.warning(
-                        "lost the lease of message %r of queue %r: it lapsed and was reclaimed",
-                        lease.mid,
-                        self.queue.name,
-                    )
 
 
 def _backoff_ms(backoff: float | None) -> int:

@@ -20,6 +20,7 @@ from vermilion import (
     MessageStatus,
     PollInfo,
     Queue,
+    QueueSizeMonitor,
     Retry,
     Success,
 )
@@ -470,3 +471,56 @@ async def test_bad_options_are_refused(queue: Queue, options: dict[str, Any], er
     """Bad worker options raise at construction."""
     with pytest.raises(error):
         AsyncWorker(queue, Recorder(), **options)
+
+
+async def test_short_per_message_lease_is_renewed(make_queue: QueueFactory) -> None:
+    """A message's own short lock_timeout is renewed in time even when the worker default is long."""
+    queue = await make_queue()
+    twin = await make_queue(queue.name)
+    slow = Recorder(delay=1.0)
+    async with running(queue, slow, lock_timeout=30) as first, running(twin, slow, lock_timeout=30) as second:
+        await queue.enqueue("x", mid="m", lock_timeout=0.3)
+        await wait_until(
+            lambda: (
+                first.stats().counts.get("handler/success", 0)
+                + second.stats().counts.get("handler/success", 0)
+                == 1
+            )
+        )
+        counts = {**first.stats().counts, **second.stats().counts}
+    assert [m.attempt for m in slow.calls] == [1]
+    assert slow.calls[0].lock_timeout == 0.3
+    assert counts.get("heartbeat/extend", 0) >= 2
+    assert "lease/reclaimed" not in counts
+
+
+async def test_concurrent_stops_share_one_stop(queue: Queue) -> None:
+    """stop() called twice at once stops the worker once, and both calls return."""
+    worker = AsyncWorker(queue, Recorder(), monitor=None)
+    await worker.start()
+    await asyncio.gather(worker.stop(), worker.stop())
+    assert not worker.running
+    await worker.start()  # a stopped worker can start again
+    await queue.enqueue("x")
+    await wait_until(lambda: worker.stats().counts.get("handler/success", 0) == 1)
+    await worker.stop()
+
+
+def test_queue_size_monitor_warns_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    """The default monitor warns above max_size, then stays quiet for its interval."""
+    monitor = QueueSizeMonitor(max_size=10, interval=3600)
+    monitor(PollInfo("q", queue_size=10, handed_out=0, reclaimed=0, empty_polls=1))
+    assert not caplog.records
+    monitor(PollInfo("q", queue_size=11, handed_out=0, reclaimed=0, empty_polls=1))
+    monitor(PollInfo("q", queue_size=50, handed_out=0, reclaimed=0, empty_polls=1))
+    warnings = [r for r in caplog.records if "holds 11 ready messages" in r.getMessage()]
+    assert len(warnings) == 1
+    assert len(caplog.records) == 1
+
+
+async def test_each_worker_has_its_own_default_monitor(queue: Queue) -> None:
+    """Workers built with the default monitor do not share its warning clock."""
+    first = AsyncWorker(queue, Recorder())
+    second = AsyncWorker(queue, Recorder())
+    assert isinstance(first.monitor, QueueSizeMonitor)
+    assert first.monitor is not second.monitor
