@@ -181,6 +181,8 @@ async def run_demo(
 ) -> WorkerStatus:
     rng = random.Random(7)
     async with Queue(queue_name, url) as queue:
+        handler = _DemoHandler(seed=11)
+        worker = AsyncWorker(queue, handler, concurrency=concurrency, monitor=None)  # checks the options
         await queue.clear()
         unique = messages - messages // 20
         contents = [{"order": i, "amount": rng.randint(1, 500)} for i in range(messages)]
@@ -201,9 +203,8 @@ async def run_demo(
             f" {refused:,} refused as duplicates of a queued mid",
             file=out,
         )
-        handler = _DemoHandler(seed=11)
         handler.expected = added
-        async with AsyncWorker(queue, handler, concurrency=concurrency, monitor=None) as worker:
+        async with worker:
             await _progress(queue, worker, handler, out)
         status = await worker.status()
         print(file=out)
@@ -223,6 +224,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vermilion", description="A durable Redis message queue for asyncio."
@@ -236,8 +247,10 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("VERMILION_URL"),
         help="Redis URL (default: $VERMILION_URL, else an embedded Valkey server)",
     )
-    demo.add_argument("--messages", type=int, default=10_000, help="messages to enqueue (default 10,000)")
-    demo.add_argument("--concurrency", type=int, default=50, help="handlers at once (default 50)")
+    demo.add_argument(
+        "--messages", type=_positive_int, default=10_000, help="messages to enqueue (default 10,000)"
+    )
+    demo.add_argument("--concurrency", type=_positive_int, default=50, help="handlers at once (default 50)")
     demo.add_argument(
         "--queue", default="vermilion-demo", help="queue name (default vermilion-demo); cleared first"
     )
@@ -252,8 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.run(args))
-    except VermilionError as exc:
+    except (VermilionError, ValueError, TypeError) as exc:  # bad input or an unusable server
         print(f"vermilion: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`vermilion demo | head`)
+        sys.stderr.close()
+        return 141

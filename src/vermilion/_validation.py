@@ -55,7 +55,10 @@ def seconds(value: object, argument: str, *, allow_zero: bool = True) -> float:
     if isinstance(value, timedelta):
         result = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:
+            raise ValueError(f"{argument} must be at most ten years, got {value} s") from None
     else:
         raise TypeError(f"{argument} must be a number of seconds or a timedelta, not {type(value).__name__}")
     if math.isnan(result) or math.isinf(result):

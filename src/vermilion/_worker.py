@@ -39,7 +39,6 @@ from ._validation import positive_int, seconds, to_ms
 
 __all__ = [
     "AsyncWorker",
-    "Handler",
     "PollInfo",
     "QueueSizeMonitor",
     "WorkerStats",

@@ -1,0 +1,70 @@
+"""The public surface: curated, sorted, complete, and presented as `vermilion`."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import pkgutil
+
+import vermilion
+
+
+def test_all_is_sorted_and_unique() -> None:
+    """__all__ is sorted and has no duplicates."""
+    assert list(vermilion.__all__) == sorted(set(vermilion.__all__))
+
+
+def test_all_names_exist_and_say_they_live_in_vermilion() -> None:
+    """Every exported name exists and reports __module__ == 'vermilion'."""
+    for name in vermilion.__all__:
+        obj = getattr(vermilion, name)
+        assert getattr(obj, "__module__", "vermilion") == "vermilion", name
+
+
+def test_all_is_complete() -> None:
+    """Every public class or function defined in a private module is exported."""
+    exported = {id(getattr(vermilion, name)) for name in vermilion.__all__}
+    public_in_modules = set()
+    for module_info in pkgutil.iter_modules(vermilion.__path__):
+        if module_info.name == "__main__":  # importing it runs the command line
+            continue
+        module = importlib.import_module(f"vermilion.{module_info.name}")
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            if (inspect.isclass(obj) or inspect.isfunction(obj)) and not name.startswith("_"):
+                public_in_modules.add((module_info.name, name, id(obj)))
+    internal = {
+        # building blocks that the public objects use, not part of the API
+        "Connection", "DequeueReply", "EnqueueRequest", "Leased", "OutcomeRequest", "QueueKeys",
+        "StoredMessage", "Script", "EmbeddedServer", "RollingStats", "percentile", "main",
+        "decode_payload", "encode_content", "logger", "format_table", "format_worker_status",
+        "run_demo",
+    }  # fmt: skip
+    missing = {
+        name for module, name, ident in public_in_modules if ident not in exported and name not in internal
+    }
+    assert not missing, f"public but not exported: {sorted(missing)}"
+
+
+def test_the_design_names_are_exported() -> None:
+    """The names DESIGN.md promises are importable from vermilion."""
+    for name in [
+        "AsyncWorker", "EnqueueResult", "Failure", "Message", "MessageStatus", "Queue",
+        "QueueStatus", "Retry", "Success", "WorkerStatus", "queue_names", "clear_queues",
+        "set_min_log_level", "VermilionError",
+    ]:  # fmt: skip
+        assert name in vermilion.__all__, name
+
+
+def test_version_comes_from_package_metadata() -> None:
+    """vermilion.__version__ is the installed distribution's version."""
+    assert vermilion.__version__ == importlib.metadata.version("vermilion")
+
+
+def test_message_statuses_are_the_carmine_ones_plus_failed() -> None:
+    """MessageStatus holds Carmine's seven statuses and vermilion's `failed`."""
+    assert {s.value for s in vermilion.MessageStatus} == {
+        "queued", "queued-with-backoff", "locked", "locked-with-requeue", "done-awaiting-gc",
+        "done-with-backoff", "done-with-requeue", "failed",
+    }  # fmt: skip
+    assert vermilion.MessageStatus("queued") == "queued"
