@@ -409,6 +409,8 @@ class Connection:
             )
             cursor = _int(reply[0])
             for key in reply[1]:
+                if key.endswith(b"}:seq"):  # kept by clear(): not a sign of a live queue
+                    continue
                 name = key[len(prefix) :].partition(b"}")[0].decode()
                 if name not in seen:
                     seen.add(name)

@@ -46,7 +46,8 @@ def _describe_client(client: aioredis.Redis) -> str:
         auth = f"{user or ''}:***@"
     elif user:
         auth = f"{user}@"
-    return f"{scheme}://{auth}{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+    host = kwargs.get("host", "localhost")
+    return f"{scheme}://{auth}{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
 class Queue:
@@ -303,7 +304,12 @@ class Queue:
         return infos
 
     async def clear(self) -> int:
-        """Delete every key of this queue. Returns how many live messages were removed."""
+        """Delete every message and all state of this queue.
+
+        Returns how many live messages were removed. Only the queue's lease
+        counter stays (``vermilion:{<name>}:seq``), so that a worker still
+        holding a lease from before can never complete a message from after.
+        """
         return await self._connection.clear(self._keys)
 
     # -- for the worker ------------------------------------------------------------

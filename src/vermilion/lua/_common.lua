@@ -20,7 +20,8 @@
 --   13 failed           zset   mid -> ms it failed (bounded history)
 --   14 errors           hash   mid -> reason of its failure
 --   15 notify           list   wake-up tokens for idle workers (at most 64)
---   16 seq              string last lease token handed out
+--   16 seq              string last lease token handed out (kept by clear, so that a
+--                              token is never handed out twice by a queue)
 --
 -- Invariants every script keeps:
 --   * a live mid is in `messages` and in exactly one of `ready`, `delayed`, `locks`;
@@ -113,6 +114,15 @@ local function forget_life(mid)
   redis.call('HDEL', K_ENQUEUED, mid)
   redis.call('HDEL', K_DUE, mid)
   redis.call('HDEL', K_LOCK_MS, mid)
+end
+
+-- Run `command key item...` over a list in slices: Lua's unpack() fails
+-- beyond a few thousand values.
+local function call_in_slices(command, key, items)
+  local slice = 1000
+  for first = 1, #items, slice do
+    redis.call(command, key, unpack(items, first, math.min(first + slice - 1, #items)))
+  end
 end
 
 local function wake_workers()

@@ -19,8 +19,9 @@
 --   success, window s   -> done for s ms (enqueue of the mid answers 'backoff')
 --   retry, no backoff   -> ready again at the tail, wake-up token pushed
 --   retry, backoff s    -> delayed for s ms, wake-up token pushed
---   failure             -> recorded in `failed`/`errors` (oldest trimmed beyond
---                          max_failed); gone, or starts its pending requeue
+--   failure             -> starts its pending requeue if there is one; else gone
+--                          and recorded in `failed`/`errors` (oldest trimmed
+--                          beyond max_failed)
 -- Invariants: every argument is checked before the first write; each applied
 -- outcome removes (lease, then per-life fields) before it adds, so that under
 -- `noeviction` with memory full the script's first write frees memory and the
@@ -55,21 +56,22 @@ local function trim_failed()
   local excess = redis.call('ZCARD', K_FAILED) - max_failed
   if excess > 0 then
     local oldest = redis.call('ZRANGE', K_FAILED, 0, excess - 1)
-    redis.call('ZREM', K_FAILED, unpack(oldest))
-    redis.call('HDEL', K_ERRORS, unpack(oldest))
+    call_in_slices('ZREM', K_FAILED, oldest)
+    call_in_slices('HDEL', K_ERRORS, oldest)
   end
 end
 
 local function finish(o)
   forget_life(o.mid)
-  if o.kind == 'f' then
+  if has_requeue(o.mid) then
+    -- The mid lives on with its new content; a failure record would claim
+    -- that the new life failed too.
+    apply_requeue(o.mid, now)
+    woke = true
+  elseif o.kind == 'f' then
     redis.call('ZADD', K_FAILED, now, o.mid)
     redis.call('HSET', K_ERRORS, o.mid, o.reason)
     trim_failed()
-  end
-  if has_requeue(o.mid) then
-    apply_requeue(o.mid, now)
-    woke = true
   end
 end
 

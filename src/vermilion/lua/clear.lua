@@ -5,10 +5,16 @@
 -- Reply: the number of messages that were live (queued, delayed or locked).
 --
 -- Workers holding leases of cleared messages find their acks and extends
--- stale; lease tokens restart from the clock, so they can never match again.
+-- stale. The lease-token counter `seq` is kept (one small string), so that
+-- tokens keep growing and an old holder's token can never match a new lease;
+-- queue_names() does not count a queue that has only this key.
 -- Invariants: deletes only the exact keys passed, never a pattern; writes
 -- nothing but deletions (so it runs even when memory is full).
 
 local live = redis.call('HLEN', K_MESSAGES)
-redis.call('DEL', unpack(KEYS))
+local data_keys = {}
+for _, key in ipairs(KEYS) do
+  if key ~= K_SEQ then data_keys[#data_keys + 1] = key end
+end
+redis.call('DEL', unpack(data_keys))
 return live

@@ -32,10 +32,8 @@ local now = now_ms()
 
 local function move_due_delays()
   local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, limit)
-  if #due > 0 then
-    redis.call('ZREM', K_DELAYED, unpack(due))
-    redis.call('RPUSH', K_READY, unpack(due))
-  end
+  call_in_slices('ZREM', K_DELAYED, due)
+  call_in_slices('RPUSH', K_READY, due)
 end
 
 local function reclaim_lapsed_leases()
@@ -96,13 +94,7 @@ local function hand_out()
     end
   end
   if #leased == 0 then return out end
-  local last_token = redis.call('INCRBY', K_SEQ, #leased)
-  if last_token == #leased then
-    -- A new or cleared queue: start tokens from the clock, so a holder of a
-    -- lease from before a clear can never match a new one.
-    last_token = redis.call('INCRBY', K_SEQ, now * 1000)
-  end
-  local token = last_token - #leased
+  local token = redis.call('INCRBY', K_SEQ, #leased) - #leased
   local lock_args, lease_args = {}, {}
   for _, i in ipairs(leased) do
     local mid = mids[i]
