@@ -111,25 +111,27 @@ def _optional_seconds(value: float | timedelta | None, argument: str) -> float |
     return seconds(value, argument) or None
 
 
-@dataclass(frozen=True, slots=True)
+# init=False: the constructors take a timedelta too, but the attribute is
+# always seconds (or None), so readers never have to convert.
+@dataclass(frozen=True, slots=True, init=False)
 class Success:
     """The handler finished. With ``backoff`` (seconds), the mid stays de-duplicated
     for that long: enqueuing it again is refused (or requeued, if asked)."""
 
-    backoff: float | None = None
+    backoff: float | None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "backoff", _optional_seconds(self.backoff, "backoff"))
+    def __init__(self, backoff: float | timedelta | None = None) -> None:
+        object.__setattr__(self, "backoff", _optional_seconds(backoff, "backoff"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Retry:
     """Handle the message again, after ``backoff`` seconds if given."""
 
-    backoff: float | None = None
+    backoff: float | None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "backoff", _optional_seconds(self.backoff, "backoff"))
+    def __init__(self, backoff: float | timedelta | None = None) -> None:
+        object.__setattr__(self, "backoff", _optional_seconds(backoff, "backoff"))
 
 
 @dataclass(frozen=True, slots=True)

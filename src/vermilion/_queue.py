@@ -148,8 +148,9 @@ class Queue:
         can_requeue: bool,
         reset_delay: bool,
         argument: str = "content",
+        mid_argument: str = "mid",
     ) -> EnqueueRequest:
-        mid = str(uuid.uuid4()) if mid is None else check_mid(mid)
+        mid = str(uuid.uuid4()) if mid is None else check_mid(mid, mid_argument)
         delay_ms = to_ms(seconds(delay, "delay"))
         lock_ms = (
             None if lock_timeout is None else to_ms(seconds(lock_timeout, "lock_timeout", allow_zero=False))
@@ -244,6 +245,7 @@ class Queue:
                 can_requeue=can_requeue,
                 reset_delay=reset_delay,
                 argument=f"contents[{index}]",
+                mid_argument=f"mids[{index}]",
             )
             for index, (content, mid) in enumerate(zip(items, mid_list, strict=True))
         ]

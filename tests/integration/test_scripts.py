@@ -1,0 +1,582 @@
+"""The Lua scripts driven directly: dequeue, ack, extend, leases, timing, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.conftest import QueueFactory
+from tests.helpers import (
+    HOUSEKEEPING_LIMIT,
+    LONG_LOCK_MS,
+    ack,
+    dequeue,
+    dequeue_until_handed_out,
+    eventually,
+    lease_one,
+    scan_queue_keys,
+)
+from vermilion import MessageStatus, Queue, ScriptError
+from vermilion._protocol import KEY_PARTS, OutcomeRequest, QueueKeys
+from vermilion._scripts import SCRIPTS
+
+READY_WITHIN_MS = 50
+
+
+async def status_is(queue: Queue, mid: str, status: MessageStatus | None) -> bool:
+    return await queue.message_status(mid) == status
+
+
+# -- dequeue -------------------------------------------------------------------------
+
+
+async def test_dequeue_hands_out_at_most_n_in_fifo_order(queue: Queue) -> None:
+    """A batch dequeue hands out up to N ready messages, oldest first, each leased once."""
+    mids = [f"m{i}" for i in range(10)]
+    await queue.enqueue_many(range(10), mids=mids)
+    first = await dequeue(queue, 3)
+    assert [leased.mid for leased in first.messages] == mids[:3]
+    assert first.ready == 7
+    assert all(leased.attempt == 1 for leased in first.messages)
+    assert all(leased.lock_ms == LONG_LOCK_MS for leased in first.messages)
+    rest = await dequeue(queue, 100)
+    assert [leased.mid for leased in rest.messages] == mids[3:]
+    assert rest.ready == 0
+    tokens = [leased.token for leased in first.messages + rest.messages]
+    assert len(set(tokens)) == 10
+    assert tokens == sorted(tokens)
+    assert (await dequeue(queue, 100)).messages == []
+    status = await queue.status()
+    assert (status.nqueued, status.nlocked) == (0, 10)
+
+
+async def test_dequeue_reports_enqueue_time_and_payload(queue: Queue) -> None:
+    """Each handed-out message carries its payload and the server time it was enqueued."""
+    before = (await dequeue(queue, 0)).now_ms
+    await queue.enqueue({"k": [1, 2]}, mid="m")
+    reply = await dequeue(queue, 1)
+    [leased] = reply.messages
+    assert queue.serializer.loads(leased.payload) == {"k": [1, 2]}
+    assert before <= leased.enqueued_ms <= reply.now_ms
+
+
+async def test_dequeue_skips_duplicate_and_stale_ready_hints(queue: Queue) -> None:
+    """A mid listed twice in `ready` is handed out once; a hint without a message is dropped."""
+    _, keys = queue._protocol
+    await queue.enqueue("a", mid="a")
+    await queue.redis.rpush(keys.key("ready"), "a", "ghost", "a")
+    reply = await dequeue(queue, 10)
+    assert [leased.mid for leased in reply.messages] == ["a"]
+    assert await queue.redis.llen(keys.key("ready")) == 0
+    assert await queue.redis.hget(keys.key("attempts"), "a") == b"1"
+
+
+async def test_dequeue_next_due_reports_the_earliest_event(queue: Queue) -> None:
+    """next_due_ms is None for an empty queue, else the earliest delay end or lease end."""
+    _, keys = queue._protocol
+    assert (await dequeue(queue, 0)).next_due_ms is None
+    await queue.enqueue("x", mid="late", delay=60)
+    late_due = await queue.redis.zscore(keys.key("delayed"), "late")
+    assert (await dequeue(queue, 0)).next_due_ms == late_due
+    await queue.enqueue("x", mid="now")
+    reply = await dequeue(queue, 1, lock_ms=5_000)
+    assert reply.next_due_ms == reply.now_ms + 5_000
+
+
+async def test_dequeue_drops_wakeup_tokens_only_when_the_queue_ran_dry(queue: Queue) -> None:
+    """Wake-up tokens survive a full batch and are dropped when fewer than N were handed out."""
+    _, keys = queue._protocol
+    await queue.enqueue_many([1, 2, 3])
+    assert await queue.redis.llen(keys.key("notify")) == 1
+    assert len((await dequeue(queue, 2)).messages) == 2
+    assert await queue.redis.llen(keys.key("notify")) == 1
+    assert len((await dequeue(queue, 2)).messages) == 1
+    assert await queue.redis.llen(keys.key("notify")) == 0
+
+
+async def test_wait_for_wakeup_times_out_on_an_idle_queue(queue: Queue) -> None:
+    """BLPOP on an idle queue returns False after its timeout, True once an enqueue pushes a token."""
+    conn, keys = queue._protocol
+    started = time.monotonic()
+    assert await conn.wait_for_wakeup(keys, 0.05) is False
+    assert time.monotonic() - started >= 0.04
+    waiter = asyncio.create_task(conn.wait_for_wakeup(keys, 5.0))
+    await queue.enqueue(1)
+    assert await asyncio.wait_for(waiter, 5.0) is True
+
+
+async def test_concurrent_dequeue_loops_hand_out_each_mid_exactly_once(
+    queue: Queue, make_queue: QueueFactory
+) -> None:
+    """8 concurrent dequeue loops, each on its own connection, hand out 5,000 mids exactly once."""
+    total = 5_000
+    mids = [f"m{i}" for i in range(total)]
+    assert all(r.ok for r in await queue.enqueue_many(range(total), mids=mids))
+    handed: list[list[str]] = []
+    tokens: list[int] = []
+
+    async def consume(consumer: Queue) -> None:
+        conn, keys = consumer._protocol
+        mine: list[str] = []
+        handed.append(mine)
+        while True:
+            reply = await conn.dequeue(keys, 25, LONG_LOCK_MS, HOUSEKEEPING_LIMIT)
+            if not reply.messages:
+                if reply.ready == 0:
+                    return
+                continue
+            assert all(leased.attempt == 1 for leased in reply.messages)
+            mine.extend(leased.mid for leased in reply.messages)
+            tokens.extend(leased.token for leased in reply.messages)
+            outcomes = [OutcomeRequest(leased.mid, leased.token, "s") for leased in reply.messages]
+            assert all(await conn.ack(keys, outcomes, 10))
+
+    consumers = [await make_queue(queue.name) for _ in range(8)]
+    await asyncio.wait_for(asyncio.gather(*(consume(consumer) for consumer in consumers)), 20)
+    everything = [mid for mine in handed for mid in mine]
+    assert Counter(everything) == Counter(mids)
+    assert len(set(tokens)) == total
+    assert sum(1 for mine in handed if mine) >= 2
+    status = await queue.status()
+    assert (status.nqueued, status.nlocked, status.ntotal) == (0, 0, 0)
+
+
+# -- leases --------------------------------------------------------------------------
+
+
+async def test_lapsed_lease_is_handed_out_again_with_the_next_attempt(queue: Queue) -> None:
+    """A lease that lapses is reclaimed and handed out again with attempt + 1 and a new token."""
+    await queue.enqueue({"a": 1}, mid="m", lock_timeout=0.05)
+    first_reply = await dequeue(queue, 1, lock_ms=LONG_LOCK_MS)
+    [first] = first_reply.messages
+    assert (first.attempt, first.lock_ms) == (1, 50)
+    lease_end = first_reply.now_ms + 50
+    reply = await dequeue_until_handed_out(queue, timeout=5.0)
+    [second] = reply.messages
+    assert reply.now_ms >= lease_end
+    assert reply.reclaimed == 1
+    assert (second.mid, second.attempt, second.lock_ms) == ("m", 2, 50)
+    assert second.payload == first.payload
+    assert second.token > first.token
+
+
+async def test_lapsed_leases_go_to_the_head_of_the_ready_list(queue: Queue) -> None:
+    """A reclaimed message is handed out before messages that were enqueued after it."""
+    await queue.enqueue("x", mid="old", lock_timeout=0.03)
+    await lease_one(queue)
+    await queue.enqueue("y", mid="new")
+    await eventually(lambda: status_is(queue, "old", MessageStatus.QUEUED), what="lease lapse")
+    reply = await dequeue(queue, 2)
+    assert [(leased.mid, leased.attempt) for leased in reply.messages] == [("old", 2), ("new", 1)]
+
+
+async def test_extend_keeps_a_lease_from_lapsing(queue: Queue) -> None:
+    """A lease extended before it lapses is not handed out again; once extensions stop, it is."""
+    conn, keys = queue._protocol
+    await queue.enqueue("x", mid="m")
+    reply = await dequeue(queue, 1, lock_ms=300)
+    [leased] = reply.messages
+    original_end = reply.now_ms + 300
+    while True:
+        assert await conn.extend(keys, [("m", leased.token, 300)]) == [True]
+        probe = await dequeue(queue, 1, lock_ms=300)
+        assert probe.messages == []
+        if probe.now_ms > original_end + 200:
+            break
+        await asyncio.sleep(0.02)
+    assert await queue.message_status("m") == MessageStatus.LOCKED
+    again = await dequeue_until_handed_out(queue, lock_ms=300)
+    assert again.messages[0].attempt == 2
+
+
+async def test_extend_moves_the_lease_end(queue: Queue) -> None:
+    """extend sets the lease end to server now + lock_ms."""
+    conn, keys = queue._protocol
+    await queue.enqueue("x", mid="m")
+    reply = await dequeue(queue, 1, lock_ms=1_000)
+    [leased] = reply.messages
+    assert await queue.redis.zscore(keys.key("locks"), "m") == reply.now_ms + 1_000
+    assert await conn.extend(keys, [("m", leased.token, 600_000)]) == [True]
+    after = (await dequeue(queue, 0)).now_ms
+    end = await queue.redis.zscore(keys.key("locks"), "m")
+    assert end is not None
+    assert reply.now_ms + 600_000 <= end <= after + 600_000
+
+
+async def test_extend_is_fenced_by_the_lease_token(queue: Queue) -> None:
+    """extend renews only current leases: wrong tokens, unknown and finished mids answer False."""
+    conn, keys = queue._protocol
+    await queue.enqueue_many([1, 2], mids=["a", "b"])
+    a, b = (await dequeue(queue, 2, lock_ms=10_000)).messages
+    a_end = await queue.redis.zscore(keys.key("locks"), "a")
+    assert await ack(queue, b, "s")
+    replies = await conn.extend(
+        keys, [("a", a.token + 1, 60_000), ("ghost", a.token, 60_000), ("b", b.token, 60_000)]
+    )
+    assert replies == [False, False, False]
+    assert await queue.redis.zscore(keys.key("locks"), "a") == a_end
+    assert await queue.redis.zscore(keys.key("locks"), "ghost") is None
+    assert await queue.redis.zscore(keys.key("locks"), "b") is None
+    assert await conn.extend(keys, [("ghost", 1, 1), ("a", a.token, 60_000)]) == [False, True]
+
+
+async def test_extend_renews_a_lapsed_lease_nobody_reclaimed(queue: Queue) -> None:
+    """A lease that lapsed but was not reclaimed is still its holder's: extend renews it."""
+    conn, keys = queue._protocol
+    await queue.enqueue("x", mid="m")
+    leased = await lease_one(queue, lock_ms=20)
+    await eventually(lambda: status_is(queue, "m", MessageStatus.QUEUED), what="lease lapse")
+    assert await conn.extend(keys, [("m", leased.token, LONG_LOCK_MS)]) == [True]
+    assert await queue.message_status("m") == MessageStatus.LOCKED
+    assert (await dequeue(queue)).messages == []
+    assert await ack(queue, leased, "s")
+    assert await queue.message_status("m") is None
+
+
+async def test_late_ack_after_a_lapse_is_stale_and_changes_nothing(queue: Queue) -> None:
+    """carmine-mq §8.2: A's late ack is stale, B completes the message, a new enqueue starts clean."""
+    conn, keys = queue._protocol
+    await queue.enqueue("v1", mid="m")
+    a = await lease_one(queue, lock_ms=50)
+    b_reply = await dequeue_until_handed_out(queue, lock_ms=LONG_LOCK_MS)
+    [b] = b_reply.messages
+    assert (b.mid, b.attempt) == ("m", 2)
+    assert b.token != a.token
+    b_end = await queue.redis.zscore(keys.key("locks"), "m")
+
+    assert await ack(queue, a, "s") is False
+    assert await ack(queue, a, "r") is False
+    assert await ack(queue, a, "f", reason="late") is False
+    assert await conn.extend(keys, [("m", a.token, LONG_LOCK_MS)]) == [False]
+    assert await queue.message_status("m") == MessageStatus.LOCKED
+    assert await queue.redis.zscore(keys.key("locks"), "m") == b_end
+    assert await queue.redis.hget(keys.key("leases"), "m") == str(b.token).encode()
+    assert await queue.redis.hget(keys.key("attempts"), "m") == b"2"
+    assert (await queue.status()).nfailed == 0
+
+    assert await ack(queue, b, "s") is True
+    assert await queue.message_status("m") is None
+    assert await ack(queue, a, "s") is False
+    assert await ack(queue, b, "s") is False
+    for part in ("messages", "requeue", "attempts", "enqueued", "due", "lock_ms", "leases", "errors"):
+        assert not await queue.redis.hexists(keys.key(part), "m"), part
+    for part in ("delayed", "locks", "done", "failed"):
+        assert await queue.redis.zscore(keys.key(part), "m") is None, part
+    assert await queue.redis.lpos(keys.key("ready"), "m") is None
+
+    assert (await queue.enqueue("v2", mid="m")).action == "added"
+    assert await queue.message_status("m") == MessageStatus.QUEUED
+    fresh = await lease_one(queue)
+    assert (fresh.attempt, queue.serializer.loads(fresh.payload)) == (1, "v2")
+    assert await ack(queue, a, "s") is False
+    assert await ack(queue, b, "s") is False
+    assert await queue.message_status("m") == MessageStatus.LOCKED
+    assert await ack(queue, fresh, "s") is True
+    assert await queue.message_status("m") is None
+
+
+async def test_ack_after_clear_is_stale_even_for_a_new_life(queue: Queue) -> None:
+    """After clear(), an old lease never matches the new life's lease, however fast the new life starts."""
+    for _ in range(100):
+        await queue.enqueue("x", mid="m")
+        old = await lease_one(queue)
+        assert await queue.clear() == 1
+        assert await ack(queue, old, "s") is False
+        await queue.enqueue("y", mid="m")
+        new = await lease_one(queue)
+        assert await ack(queue, old, "s") is False, f"old token {old.token} completed the new lease"
+        assert await queue.message_status("m") == MessageStatus.LOCKED
+        assert new.token != old.token
+        assert await ack(queue, new, "s") is True
+        assert await queue.clear() == 0
+
+
+# -- outcomes ------------------------------------------------------------------------
+
+
+async def test_retry_without_backoff_requeues_at_the_tail(queue: Queue) -> None:
+    """Retry() makes the message ready again behind waiting ones, with attempt + 1 and its content."""
+    await queue.enqueue_many(["A", "B"], mids=["a", "b"])
+    a = await lease_one(queue)
+    assert await ack(queue, a, "r")
+    assert await queue.message_status("a") == MessageStatus.QUEUED
+    reply = await dequeue(queue, 5)
+    assert [(leased.mid, leased.attempt) for leased in reply.messages] == [("b", 1), ("a", 2)]
+    assert queue.serializer.loads(reply.messages[1].payload) == "A"
+
+
+async def test_retry_with_backoff_is_ready_within_50ms_of_its_due_time(queue: Queue) -> None:
+    """Retry(backoff) reads queued-with-backoff, then is handed out no earlier than due and within 50 ms."""
+    _, keys = queue._protocol
+    await queue.enqueue("x", mid="m")
+    leased = await lease_one(queue)
+    assert await ack(queue, leased, "r", backoff_ms=200)
+    assert await queue.message_status("m") == MessageStatus.QUEUED_WITH_BACKOFF
+    assert (await queue.status()).nbackoff == 1
+    due = await queue.redis.zscore(keys.key("delayed"), "m")
+    assert due is not None
+    reply = await dequeue_until_handed_out(queue)
+    assert due <= reply.now_ms <= due + READY_WITHIN_MS
+    assert reply.messages[0].attempt == 2
+
+
+async def test_delayed_message_is_ready_within_50ms_of_its_due_time(queue: Queue) -> None:
+    """A delayed message is handed out no earlier than its due time, and within 50 ms of it."""
+    _, keys = queue._protocol
+    await queue.enqueue("x", mid="m", delay=0.2)
+    due = await queue.redis.zscore(keys.key("delayed"), "m")
+    assert due is not None
+    early = await dequeue(queue)
+    assert early.messages == []
+    assert early.next_due_ms == due
+    reply = await dequeue_until_handed_out(queue)
+    assert due <= reply.now_ms <= due + READY_WITHIN_MS
+    assert reply.messages[0].attempt == 1
+
+
+async def test_success_with_backoff_keeps_the_mid_until_its_window_ends(queue: Queue) -> None:
+    """Success(backoff) keeps the mid done-with-backoff; a dequeue after the window forgets it."""
+    _, keys = queue._protocol
+    await queue.enqueue("x", mid="m")
+    assert await ack(queue, await lease_one(queue), "s", backoff_ms=100)
+    assert await queue.message_status("m") == MessageStatus.DONE_WITH_BACKOFF
+    assert not await queue.redis.hexists(keys.key("messages"), "m")
+    assert (await queue.status()).ndone == 1
+
+    async def collected() -> bool:
+        await dequeue(queue, 0)
+        return await queue.message_status("m") is None
+
+    await eventually(collected, what="garbage collection")
+    assert (await queue.status()).ndone == 0
+
+
+async def test_failure_is_recorded_with_its_reason(queue: Queue) -> None:
+    """Failure makes the mid 'failed', counted in nfailed, with its reason kept."""
+    _, keys = queue._protocol
+    await queue.enqueue("x", mid="m")
+    assert await ack(queue, await lease_one(queue), "f", reason="boom: bad input")
+    assert await queue.message_status("m") == MessageStatus.FAILED
+    status = await queue.status()
+    assert (status.nfailed, status.nqueued, status.nlocked, status.ntotal) == (1, 0, 0, 0)
+    assert await queue.redis.hget(keys.key("errors"), "m") == b"boom: bad input"
+    assert not await queue.redis.hexists(keys.key("messages"), "m")
+    assert (await dequeue(queue)).messages == []
+
+
+async def test_failure_history_is_trimmed_to_failure_history(make_queue: QueueFactory) -> None:
+    """With failure_history=3, only the three newest failures are kept."""
+    queue = await make_queue(failure_history=3)
+    _, keys = queue._protocol
+    for i in range(5):
+        await queue.enqueue(i, mid=f"f{i}")
+        assert await ack(queue, await lease_one(queue), "f", reason=f"r{i}")
+    assert (await queue.status()).nfailed == 3
+    statuses = [await queue.message_status(f"f{i}") for i in range(5)]
+    assert statuses == [None, None, MessageStatus.FAILED, MessageStatus.FAILED, MessageStatus.FAILED]
+    assert sorted(await queue.redis.hkeys(keys.key("errors"))) == [b"f2", b"f3", b"f4"]
+
+
+async def test_failure_history_of_zero_keeps_nothing(make_queue: QueueFactory) -> None:
+    """With failure_history=0 a failure is applied but not remembered."""
+    queue = await make_queue(failure_history=0)
+    await queue.enqueue("x", mid="m")
+    assert await ack(queue, await lease_one(queue), "f", reason="boom")
+    assert await queue.message_status("m") is None
+    assert (await queue.status()).nfailed == 0
+
+
+async def test_one_ack_can_trim_a_long_failure_history(make_queue: QueueFactory) -> None:
+    """Lowering failure_history below a long existing history still lets a failure ack apply and trim."""
+    queue = await make_queue(failure_history=10)
+    _, keys = queue._protocol
+    await queue.redis.zadd(keys.key("failed"), {f"old{i}": i for i in range(9_000)})
+    await queue.enqueue("x", mid="m")
+    leased = await lease_one(queue)
+    assert await ack(queue, leased, "f", reason="boom") is True
+    assert (await queue.status()).nfailed == 10
+    assert await queue.message_status("m") == MessageStatus.FAILED
+
+
+async def test_ack_applies_a_batch_of_mixed_outcomes(queue: Queue) -> None:
+    """One ack call applies success, retry and failure outcomes and answers each in order."""
+    conn, keys = queue._protocol
+    await queue.enqueue_many([1, 2, 3], mids=["s", "r", "f"])
+    leases = (await dequeue(queue, 3)).messages
+    kinds: dict[str, str] = {"s": "s", "r": "r", "f": "f"}
+    outcomes = [OutcomeRequest(leased.mid, leased.token, kinds[leased.mid], 0, "why") for leased in leases]  # type: ignore[arg-type]
+    outcomes.append(OutcomeRequest("s", leases[0].token, "s"))
+    assert await conn.ack(keys, outcomes, 10) == [True, True, True, False]
+    assert await queue.message_status("s") is None
+    assert await queue.message_status("r") == MessageStatus.QUEUED
+    assert await queue.message_status("f") == MessageStatus.FAILED
+
+
+# -- argument checks in the scripts ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (OutcomeRequest("b", 1, "x"), "bad outcome"),  # type: ignore[arg-type]
+        (OutcomeRequest("b", 0, "s"), "bad token"),
+        (OutcomeRequest("b", 1, "r", -5), "bad backoff_ms"),
+    ],
+    ids=["unknown-kind", "token-zero", "negative-backoff"],
+)
+async def test_ack_checks_every_outcome_before_writing(
+    queue: Queue, bad: OutcomeRequest, message: str
+) -> None:
+    """A bad outcome anywhere in a batch fails the whole ack before any outcome is applied."""
+    conn, keys = queue._protocol
+    await queue.enqueue("x", mid="a")
+    a = await lease_one(queue)
+    with pytest.raises(ScriptError, match=message):
+        await conn.ack(keys, [OutcomeRequest("a", a.token, "s"), bad], 10)
+    assert await queue.message_status("a") == MessageStatus.LOCKED
+    assert await queue.redis.hget(keys.key("leases"), "a") == str(a.token).encode()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((1001, 1000, 10), "max_messages above 1000"),
+        ((-1, 1000, 10), "bad max_messages"),
+        ((1, 0, 10), "bad default_lock_ms"),
+        ((1, 1000, 0), "bad housekeeping_limit"),
+    ],
+    ids=["too-many", "negative-count", "zero-lock", "zero-limit"],
+)
+async def test_dequeue_refuses_bad_arguments_before_writing(
+    queue: Queue, args: tuple[int, int, int], message: str
+) -> None:
+    """dequeue refuses out-of-range arguments and leaves the queue untouched."""
+    conn, keys = queue._protocol
+    await queue.enqueue("x", mid="m")
+    with pytest.raises(ScriptError, match=message):
+        await conn.dequeue(keys, *args)
+    assert await queue.message_status("m") == MessageStatus.QUEUED
+    assert not await queue.redis.hexists(keys.key("attempts"), "m")
+    assert await queue.redis.llen(keys.key("ready")) == 1
+
+
+async def test_extend_refuses_bad_arguments_before_writing(queue: Queue) -> None:
+    """extend with a bad lock_ms anywhere in the batch renews nothing."""
+    conn, keys = queue._protocol
+    await queue.enqueue("x", mid="m")
+    leased = await lease_one(queue, lock_ms=1_000)
+    end = await queue.redis.zscore(keys.key("locks"), "m")
+    with pytest.raises(ScriptError, match="bad lock_ms"):
+        await conn.extend(keys, [("m", leased.token, 60_000), ("m", leased.token, 0)])
+    assert await queue.redis.zscore(keys.key("locks"), "m") == end
+
+
+async def test_large_housekeeping_limit_moves_every_due_delay(queue: Queue) -> None:
+    """A housekeeping_limit above 8,000 moves that many due delays in one dequeue."""
+    conn, keys = queue._protocol
+    total = 8_500
+    await queue.enqueue_many(range(total), delay=0.001)
+
+    async def all_due() -> bool:
+        return (await queue.status()).nqueued == total
+
+    await eventually(all_due, what="delays ended")
+    reply = await conn.dequeue(keys, 10, LONG_LOCK_MS, 10_000)
+    assert len(reply.messages) == 10
+    assert reply.ready == total - 10
+
+
+# -- scripts and keys ----------------------------------------------------------------
+
+
+async def test_noscript_after_script_flush_is_recovered(queue: Queue, redis: aioredis.Redis) -> None:
+    """After SCRIPT FLUSH every operation re-sends its script transparently."""
+    conn, keys = queue._protocol
+    await queue.enqueue("x", mid="a")
+    await redis.script_flush()
+    assert await redis.script_exists(SCRIPTS["enqueue"].sha.decode()) == [False]
+    assert (await queue.enqueue("y", mid="b")).action == "added"
+    assert await redis.script_exists(SCRIPTS["enqueue"].sha.decode()) == [True]
+    await redis.script_flush()
+    assert await queue.message_status("a") == MessageStatus.QUEUED
+    await redis.script_flush()
+    assert (await queue.status()).nqueued == 2
+    await redis.script_flush()
+    a = await lease_one(queue)
+    await redis.script_flush()
+    assert await conn.extend(keys, [("a", a.token, LONG_LOCK_MS)]) == [True]
+    await redis.script_flush()
+    assert await ack(queue, a, "s")
+    await redis.script_flush()
+    assert [entry.mid for entry in await queue.content()] == ["b"]
+    await redis.script_flush()
+    assert await queue.clear() == 1
+
+
+def crc16_xmodem(data: bytes) -> int:
+    """CRC16/XMODEM (poly 0x1021, init 0), the checksum Redis Cluster uses for key slots."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def key_slot(key: bytes) -> int:
+    """The Redis Cluster slot of a key, honouring the hash-tag rule."""
+    start = key.find(b"{")
+    if start != -1:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            key = key[start + 1 : end]
+    return crc16_xmodem(key) % 16384
+
+
+def test_cluster_slot_helper_matches_the_redis_spec() -> None:
+    """The test's CRC16 and hash-tag rule reproduce the vectors of the Redis Cluster spec."""
+    assert crc16_xmodem(b"123456789") == 0x31C3
+    assert key_slot(b"somekey") == 11058
+    assert key_slot(b"foo{hash_tag}") == key_slot(b"bar{hash_tag}") == 2515
+    assert key_slot(b"{user1000}.following") == key_slot(b"{user1000}.followers")
+    assert key_slot(b"foo{}{bar}") == crc16_xmodem(b"foo{}{bar}") % 16384
+    assert key_slot(b"foo{{bar}}zap") == crc16_xmodem(b"{bar") % 16384
+    assert key_slot(b"foo{bar}{zap}") == crc16_xmodem(b"bar") % 16384
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["q", "emails", "jobs:high.v2-x_y", "x" * 200, "a:b:c"],
+    ids=["short", "word", "punctuated", "longest", "colons"],
+)
+def test_every_key_of_a_queue_hashes_to_one_slot(name: str) -> None:
+    """Every key of a queue lives in the slot of its name, through the `{<queue>}` hash tag."""
+    keys = QueueKeys.for_queue(name)
+    assert len(keys.keys) == len(KEY_PARTS) == len(set(keys.keys)) == 16
+    assert [key.decode() for key in keys.keys] == [f"vermilion:{{{name}}}:{part}" for part in KEY_PARTS]
+    assert {key_slot(key) for key in keys.keys} == {crc16_xmodem(name.encode()) % 16384}
+
+
+async def test_scripts_touch_only_the_queue_keys(queue: Queue) -> None:
+    """After every kind of operation, the only keys in Redis mentioning the queue are its own."""
+    conn, keys = queue._protocol
+    await queue.enqueue_many(["a", "b", "c", "d"], mids=["s", "r", "f", "l"], lock_timeout=5)
+    await queue.enqueue("x", mid="delayed", delay=60)
+    leases = {leased.mid: leased for leased in (await dequeue(queue, 4)).messages}
+    await queue.enqueue("again", mid="l", can_requeue=True)
+    await conn.extend(keys, [("l", leases["l"].token, 10_000)])
+    assert await ack(queue, leases["s"], "s", backoff_ms=60_000)
+    assert await ack(queue, leases["r"], "r", backoff_ms=60_000)
+    assert await ack(queue, leases["f"], "f", reason="boom")
+    await queue.status()
+    await queue.content()
+    await queue.message_status("s")
+    found = {key async for key in queue.redis.scan_iter(match=f"*{queue.name}*", count=1000)}
+    assert found
+    assert found <= set(keys.keys)
+    assert set(await scan_queue_keys(queue.redis, queue.name)) == found
