@@ -291,8 +291,13 @@ class Connection:
             reply = await self._run(("CONFIG", "GET", "maxmemory-policy"), replayable=True)
         except (ScriptError, ProtocolError):
             return  # CONFIG is often forbidden (ACLs, managed services): nothing to check
-        values = [_text(item) for item in reply]
-        policy = values[1] if len(values) >= 2 else "noeviction"
+        # RESP3 answers CONFIG GET with a map, RESP2 with a flat array.
+        pairs = (
+            list(reply.items())
+            if isinstance(reply, dict)
+            else list(zip(reply[::2], reply[1::2], strict=True))
+        )
+        policy = next((_text(value) for _, value in pairs), "noeviction")
         server = server_fields.get("run_id", "?")
         if policy != "noeviction" and server not in _EVICTING_POLICIES_WARNED:
             _EVICTING_POLICIES_WARNED.add(server)
