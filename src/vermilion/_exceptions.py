@@ -51,8 +51,11 @@ class OutcomeUnknownError(VermilionConnectionError):
     The server may or may not have run it. vermilion never re-sends such a
     call on its own: a replayed enqueue would answer ``already-queued`` for the
     caller's own message. Check with ``Queue.message_status`` and enqueue again
-    if the message is not there.
+    if the message is not there. After an enqueue, ``mids`` holds the ids of
+    the messages concerned (random ones included); otherwise it is empty.
     """
+
+    mids: tuple[str, ...] = ()
 
 
 class ProtocolError(VermilionError):

@@ -94,7 +94,8 @@ class MessageInfo:
     ``content`` is the payload of a live message, or of the pending requeue of a
     finished one; ``None`` when there is none. ``age`` is seconds since the
     current life began (enqueue or requeue); ``backoff`` the seconds left of a
-    delay, retry backoff or de-dup window.
+    delay, retry backoff or de-dup window; ``error`` the reason a failed
+    message failed.
     """
 
     mid: str
@@ -103,6 +104,7 @@ class MessageInfo:
     age: float | None
     backoff: float | None
     content: Any
+    error: str | None = None
 
 
 def _optional_seconds(value: float | timedelta | None, argument: str) -> float | None:

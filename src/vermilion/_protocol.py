@@ -158,6 +158,7 @@ class StoredMessage:
     enqueued_ms: int | None
     backoff_end_ms: int | None
     payload: bytes | None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +286,7 @@ class Connection:
                 f"vermilion needs Redis {wanted} or newer (or Valkey 7.2+); the server runs {version_text}"
             )
         await self._warn_if_evicting(fields)
+        self._checked = True
 
     async def _warn_if_evicting(self, server_fields: dict[str, str]) -> None:
         try:
@@ -369,8 +371,8 @@ class Connection:
         reply = await self.call_script(SCRIPTS["content"], keys, (), replayable=True)
         now_ms = _int(reply[0])
         entries = []
-        for i in range(1, len(reply), 7):
-            mid, status, attempts, enqueued, backoff_end, has_payload, payload = reply[i : i + 7]
+        for i in range(1, len(reply), 8):
+            mid, status, attempts, enqueued, backoff_end, has_payload, payload, error = reply[i : i + 8]
             entries.append(
                 StoredMessage(
                     mid=_text(mid),
@@ -379,6 +381,7 @@ class Connection:
                     enqueued_ms=None if _int(enqueued) < 0 else _int(enqueued),
                     backoff_end_ms=None if _int(backoff_end) < 0 else _int(backoff_end),
                     payload=payload if _int(has_payload) else None,
+                    error=_text(error) if status == b"failed" else None,
                 )
             )
         return now_ms, entries

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ._exceptions import ProtocolError
+from ._exceptions import OutcomeUnknownError, ProtocolError
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
 from ._protocol import Connection, EnqueueRequest, QueueKeys
 from ._serialization import (
@@ -207,7 +207,7 @@ class Queue:
             can_requeue=can_requeue,
             reset_delay=reset_delay,
         )
-        (reply,) = await self._connection.enqueue(self._keys, [request])
+        (reply,) = await self._send([request])
         return _result(request.mid, reply)
 
     async def enqueue_many(
@@ -249,8 +249,16 @@ class Queue:
             )
             for index, (content, mid) in enumerate(zip(items, mid_list, strict=True))
         ]
-        replies = await self._connection.enqueue(self._keys, requests)
+        replies = await self._send(requests)
         return [_result(request.mid, reply) for request, reply in zip(requests, replies, strict=True)]
+
+    async def _send(self, requests: list[EnqueueRequest]) -> list[str]:
+        try:
+            return await self._connection.enqueue(self._keys, requests)
+        except OutcomeUnknownError as exc:
+            # Random mids were made here: the caller needs them to check.
+            exc.mids = tuple(request.mid for request in requests)
+            raise
 
     # -- inspecting --------------------------------------------------------------
 
@@ -301,6 +309,7 @@ class Queue:
                     if entry.backoff_end_ms is None
                     else max(0, entry.backoff_end_ms - now_ms) / 1000,
                     content=content,
+                    error=entry.error,
                 )
             )
         return infos

@@ -46,6 +46,8 @@ class Serializer(Protocol):
 
 
 def _msgpack_default(obj: object) -> object:
+    if isinstance(obj, int):  # msgpack asks only for ints it cannot pack
+        raise OverflowError(f"integer {obj} is outside msgpack's 64-bit range")
     if isinstance(obj, datetime):
         if obj.tzinfo is None:
             return msgpack.ExtType(_NAIVE_DATETIME, obj.isoformat().encode("ascii"))

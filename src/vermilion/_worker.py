@@ -449,13 +449,15 @@ class AsyncWorker:
     async def _pause_after_poll(self, queue_size: int) -> None:
         if self._throttle is None:
             return
-        delay = self._throttle(queue_size)
+        delay = self._user_delay(self._throttle, queue_size, "throttle", 0.0)
         if delay:
             await self._unless_stopping(asyncio.sleep(delay))
 
     async def _sleep_idle(self, empty_polls: int, now_ms: int, next_due_ms: int | None) -> None:
         self._count("sleep/end-of-queue")
-        timeout = self._idle_backoff(empty_polls) or 0.0
+        timeout = self._user_delay(
+            self._idle_backoff, empty_polls, "idle_backoff", exponential_idle_backoff(empty_polls)
+        )
         if next_due_ms is not None:
             timeout = min(timeout, max(0.0, (next_due_ms - now_ms) / 1000))
         if timeout <= 0:
@@ -465,6 +467,19 @@ class AsyncWorker:
         except VermilionError as exc:
             logger.warning("waiting on queue %r failed (%s)", self.queue.name, exc)
             await self._unless_stopping(asyncio.sleep(min(timeout, 1.0)))
+
+    def _user_delay(
+        self, function: Callable[[int], float | None], argument: int, name: str, fallback: float
+    ) -> float:
+        """Call a user's delay function; a bad answer is logged and replaced, never fatal."""
+        try:
+            value = function(argument)
+            return 0.0 if value is None else seconds(value, name)
+        except Exception:
+            logger.exception(
+                "%s of the worker on queue %r failed; using %.2f s", name, self.queue.name, fallback
+            )
+            return fallback
 
     def _call_monitor(self, poll: PollInfo) -> None:
         if self.monitor is None:
@@ -550,14 +565,13 @@ class AsyncWorker:
         if self.handler_timeout is None:
             result = await self.handler(message)
         else:
-            try:
-                with anyio.fail_after(self.handler_timeout):
-                    result = await self.handler(message)
-            except TimeoutError:
+            # A cancel scope rather than catching TimeoutError: a handler's own
+            # timeout (an HTTP call's, say) must not pass for handler_timeout.
+            with anyio.move_on_after(self.handler_timeout) as scope:
+                result = await self.handler(message)
+            if scope.cancelled_caught:
                 self._count("handler/timeout")
-                raise TimeoutError(
-                    f"handler ran longer than handler_timeout ({self.handler_timeout} s)"
-                ) from None
+                raise TimeoutError(f"handler ran longer than handler_timeout ({self.handler_timeout} s)")
         if result is None:
             return Success()
         if isinstance(result, (Success, Retry, Failure)):

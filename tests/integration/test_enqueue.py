@@ -289,12 +289,21 @@ async def test_done_after_its_window_is_added_fresh(queue: Queue) -> None:
     assert await queue.message_status("m") is None
 
 
-async def test_ended_window_with_pending_requeue_reads_queued(queue: Queue) -> None:
-    """After the window, a pending requeue reads 'queued'; can_update replaces it ('updated')."""
+async def test_ended_window_with_pending_requeue_waits_for_collection(queue: Queue) -> None:
+    """After the window, a pending requeue reads 'done-with-requeue' until a dequeue starts it;
+    can_update replaces it ('updated')."""
     await done_with_backoff(queue, "first", 50)
     assert await queue.enqueue("second", mid="m", can_requeue=True) == ADDED
-    await eventually(lambda: status_is(queue, "m", MessageStatus.QUEUED), what="window end")
+
+    async def window_ended() -> bool:
+        [entry] = await queue.content()
+        return entry.backoff is None
+
+    await eventually(window_ended, what="window end")
+    assert await queue.message_status("m") == MessageStatus.DONE_WITH_REQUEUE
+    assert (await queue.status()).ndone == 1  # counted where its status says it is
     assert await queue.enqueue("third", mid="m") == ALREADY_QUEUED
+    assert await queue.enqueue("third", mid="m", reset_delay=True, delay=5) == ALREADY_QUEUED
     assert await queue.enqueue("third", mid="m", can_update=True) == UPDATED
     leased = await lease_one(queue)
     assert (leased.attempt, content_of(queue, leased)) == (1, "third")

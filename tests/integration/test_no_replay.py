@@ -116,8 +116,9 @@ async def test_lost_enqueue_reply_raises_outcome_unknown(
     """An enqueue whose reply is lost says so, instead of answering 'already-queued' to a replay."""
     direct = await make_queue(proxied_queue.name)
     proxy.armed = True
-    with pytest.raises(OutcomeUnknownError, match="may have run"):
+    with pytest.raises(OutcomeUnknownError, match="may have run") as caught:
         await proxied_queue.enqueue("x", mid="m")
+    assert caught.value.mids == ("m",)
     assert proxy.dropped == 1
     assert (await direct.status()).nqueued == 1  # it did run, once
     again = await proxied_queue.enqueue("x", mid="m")  # the client recovers on a new connection

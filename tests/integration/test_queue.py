@@ -121,11 +121,13 @@ async def test_content_lists_every_message_with_details(queue: Queue) -> None:
     assert done.backoff is not None
     assert 59 < done.backoff <= 60
     failed_entry = entries["failed"]
-    assert (failed_entry.status, failed_entry.content, failed_entry.backoff) == (
+    assert (failed_entry.status, failed_entry.content, failed_entry.backoff, failed_entry.error) == (
         MessageStatus.FAILED,
         None,
         None,
+        "boom",
     )
+    assert {entry.error for mid, entry in entries.items() if mid != "failed"} == {None}
 
 
 async def test_content_shows_undecodable_payloads_as_bytes(queue: Queue) -> None:

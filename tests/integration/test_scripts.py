@@ -88,14 +88,22 @@ async def test_dequeue_next_due_reports_the_earliest_event(queue: Queue) -> None
 
 
 async def test_dequeue_drops_wakeup_tokens_only_when_the_queue_ran_dry(queue: Queue) -> None:
-    """Wake-up tokens survive a full batch and are dropped when fewer than N were handed out."""
+    """One token per enqueued message; tokens survive a full batch and are dropped when
+    fewer than N were handed out."""
     _, keys = queue._protocol
     await queue.enqueue_many([1, 2, 3])
-    assert await queue.redis.llen(keys.key("notify")) == 1
+    assert await queue.redis.llen(keys.key("notify")) == 3
     assert len((await dequeue(queue, 2)).messages) == 2
-    assert await queue.redis.llen(keys.key("notify")) == 1
+    assert await queue.redis.llen(keys.key("notify")) == 3
     assert len((await dequeue(queue, 2)).messages) == 1
     assert await queue.redis.llen(keys.key("notify")) == 0
+
+
+async def test_wakeup_tokens_are_capped(queue: Queue) -> None:
+    """A large batch leaves at most 64 wake-up tokens waiting."""
+    _, keys = queue._protocol
+    await queue.enqueue_many(range(500))
+    assert await queue.redis.llen(keys.key("notify")) == 64
 
 
 async def test_wait_for_wakeup_times_out_on_an_idle_queue(queue: Queue) -> None:

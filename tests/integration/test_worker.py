@@ -524,3 +524,61 @@ async def test_each_worker_has_its_own_default_monitor(queue: Queue) -> None:
     second = AsyncWorker(queue, Recorder())
     assert isinstance(first.monitor, QueueSizeMonitor)
     assert first.monitor is not second.monitor
+
+
+async def test_failing_idle_backoff_function_is_logged_not_fatal(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An idle_backoff function that raises is logged and replaced; the worker keeps handling."""
+
+    def broken(empty_polls: int) -> float:
+        raise ZeroDivisionError("oops")
+
+    handler = Recorder()
+    async with running(queue, handler, idle_backoff=broken) as worker:
+        await wait_until(lambda: worker.stats().counts.get("sleep/end-of-queue", 0) >= 1)
+        await queue.enqueue("x")
+        await wait_until(lambda: len(handler.calls) == 1)
+        assert worker.running
+    assert any("idle_backoff" in r.getMessage() for r in caplog.records)
+
+
+async def test_handlers_own_timeout_error_is_not_a_handler_timeout(queue: Queue) -> None:
+    """A TimeoutError raised by the handler itself is an ordinary exception, not handler_timeout."""
+
+    async def handler(message: Message) -> Outcome:
+        raise TimeoutError("upstream API timed out")
+
+    reasons: list[str] = []
+
+    def on_exception(exc: BaseException, message: Message) -> Failure:
+        reasons.append(str(exc))
+        return Failure(str(exc))
+
+    async with running(queue, handler, handler_timeout=10, on_exception=on_exception) as worker:
+        await queue.enqueue("x")
+        await wait_until(lambda: worker.stats().counts.get("handler/error", 0) == 1)
+    assert reasons == ["upstream API timed out"]
+    assert "handler/timeout" not in worker.stats().counts
+
+
+async def test_a_batch_wakes_as_many_idle_workers(make_queue: QueueFactory) -> None:
+    """enqueue_many of two messages wakes two idle workers of concurrency 1 at once."""
+    first_queue = await make_queue()
+    second_queue = await make_queue(first_queue.name)
+    started: list[float] = []
+    release = asyncio.Event()
+
+    async def handler(message: Message) -> Outcome:
+        started.append(time.monotonic())
+        await release.wait()  # each worker stays busy with its one message
+        return None
+
+    options: dict[str, Any] = {"concurrency": 1, "idle_backoff": 30.0}
+    async with running(first_queue, handler, **options) as a, running(second_queue, handler, **options) as b:
+        await wait_until(lambda: all(w.stats().counts.get("sleep/end-of-queue", 0) >= 1 for w in (a, b)))
+        sent = time.monotonic()
+        await first_queue.enqueue_many(["one", "two"])
+        await wait_until(lambda: len(started) == 2, timeout=5)  # not after a 30 s idle timeout
+        release.set()
+    assert max(started) - sent < 1.0

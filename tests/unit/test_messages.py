@@ -134,7 +134,7 @@ def test_message_repr_hides_the_lease_token() -> None:
 
 
 def test_message_info_fields() -> None:
-    """MessageInfo holds mid, status, attempts, age, backoff and content."""
+    """MessageInfo holds mid, status, attempts, age, backoff, content and error (None by default)."""
     info = MessageInfo(mid="m", status=MessageStatus.LOCKED, attempts=1, age=0.5, backoff=None, content=[1])
     assert [field.name for field in dataclasses.fields(info)] == [
         "mid",
@@ -143,5 +143,7 @@ def test_message_info_fields() -> None:
         "age",
         "backoff",
         "content",
+        "error",
     ]
     assert info.status == "locked"
+    assert info.error is None

@@ -43,7 +43,7 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Raise a script error that _protocol.py turns into a ProtocolError.
+-- Raise a script error that _protocol.py turns into a ScriptError.
 local function fail(message)
   return redis.error_reply('VERMILION ' .. message)
 end
@@ -102,8 +102,9 @@ local function public_status(state, mid)
     if requeue then return 'done-with-requeue' end
     return 'done-with-backoff'
   end
-  -- 'expired': a pending requeue is already due for handling.
-  if requeue then return 'queued' end
+  -- 'expired': the window ended; the next dequeue collects the mid, or starts
+  -- its pending requeue. Until then it still counts as done.
+  if requeue then return 'done-with-requeue' end
   return 'done-awaiting-gc'
 end
 
@@ -125,8 +126,13 @@ local function call_in_slices(command, key, items)
   end
 end
 
-local function wake_workers()
-  redis.call('LPUSH', K_NOTIFY, '1')
+-- One token per message that became ready or changed what is due, so that
+-- as many idle workers wake as there is work for (at most 64 tokens wait).
+local function wake_workers(count)
+  if count <= 0 then return end
+  local tokens = {}
+  for i = 1, math.min(count, MAX_NOTIFY_TOKENS) do tokens[i] = '1' end
+  redis.call('LPUSH', K_NOTIFY, unpack(tokens))
   redis.call('LTRIM', K_NOTIFY, 0, MAX_NOTIFY_TOKENS - 1)
 end
 

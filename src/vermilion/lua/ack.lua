@@ -50,7 +50,7 @@ for i = 2, #ARGV, GROUP do
 end
 
 local now = now_ms()
-local woke = false
+local woken = 0
 
 local function trim_failed()
   local excess = redis.call('ZCARD', K_FAILED) - max_failed
@@ -67,7 +67,7 @@ local function finish(o)
     -- The mid lives on with its new content; a failure record would claim
     -- that the new life failed too.
     apply_requeue(o.mid, now)
-    woke = true
+    woken = woken + 1
   elseif o.kind == 'f' then
     redis.call('ZADD', K_FAILED, now, o.mid)
     redis.call('HSET', K_ERRORS, o.mid, o.reason)
@@ -89,7 +89,7 @@ local function apply(o)
     end
     -- Even a delayed retry wakes idle workers: they learn its due time from
     -- their next dequeue instead of sleeping past it.
-    woke = true
+    woken = woken + 1
   elseif o.kind == 's' and o.backoff > 0 then
     forget_life(o.mid)
     redis.call('ZADD', K_DONE, now + o.backoff, o.mid)
@@ -103,5 +103,5 @@ local replies = {}
 for i, o in ipairs(outcomes) do
   replies[i] = apply(o)
 end
-if woke then wake_workers() end
+wake_workers(woken)
 return replies

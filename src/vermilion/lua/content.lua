@@ -5,11 +5,12 @@
 -- server waits, so do not call it on a queue with millions of messages.
 -- KEYS: the sixteen queue keys listed in _common.lua.
 -- ARGV: none.
--- Reply: [now_ms, then seven entries per message:
+-- Reply: [now_ms, then eight entries per message:
 --   mid, status, attempts, enqueued_ms (or -1), backoff_end_ms (or -1),
---   has_content (1/0), content (payload bytes, or '' when has_content is 0)]
+--   has_content (1/0), content (payload bytes, or '' when has_content is 0),
+--   error (the failure reason of a failed message, else '')]
 -- Live messages show their payload; finished ones show their pending requeue
--- payload, if any; failed ones show nothing but their reason in `errors`.
+-- payload, if any; failed ones show their reason.
 -- Invariants: writes nothing (flags=no-writes).
 
 local now = now_ms()
@@ -36,6 +37,11 @@ local function add(mid)
     reply[#reply + 1] = payload
   else
     reply[#reply + 1] = 0
+    reply[#reply + 1] = ''
+  end
+  if state == 'failed' then
+    reply[#reply + 1] = redis.call('HGET', K_ERRORS, mid) or ''
+  else
     reply[#reply + 1] = ''
   end
 end

@@ -17,15 +17,17 @@
 --   queued (ready, due, lapsed, delayed)        -> can_update: new content (and
 --       reset_delay: new delay) 'updated'; reset_delay alone: new delay 'updated';
 --       else 'already-queued'
---   expired with a pending requeue              -> treated as queued, content in requeue
+--   expired with a pending requeue              -> like done with a pending requeue:
+--       can_update replaces the requeue ('updated'), else 'already-queued'
+--       (reset_delay does not apply to requeues)
 --   locked                                      -> can_requeue: pending requeue; else 'locked'
 --   done (inside its window)                    -> can_requeue: pending requeue; else 'backoff'
 --   A pending requeue exists already: can_update replaces it ('updated'), else
 --   'already-queued'.
 -- Invariants: every argument is checked before the first write; a fresh life
 -- clears every trace of a former one (attempts, failure record, done entry);
--- a call that made a message ready, delayed, or recorded a requeue pushes one
--- wake-up token.
+-- every message made ready or delayed, or given a pending requeue, pushes one
+-- wake-up token (at most 64 wait), so a batch wakes as many idle workers.
 
 local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY = 1, 2, 4
 local GROUP = 6
@@ -53,7 +55,7 @@ for i = 1, #ARGV, GROUP do
 end
 
 local now = now_ms()
-local woke = false
+local woken = 0
 
 local function set_lock(hash, mid, lock)
   if lock then
@@ -82,7 +84,7 @@ local function reschedule(m, state)
     redis.call('ZREM', K_DELAYED, m.mid)
     redis.call('RPUSH', K_READY, m.mid)
   end
-  woke = true
+  woken = woken + 1
 end
 
 local function add_fresh(m, state)
@@ -101,7 +103,7 @@ local function add_fresh(m, state)
   else
     redis.call('RPUSH', K_READY, m.mid)
   end
-  woke = true
+  woken = woken + 1
   return 'added'
 end
 
@@ -110,7 +112,7 @@ local function pending_requeue(m)
   if exists and not m.can_update then return 'already-queued' end
   redis.call('HSET', K_REQUEUE, m.mid, m.payload)
   set_lock(K_REQUEUE_LOCK_MS, m.mid, m.lock)
-  woke = true -- idle workers must now also wait for the end of a de-dup window
+  woken = woken + 1 -- idle workers must now also wait for the end of a de-dup window
   if exists then return 'updated' end
   return 'added'
 end
@@ -154,5 +156,5 @@ local replies = {}
 for i, m in ipairs(batch) do
   replies[i] = enqueue_one(m)
 end
-if woke then wake_workers() end
+wake_workers(woken)
 return replies

@@ -9,7 +9,9 @@
 --   'done-with-requeue', 'failed'; or an empty array for an unknown mid.
 --
 -- The status is the one housekeeping would give now: a lapsed lease or an
--- ended delay reads 'queued' even before a dequeue has moved it.
+-- ended delay reads 'queued' even before a dequeue has moved it. A de-dup
+-- window that ended reads 'done-awaiting-gc' (or 'done-with-requeue') until a
+-- dequeue collects it, as `counts` counts it among the done.
 -- Invariants: writes nothing (flags=no-writes), so it runs on replicas and
 -- during CLIENT PAUSE WRITE.
 
