@@ -83,12 +83,12 @@ class Queue:
         if serializer is not None and not isinstance(serializer, Serializer):
             raise TypeError("serializer must have dumps(content) -> bytes and loads(bytes)")
         self.serializer: Serializer = serializer or MsgpackSerializer()
-        self.max_payload_bytes = positive_int(max_payload_bytes, "max_payload_bytes")
+        self.max_payload_bytes: int = positive_int(max_payload_bytes, "max_payload_bytes")
         if isinstance(failure_history, bool) or not isinstance(failure_history, int):
             raise TypeError("failure_history must be an int")
         if failure_history < 0:
             raise ValueError("failure_history must not be negative")
-        self.failure_history = failure_history
+        self.failure_history: int = failure_history
         if redis is None:
             if url is None:
                 url = os.environ.get("VERMILION_URL") or DEFAULT_URL

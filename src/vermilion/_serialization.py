@@ -69,10 +69,12 @@ class MsgpackSerializer:
     """
 
     def dumps(self, content: Any, /) -> bytes:
+        """Serialize ``content`` to msgpack bytes."""
         data: bytes = msgpack.packb(content, default=_msgpack_default, datetime=False)
         return data
 
     def loads(self, data: bytes, /) -> Any:
+        """Deserialize msgpack bytes; unknown extension types are refused."""
         return msgpack.unpackb(data, timestamp=3, ext_hook=_msgpack_ext_hook, strict_map_key=False, raw=False)
 
     def __repr__(self) -> str:
@@ -83,9 +85,11 @@ class JsonSerializer:
     """JSON (UTF-8): str, int, float, bool, None, lists and dicts with str keys."""
 
     def dumps(self, content: Any, /) -> bytes:
+        """Serialize ``content`` to compact UTF-8 JSON (NaN and infinities refused)."""
         return json.dumps(content, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
     def loads(self, data: bytes, /) -> Any:
+        """Deserialize UTF-8 JSON bytes."""
         return json.loads(data)
 
     def __repr__(self) -> str:

@@ -36,6 +36,7 @@ class Summary:
     p99: float
 
     def as_dict(self) -> dict[str, float]:
+        """The nine fields as a plain dict."""
         return asdict(self)
 
 

@@ -85,8 +85,8 @@ class QueueSizeMonitor:
     ready messages, at most once per ``interval`` seconds."""
 
     def __init__(self, max_size: int = 1000, interval: float | timedelta = 6 * 3600.0) -> None:
-        self.max_size = positive_int(max_size, "max_size")
-        self.interval = seconds(interval, "interval")
+        self.max_size: int = positive_int(max_size, "max_size")
+        self.interval: float = seconds(interval, "interval")
         self._last_warning: float | None = None
 
     def __call__(self, poll: PollInfo) -> None:
@@ -210,24 +210,26 @@ class AsyncWorker:
             raise TypeError(f"queue must be a vermilion.Queue, not {type(queue).__name__}")
         if not callable(handler):
             raise TypeError("handler must be an async function taking a Message")
-        self.queue = queue
-        self.handler = handler
-        self.concurrency = positive_int(concurrency, "concurrency", maximum=MAX_BATCH)
-        self.lock_timeout = seconds(lock_timeout, "lock_timeout", allow_zero=False)
+        self.queue: Queue = queue
+        self.handler: Handler = handler
+        self.concurrency: int = positive_int(concurrency, "concurrency", maximum=MAX_BATCH)
+        self.lock_timeout: float = seconds(lock_timeout, "lock_timeout", allow_zero=False)
         self._idle_backoff = self._as_delay_function(idle_backoff, "idle_backoff")
         self._throttle = None if throttle is None else self._as_delay_function(throttle, "throttle")
-        self.handler_timeout = (
+        self.handler_timeout: float | None = (
             None if handler_timeout is None else seconds(handler_timeout, "handler_timeout", allow_zero=False)
         )
-        self.max_attempts = None if max_attempts is None else positive_int(max_attempts, "max_attempts")
+        self.max_attempts: int | None = (
+            None if max_attempts is None else positive_int(max_attempts, "max_attempts")
+        )
         if isinstance(monitor, _Default):
             monitor = QueueSizeMonitor()  # one per worker: each keeps its own warning clock
         elif monitor is not None and not callable(monitor):
             raise TypeError("monitor must be callable or None")
         if not callable(on_exception):
             raise TypeError("on_exception must be callable")
-        self.monitor = monitor
-        self.on_exception = on_exception
+        self.monitor: Callable[[PollInfo], object] | None = monitor
+        self.on_exception: ExceptionMapper = on_exception
         self._lock_ms = to_ms(self.lock_timeout)
 
         self._connection, self._keys = queue._protocol

@@ -26,7 +26,7 @@ def test_all_is_complete() -> None:
     exported = {id(getattr(vermilion, name)) for name in vermilion.__all__}
     public_in_modules = set()
     for module_info in pkgutil.iter_modules(vermilion.__path__):
-        if module_info.name == "__main__":  # importing it runs the command line
+        if module_info.name in ("__main__", "testing"):  # runs the CLI; a public module of its own
             continue
         module = importlib.import_module(f"vermilion.{module_info.name}")
         for name in getattr(module, "__all__", ()):
@@ -54,6 +54,15 @@ def test_the_design_names_are_exported() -> None:
         "set_min_log_level", "VermilionError",
     ]:  # fmt: skip
         assert name in vermilion.__all__, name
+
+
+def test_testing_module_is_public_and_curated() -> None:
+    """vermilion.testing is a public module with a sorted __all__ of existing names."""
+    import vermilion.testing as testing
+
+    assert list(testing.__all__) == sorted(testing.__all__)
+    for name in testing.__all__:
+        assert callable(getattr(testing, name)), name
 
 
 def test_version_comes_from_package_metadata() -> None:

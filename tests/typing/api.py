@@ -1,0 +1,165 @@
+"""Every public signature, used as a user would. Type-checked (mypy --strict), never run.
+
+A change that breaks a typed user of the API fails the `typecheck` session.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from vermilion import (
+    AsyncWorker,
+    ConfigurationError,
+    EnqueueResult,
+    Failure,
+    JsonSerializer,
+    Message,
+    MessageInfo,
+    MessageStatus,
+    MsgpackSerializer,
+    OutcomeUnknownError,
+    PollInfo,
+    ProtocolError,
+    Queue,
+    QueueSizeMonitor,
+    QueueStatus,
+    Retry,
+    ScriptError,
+    SerializationError,
+    Serializer,
+    Success,
+    Summary,
+    VermilionConnectionError,
+    VermilionError,
+    WorkerStats,
+    WorkerStatus,
+    clear_queues,
+    exponential_idle_backoff,
+    queue_names,
+    set_min_log_level,
+)
+
+
+async def handler(message: Message) -> Success | Retry | Failure | None:
+    content: Any = message.content
+    mid: str = message.mid
+    queue: str = message.queue
+    attempt: int = message.attempt
+    lock_timeout: float = message.lock_timeout
+    age: float = message.age
+    token: int = message.lease_token
+    del content, mid, queue, lock_timeout, age, token
+    if attempt == 1:
+        return Retry(backoff=1.5)
+    if attempt == 2:
+        return Retry(backoff=timedelta(seconds=2))
+    if attempt == 3:
+        return Failure(reason="gave up")
+    return Success(backoff=60) if message.mid.startswith("dedup:") else None
+
+
+async def only_success(message: Message) -> None:
+    return None
+
+
+def on_exception(exc: BaseException, message: Message) -> Success | Retry | Failure:
+    return Retry(backoff=5.0) if isinstance(exc, ConnectionError) else Failure(str(exc))
+
+
+def on_poll(poll: PollInfo) -> None:
+    size: int = poll.queue_size
+    handed_out: int = poll.handed_out
+    reclaimed: int = poll.reclaimed
+    empty: int = poll.empty_polls
+    name: str = poll.queue
+    del size, handed_out, reclaimed, empty, name
+
+
+class UpperSerializer:
+    def dumps(self, content: Any, /) -> bytes:
+        return str(content).upper().encode()
+
+    def loads(self, data: bytes, /) -> Any:
+        return data.decode()
+
+
+async def producer(client: aioredis.Redis) -> None:
+    serializer: Serializer = UpperSerializer()
+    async with Queue("emails", "redis://127.0.0.1:6379/0") as queue:
+        name: str = queue.name
+        redis_client: aioredis.Redis = queue.redis
+        result: EnqueueResult = await queue.enqueue(
+            {"to": "a@b.c"},
+            mid="welcome:42",
+            delay=timedelta(seconds=3),
+            lock_timeout=30.0,
+            can_update=True,
+            can_requeue=False,
+            reset_delay=False,
+        )
+        ok: bool = result.ok
+        action: str | None = result.action
+        error: str | None = result.error
+        results: list[EnqueueResult] = await queue.enqueue_many([1, 2, 3], mids=["a", None, "c"], delay=1)
+        status: MessageStatus | None = await queue.message_status("welcome:42")
+        counts: QueueStatus = await queue.status()
+        lag: float = counts.lag
+        size: int = await queue.size()
+        listing: list[MessageInfo] = await queue.content()
+        removed: int = await queue.clear()
+        del name, redis_client, ok, action, error, results, status, lag, size, listing, removed
+    shared = Queue("events", redis=client, serializer=serializer, max_payload_bytes=1024, failure_history=10)
+    json_queue = Queue("json", serializer=JsonSerializer())
+    msgpack_queue = Queue("msgpack", serializer=MsgpackSerializer())
+    await shared.aclose()
+    await json_queue.aclose()
+    await msgpack_queue.aclose()
+    names: list[str] = await queue_names(client, pattern="e*")
+    cleared: int = await clear_queues(client, "emails", "events")
+    del names, cleared
+
+
+async def consumer(queue: Queue) -> None:
+    worker = AsyncWorker(
+        queue,
+        handler,
+        concurrency=20,
+        lock_timeout=timedelta(seconds=30),
+        idle_backoff=exponential_idle_backoff,
+        throttle=lambda queue_size: 0.05 if queue_size > 100 else None,
+        handler_timeout=60.0,
+        max_attempts=5,
+        monitor=QueueSizeMonitor(max_size=5000, interval=timedelta(hours=1)),
+        on_exception=on_exception,
+    )
+    await worker.start()
+    await worker.stop(timeout=10)
+    async with AsyncWorker(queue, only_success, idle_backoff=2.0, monitor=on_poll) as running:
+        status: WorkerStatus = await running.status()
+        stats: WorkerStats = running.stats()
+        handling: Summary | None = status.stats.handling_time_ms
+        p99: float | None = None if handling is None else handling.p99
+        plain: dict[str, Any] = status.as_dict()
+        counts: dict[str, int] = stats.counts
+        queue_status: QueueStatus | None = status.queue_status
+        in_flight: int = status.in_flight
+        del p99, plain, counts, queue_status, in_flight
+    await AsyncWorker(queue, handler, monitor=None).run()
+
+
+def errors() -> None:
+    try:
+        pass
+    except OutcomeUnknownError as exc:
+        mids: tuple[str, ...] = exc.mids
+        del mids
+    except (VermilionConnectionError, ScriptError, ProtocolError, SerializationError, ConfigurationError):
+        pass
+    except VermilionError:
+        pass
+    set_min_log_level("debug")
+    set_min_log_level(logging.INFO)
