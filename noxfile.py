@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
@@ -27,6 +27,17 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package, the tests and this file."""
-    session.install(".[test]", "mypy", "nox")
+    """mypy --strict over the package, the tests (tests/typing/api.py included) and this file;
+    pyright's completeness check of the public API (it must report 100%)."""
+    session.install(".[test]", "mypy", "nox", "pyright")
     session.run("mypy", "--strict")
+    # From outside the source tree, so that pyright checks the installed package.
+    session.chdir(session.create_tmp())
+    session.run("pyright", "--verifytypes", "vermilion", "--ignoreexternal")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with mkdocs --strict (warnings are errors)."""
+    session.install(".[docs]")
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
