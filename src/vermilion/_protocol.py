@@ -37,11 +37,12 @@ __all__ = [
     "MIN_SERVER_VERSION",
     "Connection",
     "DequeueReply",
-    "EnqueueRequest",
+    "EnqueueOptions",
     "Leased",
     "OutcomeRequest",
     "QueueKeys",
     "StoredMessage",
+    "pack_command",
 ]
 
 
@@ -96,23 +97,22 @@ class QueueKeys:
 
 
 @dataclass(frozen=True, slots=True)
-class EnqueueRequest:
-    mid: str
-    payload: bytes
-    delay_ms: int
-    lock_ms: int | None
-    can_update: bool
-    can_requeue: bool
-    reset_delay: bool
+class EnqueueOptions:
+    """What an enqueue call applies to every one of its messages."""
 
-    def argv(self) -> tuple[bytes | str | int, ...]:
+    delay_ms: int = 0
+    lock_ms: int | None = None
+    can_update: bool = False
+    can_requeue: bool = False
+    reset_delay: bool = False
+
+    def argv(self) -> tuple[int | str, ...]:
         flags = (
             (_CAN_UPDATE if self.can_update else 0)
             | (_CAN_REQUEUE if self.can_requeue else 0)
             | (_RESET_DELAY if self.reset_delay else 0)
         )
-        lock = "" if self.lock_ms is None else self.lock_ms
-        return (self.mid, self.payload, self.delay_ms, lock, flags, "")
+        return (self.delay_ms, "" if self.lock_ms is None else self.lock_ms, flags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +221,7 @@ class Connection:
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             try:
-                await conn.send_command(*args)
+                await conn.send_packed_command(pack_command(args))
                 if read_timeout is None:
                     reply = await conn.read_response(disable_decoding=True)
                 else:
@@ -328,11 +328,16 @@ class Connection:
 
     # -- operations --------------------------------------------------------------
 
-    async def enqueue(self, keys: QueueKeys, requests: Sequence[EnqueueRequest]) -> list[str]:
-        argv = [arg for request in requests for arg in request.argv()]
+    async def enqueue(
+        self, keys: QueueKeys, options: EnqueueOptions, messages: Sequence[tuple[str, bytes]]
+    ) -> list[str]:
+        """Enqueue ``(mid, payload)`` pairs with shared options, in one script call."""
+        argv: list[Any] = list(options.argv())
+        for mid, payload in messages:
+            argv += (mid, payload)
         reply = await self.call_script(SCRIPTS["enqueue"], keys, argv, replayable=False)
-        if len(reply) != len(requests):
-            raise ProtocolError(f"enqueue answered {len(reply)} results for {len(requests)} messages")
+        if len(reply) != len(messages):
+            raise ProtocolError(f"enqueue answered {len(reply)} results for {len(messages)} messages")
         return [_text(item) for item in reply]
 
     async def dequeue(
@@ -429,6 +434,27 @@ class Connection:
     async def aclose(self) -> None:
         with translate_errors():
             await self.client.aclose()
+
+
+def pack_command(args: Sequence[bytes | str | int]) -> bytes:
+    """One command in RESP, the way Redis reads it: an array of bulk strings.
+
+    redis-py's own packer is written for any argument type; a batch of a
+    thousand messages is two thousand arguments, and this is several times
+    faster on the bytes, str and int that vermilion sends.
+    """
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, int):  # bool is refused by the type checker upstream
+            data = b"%d" % arg
+        else:
+            raise TypeError(f"cannot send a {type(arg).__name__} to Redis")
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from tests.conftest import QueueFactory
 from tests.helpers import scan_queue_keys
 from vermilion import JsonSerializer, Queue, ScriptError, SerializationError, clear_queues, queue_names
-from vermilion._protocol import EnqueueRequest, QueueKeys
+from vermilion._protocol import EnqueueOptions, QueueKeys
 
 
 class _Opaque:
@@ -304,25 +304,25 @@ async def test_clear_queues_checks_every_name_before_deleting(queue: Queue, redi
 # -- the scripts' own checks -----------------------------------------------------------
 
 
-def _request(mid: str, delay_ms: int = 0, lock_ms: int | None = None) -> EnqueueRequest:
-    return EnqueueRequest(mid, b"\xa1x", delay_ms, lock_ms, False, False, False)
-
-
 @pytest.mark.parametrize(
-    ("bad", "match"),
+    ("options", "messages", "match"),
     [
-        (_request("b", delay_ms=-1), "bad delay_ms"),
-        (_request("b", lock_ms=0), "bad lock_ms"),
-        (_request("b", lock_ms=-5), "bad lock_ms"),
-        (_request(""), "empty mid"),
+        (EnqueueOptions(delay_ms=-1), [("a", b"\xa1x")], "bad delay_ms"),
+        (EnqueueOptions(lock_ms=0), [("a", b"\xa1x")], "bad lock_ms"),
+        (EnqueueOptions(lock_ms=-5), [("a", b"\xa1x")], "bad lock_ms"),
+        (EnqueueOptions(), [("a", b"\xa1x"), ("", b"\xa1x"), ("c", b"\xa1x")], "empty mid"),
     ],
-    ids=["negative-delay", "zero-lock", "negative-lock", "empty-mid"],
+    ids=["negative-delay", "zero-lock", "negative-lock", "empty-mid-in-the-middle"],
 )
 async def test_enqueue_script_checks_the_whole_batch_before_writing(
-    queue: Queue, redis: aioredis.Redis, bad: EnqueueRequest, match: str
+    queue: Queue,
+    redis: aioredis.Redis,
+    options: EnqueueOptions,
+    messages: list[tuple[str, bytes]],
+    match: str,
 ) -> None:
-    """The enqueue script refuses a batch with a bad message in the middle and writes nothing."""
+    """The enqueue script refuses a bad call, or a batch with a bad mid in the middle, and writes nothing."""
     conn, keys = queue._protocol
     with pytest.raises(ScriptError, match=match):
-        await conn.enqueue(keys, [_request("a"), bad, _request("c")])
+        await conn.enqueue(keys, options, messages)
     assert await scan_queue_keys(redis, queue.name) == []

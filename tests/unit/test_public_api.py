@@ -35,10 +35,10 @@ def test_all_is_complete() -> None:
                 public_in_modules.add((module_info.name, name, id(obj)))
     internal = {
         # building blocks that the public objects use, not part of the API
-        "Connection", "DequeueReply", "EnqueueRequest", "Leased", "OutcomeRequest", "QueueKeys",
+        "Connection", "DequeueReply", "EnqueueOptions", "Leased", "OutcomeRequest", "QueueKeys",
         "StoredMessage", "Script", "EmbeddedServer", "RollingStats", "percentile", "main",
         "decode_payload", "encode_content", "logger", "format_table", "format_worker_status",
-        "run_demo",
+        "run_demo", "pack_command", "random_mids",
     }  # fmt: skip
     missing = {
         name for module, name, ident in public_in_modules if ident not in exported and name not in internal

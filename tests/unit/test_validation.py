@@ -188,3 +188,17 @@ def test_positive_int_accepts_and_refuses() -> None:
         positive_int(0, "n")
     with pytest.raises(ValueError, match="n must be at most 10"):
         positive_int(11, "n", maximum=10)
+
+
+def test_random_mids_are_distinct_version_4_uuids() -> None:
+    """Random mids look exactly like str(uuid.uuid4()): version 4, RFC 4122 variant, all distinct."""
+    import uuid
+
+    from vermilion._queue import random_mids
+
+    mids = random_mids(1000)
+    assert len(set(mids)) == 1000
+    for mid in mids[:50]:
+        parsed = uuid.UUID(mid)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, mid)
+    assert random_mids(0) == []

@@ -43,6 +43,28 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- An integer as the decimal string Redis would store. Hand these, not Lua
+-- numbers, to redis.call: Redis turns a number argument into text with a
+-- "%.17g" printf, and that conversion was the largest single cost of the
+-- hot scripts (found with callgrind).
+local function int_str(n)
+  return string.format('%d', n)
+end
+
+-- int_str(base + offset) for offsets that repeat within a call (leases and
+-- windows of the same length): each distinct value is formatted once.
+local function offset_strings(base)
+  local cache = {}
+  return function(offset)
+    local text = cache[offset]
+    if text == nil then
+      text = int_str(base + offset)
+      cache[offset] = text
+    end
+    return text
+  end
+end
+
 -- Raise a script error that _protocol.py turns into a ScriptError.
 local function fail(message)
   return redis.error_reply('VERMILION ' .. message)
@@ -63,17 +85,19 @@ end
 --   'done'    inside its de-dup window          'expired' window ended, not yet collected
 --   'failed'  failed and kept in the history   nil       unknown
 local function state_of(mid, now)
-  local lease_end = redis.call('ZSCORE', K_LOCKS, mid)
-  if lease_end then
-    if tonumber(lease_end) > now then return 'locked' end
-    return 'lapsed'
+  if redis.call('HEXISTS', K_MESSAGES, mid) == 1 then
+    local lease_end = redis.call('ZSCORE', K_LOCKS, mid)
+    if lease_end then
+      if tonumber(lease_end) > now then return 'locked' end
+      return 'lapsed'
+    end
+    local due = redis.call('ZSCORE', K_DELAYED, mid)
+    if due then
+      if tonumber(due) > now then return 'delayed' end
+      return 'due'
+    end
+    return 'ready'
   end
-  local due = redis.call('ZSCORE', K_DELAYED, mid)
-  if due then
-    if tonumber(due) > now then return 'delayed' end
-    return 'due'
-  end
-  if redis.call('HEXISTS', K_MESSAGES, mid) == 1 then return 'ready' end
   local window_end = redis.call('ZSCORE', K_DONE, mid)
   if window_end then
     if tonumber(window_end) > now then return 'done' end
@@ -128,6 +152,17 @@ end
 
 -- One token per message that became ready or changed what is due, so that
 -- as many idle workers wake as there is work for (at most 64 tokens wait).
+-- Like call_in_slices, for a read: the replies of the slices, joined in order.
+local function fetch_in_slices(command, key, items)
+  local slice = 1000
+  local out = {}
+  for first = 1, #items, slice do
+    local part = redis.call(command, key, unpack(items, first, math.min(first + slice - 1, #items)))
+    for _, value in ipairs(part) do out[#out + 1] = value end
+  end
+  return out
+end
+
 local function wake_workers(count)
   if count <= 0 then return end
   local tokens = {}
@@ -150,7 +185,7 @@ local function apply_requeue(mid, now)
     redis.call('HDEL', K_LOCK_MS, mid)
   end
   redis.call('HSET', K_MESSAGES, mid, payload)
-  redis.call('HSET', K_ENQUEUED, mid, now)
-  redis.call('HSET', K_DUE, mid, now)
+  redis.call('HSET', K_ENQUEUED, mid, int_str(now))
+  redis.call('HSET', K_DUE, mid, int_str(now))
   redis.call('RPUSH', K_READY, mid)
 end

@@ -22,8 +22,11 @@
 --   failure             -> starts its pending requeue if there is one; else gone
 --                          and recorded in `failed`/`errors` (oldest trimmed
 --                          beyond max_failed)
--- Invariants: every argument is checked before the first write; each applied
--- outcome removes (lease, then per-life fields) before it adds, so that under
+-- The batch is applied with a few commands per key, not per outcome: one HMGET
+-- checks every fence, then the removals of all applied outcomes, then the
+-- additions.
+-- Invariants: every argument is checked before the first write; all removals
+-- (leases, then per-life fields) come before any addition, so that under
 -- `noeviction` with memory full the script's first write frees memory and the
 -- ack is not refused. A stale outcome writes nothing.
 
@@ -49,9 +52,6 @@ for i = 2, #ARGV, GROUP do
   }
 end
 
-local now = now_ms()
-local woken = 0
-
 local function trim_failed()
   local excess = redis.call('ZCARD', K_FAILED) - max_failed
   if excess > 0 then
@@ -61,26 +61,46 @@ local function trim_failed()
   end
 end
 
-local function finish(o)
-  forget_life(o.mid)
-  if has_requeue(o.mid) then
-    -- The mid lives on with its new content; a failure record would claim
-    -- that the new life failed too.
-    apply_requeue(o.mid, now)
-    woken = woken + 1
-  elseif o.kind == 'f' then
-    redis.call('ZADD', K_FAILED, now, o.mid)
-    redis.call('HSET', K_ERRORS, o.mid, o.reason)
-    trim_failed()
+local now = now_ms()
+local woken = 0
+
+-- Which outcomes hold the current lease: one HMGET for the whole batch. The
+-- same lease named twice in a batch is applied once.
+local mids = {}
+for i, o in ipairs(outcomes) do mids[i] = o.mid end
+local holders = fetch_in_slices('HMGET', K_LEASES, mids)
+local replies, current, claimed = {}, {}, {}
+for i, o in ipairs(outcomes) do
+  local key = o.mid .. '\0' .. o.token
+  if holders[i] == o.token and not claimed[key] then
+    claimed[key] = true
+    current[#current + 1] = o
+    replies[i] = 1
+  else
+    replies[i] = 0
   end
 end
 
-local function apply(o)
-  if redis.call('HGET', K_LEASES, o.mid) ~= o.token then return 0 end
-  redis.call('ZREM', K_LOCKS, o.mid)
-  redis.call('HDEL', K_LEASES, o.mid)
+-- Removals first, for the whole batch: the leases, then the per-life fields of
+-- every message that leaves (finished, or done with a de-dup window).
+local released, leaving = {}, {}
+for _, o in ipairs(current) do
+  released[#released + 1] = o.mid
+  if o.kind ~= 'r' then leaving[#leaving + 1] = o.mid end
+end
+call_in_slices('ZREM', K_LOCKS, released)
+call_in_slices('HDEL', K_LEASES, released)
+for _, key in ipairs({ K_MESSAGES, K_ATTEMPTS, K_ENQUEUED, K_DUE, K_LOCK_MS }) do
+  call_in_slices('HDEL', key, leaving)
+end
+
+-- Then the additions.
+local any_requeue = redis.call('HLEN', K_REQUEUE) > 0
+local after = offset_strings(now)
+local windows, failures, reasons = {}, {}, {}
+for _, o in ipairs(current) do
   if o.kind == 'r' then
-    local due = now + o.backoff
+    local due = after(o.backoff)
     redis.call('HSET', K_DUE, o.mid, due)
     if o.backoff > 0 then
       redis.call('ZADD', K_DELAYED, due, o.mid)
@@ -91,17 +111,25 @@ local function apply(o)
     -- their next dequeue instead of sleeping past it.
     woken = woken + 1
   elseif o.kind == 's' and o.backoff > 0 then
-    forget_life(o.mid)
-    redis.call('ZADD', K_DONE, now + o.backoff, o.mid)
-  else
-    finish(o)
+    windows[#windows + 1] = after(o.backoff)
+    windows[#windows + 1] = o.mid
+  elseif any_requeue and has_requeue(o.mid) then
+    -- The mid lives on with its new content; a failure record would claim
+    -- that the new life failed too.
+    apply_requeue(o.mid, now)
+    woken = woken + 1
+  elseif o.kind == 'f' then
+    failures[#failures + 1] = after(0)
+    failures[#failures + 1] = o.mid
+    reasons[#reasons + 1] = o.mid
+    reasons[#reasons + 1] = o.reason
   end
-  return 1
 end
-
-local replies = {}
-for i, o in ipairs(outcomes) do
-  replies[i] = apply(o)
+call_in_slices('ZADD', K_DONE, windows)
+if #failures > 0 then
+  call_in_slices('ZADD', K_FAILED, failures)
+  call_in_slices('HSET', K_ERRORS, reasons)
+  trim_failed()
 end
 wake_workers(woken)
 return replies

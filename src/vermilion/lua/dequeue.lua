@@ -95,16 +95,23 @@ local function hand_out()
   end
   if #leased == 0 then return out end
   local token = redis.call('INCRBY', K_SEQ, #leased) - #leased
-  local lock_args, lease_args = {}, {}
-  for _, i in ipairs(leased) do
+  local leased_mids = {}
+  for j, i in ipairs(leased) do leased_mids[j] = mids[i] end
+  local attempts = redis.call('HMGET', K_ATTEMPTS, unpack(leased_mids))
+  local lock_args, lease_args, attempt_args = {}, {}, {}
+  local lease_end = offset_strings(now)
+  local small = offset_strings(0)
+  for j, i in ipairs(leased) do
     local mid = mids[i]
     local lock = tonumber(locks[i]) or default_lock
-    local attempt = redis.call('HINCRBY', K_ATTEMPTS, mid, 1)
+    local attempt = (tonumber(attempts[j]) or 0) + 1
+    attempt_args[#attempt_args + 1] = mid
+    attempt_args[#attempt_args + 1] = small(attempt)
     token = token + 1
-    lock_args[#lock_args + 1] = now + lock
+    lock_args[#lock_args + 1] = lease_end(lock)
     lock_args[#lock_args + 1] = mid
     lease_args[#lease_args + 1] = mid
-    lease_args[#lease_args + 1] = token
+    lease_args[#lease_args + 1] = int_str(token)
     out[#out + 1] = mid
     out[#out + 1] = payloads[i]
     out[#out + 1] = attempt
@@ -112,6 +119,7 @@ local function hand_out()
     out[#out + 1] = enqueued[i] or now
     out[#out + 1] = token
   end
+  redis.call('HSET', K_ATTEMPTS, unpack(attempt_args))
   redis.call('ZADD', K_LOCKS, unpack(lock_args))
   redis.call('HSET', K_LEASES, unpack(lease_args))
   return out

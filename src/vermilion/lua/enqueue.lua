@@ -2,13 +2,11 @@
 -- following Carmine's enqueue branch table (carmine-mq.md section 5.3).
 --
 -- KEYS: the sixteen queue keys listed in _common.lua.
--- ARGV: groups of six, one per message, in order:
---   mid          message id (non-empty string)
---   payload      serialized content (opaque bytes)
---   delay_ms     integer ms >= 0 before the message may be handled (0: ready now)
---   lock_ms      integer ms > 0 for a per-message lease, or '' for the worker default
---   flags        integer bit set: 1 can_update, 2 can_requeue, 4 reset_delay
---   (reserved)   '' (keeps groups aligned for future options)
+-- ARGV: the options shared by every message of the call, then one pair per message:
+--   1 delay_ms   integer ms >= 0 before the messages may be handled (0: ready now)
+--   2 lock_ms    integer ms > 0 for a per-message lease, or '' for the worker default
+--   3 flags      integer bit set: 1 can_update, 2 can_requeue, 4 reset_delay
+--   then, for each message: mid (non-empty string), payload (opaque bytes)
 -- Reply: one entry per message, in order: 'added' | 'updated' | 'already-queued'
 --   | 'locked' | 'backoff'.
 --
@@ -24,137 +22,187 @@
 --   done (inside its window)                    -> can_requeue: pending requeue; else 'backoff'
 --   A pending requeue exists already: can_update replaces it ('updated'), else
 --   'already-queued'.
+-- The states of all mids are read with three commands (HMGET, ZMSCORE x2), and
+-- the writes of fresh messages are gathered into one command per key; a mid
+-- seen twice in one call flushes those writes and is read again, so the
+-- second occurrence sees what the first did.
 -- Invariants: every argument is checked before the first write; a fresh life
 -- clears every trace of a former one (attempts, failure record, done entry);
 -- every message made ready or delayed, or given a pending requeue, pushes one
 -- wake-up token (at most 64 wait), so a batch wakes as many idle workers.
 
 local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY = 1, 2, 4
-local GROUP = 6
+local FIRST_PAIR = 4
 
-if #ARGV % GROUP ~= 0 then
-  return fail('enqueue expects groups of ' .. GROUP .. ' arguments')
+if #ARGV < FIRST_PAIR - 1 or (#ARGV - FIRST_PAIR + 1) % 2 ~= 0 then
+  return fail('enqueue expects delay_ms, lock_ms, flags, then (mid, payload) pairs')
 end
-
-local batch = {}
-for i = 1, #ARGV, GROUP do
-  local mid = ARGV[i]
-  if mid == '' then return fail('empty mid') end
-  local lock = nil
-  if ARGV[i + 3] ~= '' then lock = to_int(ARGV[i + 3], 'lock_ms', 1) end
-  local flags = to_int(ARGV[i + 4], 'flags', 0)
-  batch[#batch + 1] = {
-    mid = mid,
-    payload = ARGV[i + 1],
-    delay = to_int(ARGV[i + 2], 'delay_ms', 0),
-    lock = lock,
-    can_update = flags % 2 == 1,
-    can_requeue = math.floor(flags / CAN_REQUEUE) % 2 == 1,
-    reset_delay = math.floor(flags / RESET_DELAY) % 2 == 1,
-  }
+local delay = to_int(ARGV[1], 'delay_ms', 0)
+local lock = nil
+if ARGV[2] ~= '' then lock = to_int(ARGV[2], 'lock_ms', 1) end
+local flags = to_int(ARGV[3], 'flags', 0)
+local can_update = flags % 2 == 1
+local can_requeue = math.floor(flags / CAN_REQUEUE) % 2 == 1
+local reset_delay = math.floor(flags / RESET_DELAY) % 2 == 1
+for i = FIRST_PAIR, #ARGV, 2 do
+  if ARGV[i] == '' then return fail('empty mid') end
 end
 
 local now = now_ms()
+local due = now + delay
+local now_text, due_text = int_str(now), int_str(due)
 local woken = 0
 
-local function set_lock(hash, mid, lock)
+-- Fresh messages, written together by flush_fresh().
+local fresh_mids, fresh_payloads, fresh_set = {}, {}, {}
+
+local function flush_fresh()
+  local n = #fresh_mids
+  if n == 0 then return end
+  local contents, times, dues, locks = {}, {}, {}, {}
+  for i, mid in ipairs(fresh_mids) do
+    contents[2 * i - 1], contents[2 * i] = mid, fresh_payloads[i]
+    times[2 * i - 1], times[2 * i] = mid, now_text
+    dues[2 * i - 1], dues[2 * i] = mid, due_text
+    if lock then locks[2 * i - 1], locks[2 * i] = mid, ARGV[2] end
+  end
+  call_in_slices('HSET', K_MESSAGES, contents)
+  call_in_slices('HSET', K_ENQUEUED, times)
+  call_in_slices('HSET', K_DUE, dues)
+  if lock then call_in_slices('HSET', K_LOCK_MS, locks) end
+  if delay > 0 then
+    local scored = {}
+    for i, mid in ipairs(fresh_mids) do scored[2 * i - 1], scored[2 * i] = due_text, mid end
+    call_in_slices('ZADD', K_DELAYED, scored)
+  else
+    call_in_slices('RPUSH', K_READY, fresh_mids)
+  end
+  woken = woken + n
+  fresh_mids, fresh_payloads, fresh_set = {}, {}, {}
+end
+
+local function set_lock(hash, mid)
   if lock then
-    redis.call('HSET', hash, mid, lock)
+    redis.call('HSET', hash, mid, ARGV[2])
   else
     redis.call('HDEL', hash, mid)
   end
 end
 
 -- Move a queued mid to its new due time. `state` says where it is now.
-local function reschedule(m, state)
-  local due = now + m.delay
-  if m.delay == 0 and (state == 'ready' or state == 'due' or state == 'lapsed') then
+local function reschedule(mid, state)
+  if delay == 0 and (state == 'ready' or state == 'due' or state == 'lapsed') then
     return -- ready already (or about to be reclaimed as ready)
   end
   if state == 'ready' then
-    redis.call('LREM', K_READY, 1, m.mid)
+    redis.call('LREM', K_READY, 1, mid)
   elseif state == 'lapsed' then
-    redis.call('ZREM', K_LOCKS, m.mid)
-    redis.call('HDEL', K_LEASES, m.mid)
+    redis.call('ZREM', K_LOCKS, mid)
+    redis.call('HDEL', K_LEASES, mid)
   end
-  redis.call('HSET', K_DUE, m.mid, due)
-  if m.delay > 0 then
-    redis.call('ZADD', K_DELAYED, due, m.mid)
+  redis.call('HSET', K_DUE, mid, due_text)
+  if delay > 0 then
+    redis.call('ZADD', K_DELAYED, due_text, mid)
   else
-    redis.call('ZREM', K_DELAYED, m.mid)
-    redis.call('RPUSH', K_READY, m.mid)
+    redis.call('ZREM', K_DELAYED, mid)
+    redis.call('RPUSH', K_READY, mid)
   end
   woken = woken + 1
 end
 
-local function add_fresh(m, state)
+local function add_fresh(mid, payload, state)
   if state ~= nil then
-    redis.call('ZREM', K_DONE, m.mid)
-    redis.call('ZREM', K_FAILED, m.mid)
-    redis.call('HDEL', K_ERRORS, m.mid)
+    -- A former life ended (failed, or its window ended): clear its traces.
+    redis.call('ZREM', K_DONE, mid)
+    redis.call('ZREM', K_FAILED, mid)
+    redis.call('HDEL', K_ERRORS, mid)
+    redis.call('HDEL', K_ATTEMPTS, mid)
   end
-  redis.call('HDEL', K_ATTEMPTS, m.mid)
-  redis.call('HSET', K_MESSAGES, m.mid, m.payload)
-  redis.call('HSET', K_ENQUEUED, m.mid, now)
-  redis.call('HSET', K_DUE, m.mid, now + m.delay)
-  if m.lock then redis.call('HSET', K_LOCK_MS, m.mid, m.lock) end
-  if m.delay > 0 then
-    redis.call('ZADD', K_DELAYED, now + m.delay, m.mid)
-  else
-    redis.call('RPUSH', K_READY, m.mid)
-  end
-  woken = woken + 1
+  fresh_mids[#fresh_mids + 1] = mid
+  fresh_payloads[#fresh_payloads + 1] = payload
+  fresh_set[mid] = true
   return 'added'
 end
 
-local function pending_requeue(m)
-  local exists = has_requeue(m.mid)
-  if exists and not m.can_update then return 'already-queued' end
-  redis.call('HSET', K_REQUEUE, m.mid, m.payload)
-  set_lock(K_REQUEUE_LOCK_MS, m.mid, m.lock)
+local function pending_requeue(mid, payload)
+  local exists = has_requeue(mid)
+  if exists and not can_update then return 'already-queued' end
+  redis.call('HSET', K_REQUEUE, mid, payload)
+  set_lock(K_REQUEUE_LOCK_MS, mid)
   woken = woken + 1 -- idle workers must now also wait for the end of a de-dup window
   if exists then return 'updated' end
   return 'added'
 end
 
-local function update_queued(m, state)
-  if m.can_update then
-    redis.call('HSET', K_MESSAGES, m.mid, m.payload)
-    set_lock(K_LOCK_MS, m.mid, m.lock)
-    if m.reset_delay then reschedule(m, state) end
+local function update_queued(mid, payload, state)
+  if can_update then
+    redis.call('HSET', K_MESSAGES, mid, payload)
+    set_lock(K_LOCK_MS, mid)
+    if reset_delay then reschedule(mid, state) end
     return 'updated'
   end
-  if m.reset_delay then
-    reschedule(m, state)
+  if reset_delay then
+    reschedule(mid, state)
     return 'updated'
   end
   return 'already-queued'
 end
 
-local function enqueue_one(m)
-  local state = state_of(m.mid, now)
-  if state == nil or state == 'failed' then return add_fresh(m, state) end
+local function enqueue_in_state(mid, payload, state)
+  if state == nil or state == 'failed' then return add_fresh(mid, payload, state) end
   if state == 'expired' then
-    if has_requeue(m.mid) then
-      if not m.can_update then return 'already-queued' end
-      return pending_requeue(m)
+    if has_requeue(mid) then
+      if not can_update then return 'already-queued' end
+      return pending_requeue(mid, payload)
     end
-    return add_fresh(m, state)
+    return add_fresh(mid, payload, state)
   end
   if state == 'locked' then
-    if m.can_requeue then return pending_requeue(m) end
+    if can_requeue then return pending_requeue(mid, payload) end
     return 'locked'
   end
   if state == 'done' then
-    if m.can_requeue then return pending_requeue(m) end
+    if can_requeue then return pending_requeue(mid, payload) end
     return 'backoff'
   end
-  return update_queued(m, state)
+  return update_queued(mid, payload, state)
+end
+
+-- The state of every mid of the call, read with three commands in all: most
+-- mids of a batch are new, and a per-mid state_of() would cost three each.
+-- A live mid (one with an `enqueued` entry) gets the full state_of().
+local mids = {}
+for i = FIRST_PAIR, #ARGV, 2 do mids[#mids + 1] = ARGV[i] end
+local live = fetch_in_slices('HMGET', K_ENQUEUED, mids)
+local windows, failures = {}, {}
+if redis.call('ZCARD', K_DONE) > 0 then windows = fetch_in_slices('ZMSCORE', K_DONE, mids) end
+if redis.call('ZCARD', K_FAILED) > 0 then failures = fetch_in_slices('ZMSCORE', K_FAILED, mids) end
+
+local function prefetched_state(i)
+  if live[i] then return state_of(mids[i], now) end
+  if windows[i] then
+    if tonumber(windows[i]) > now then return 'done' end
+    return 'expired'
+  end
+  if failures[i] then return 'failed' end
+  return nil
 end
 
 local replies = {}
-for i, m in ipairs(batch) do
-  replies[i] = enqueue_one(m)
+local seen = {}
+for i, mid in ipairs(mids) do
+  local payload = ARGV[FIRST_PAIR + 2 * i - 1]
+  local state
+  if seen[mid] then
+    -- An earlier message of this call changed this mid: read it afresh.
+    if fresh_set[mid] then flush_fresh() end
+    state = state_of(mid, now)
+  else
+    state = prefetched_state(i)
+  end
+  seen[mid] = true
+  replies[i] = enqueue_in_state(mid, payload, state)
 end
+flush_fresh()
 wake_workers(woken)
 return replies

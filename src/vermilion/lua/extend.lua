@@ -27,10 +27,11 @@ for i = 1, #ARGV, GROUP do
 end
 
 local now = now_ms()
+local lease_end = offset_strings(now)
 local replies = {}
 for i, lease in ipairs(leases) do
   if redis.call('HGET', K_LEASES, lease.mid) == lease.token then
-    redis.call('ZADD', K_LOCKS, 'XX', now + lease.lock, lease.mid)
+    redis.call('ZADD', K_LOCKS, 'XX', lease_end(lease.lock), lease.mid)
     replies[i] = 1
   else
     replies[i] = 0
