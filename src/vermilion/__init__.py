@@ -26,21 +26,17 @@ from ._messages import (
     Message,
     MessageInfo,
     MessageStatus,
+    PollInfo,
     QueueStatus,
     Retry,
     Success,
+    WorkerStats,
+    WorkerStatus,
 )
 from ._queue import Queue, clear_queues, queue_names
 from ._serialization import JsonSerializer, MsgpackSerializer, Serializer
 from ._stats import Summary
-from ._worker import (
-    AsyncWorker,
-    PollInfo,
-    QueueSizeMonitor,
-    WorkerStats,
-    WorkerStatus,
-    exponential_idle_backoff,
-)
+from ._worker import AsyncWorker, QueueSizeMonitor, exponential_idle_backoff
 
 try:
     __version__ = _version("vermilion")

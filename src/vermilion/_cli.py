@@ -5,20 +5,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import importlib
+import inspect
+import json
 import logging
+import math
 import os
 import random
+import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from typing import TextIO
+import traceback
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from typing import Any, NoReturn, TextIO, cast
 
+import redis.asyncio as aioredis
+
+from . import __version__
 from ._embedded import EmbeddedServer
-from ._exceptions import VermilionError
-from ._messages import Failure, Message, Retry, Success
-from ._queue import Queue
+from ._exceptions import OutcomeUnknownError, VermilionError
+from ._messages import EnqueueResult, Failure, Message, QueueStatus, Retry, Success
+from ._queue import DEFAULT_URL, Queue, _describe_client, queue_names
 from ._stats import Summary
-from ._worker import AsyncWorker, WorkerStatus
+from ._worker import AsyncWorker, Handler, WorkerStatus
 
 __all__ = ["main"]
 
@@ -224,6 +234,403 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- errors and exit codes -----------------------------------------------------
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+"""The command failed: Redis unreachable or refusing, or the handler's module raised on import."""
+EXIT_USAGE = 2
+"""Bad input, found before anything was written: arguments, JSON, names, MODULE:HANDLER."""
+EXIT_REFUSED = 3
+"""``enqueue`` was refused because the mid is busy (queued, locked or in its backoff window)."""
+EXIT_FORCED = 4
+"""``worker`` stopped at a second signal, before its running handlers finished."""
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """An error the CLI reports as one line, with its exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("vermilion").strip()
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_USAGE, f"vermilion: {where}{message} (see '{self.prog} --help')\n")
+
+
+# -- argument types --------------------------------------------------------------
+
+
+def _duration(text: str) -> float:
+    """Seconds: a finite number, not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite, non-negative number of seconds, got {text!r}")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    """Seconds above zero."""
+    value = _duration(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+# -- talking to Redis --------------------------------------------------------------
+
+_CONNECT_TIMEOUT = 5.0
+_SOCKET_TIMEOUT = 30.0
+
+
+def _url(args: argparse.Namespace) -> str:
+    url: str | None = args.url
+    return url or os.environ.get("VERMILION_URL") or DEFAULT_URL
+
+
+@contextlib.asynccontextmanager
+async def _client(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
+    """A Redis client for ``--url``; a malformed URL is a usage error."""
+    try:
+        client = aioredis.Redis.from_url(
+            _url(args), socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT
+        )
+    except ValueError as exc:  # redis-py's message names the accepted schemes
+        raise CommandError(f"bad --url: {exc}", EXIT_USAGE) from None
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+
+
+def _queues(names: Sequence[str], client: aioredis.Redis) -> list[Queue]:
+    """One ``Queue`` per distinct name, every name checked before any is used."""
+    return [Queue(name, redis=client) for name in dict.fromkeys(names)]
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value))
+
+
+# -- status, queues --------------------------------------------------------------
+
+_STATUS_COLUMNS = ("queued", "locked", "backoff", "done", "failed", "total", "lag")
+
+
+def _status_row(name: str, status: QueueStatus) -> dict[str, object]:
+    return {
+        "queue": name,
+        "queued": status.nqueued,
+        "locked": status.nlocked,
+        "backoff": status.nbackoff,
+        "done": status.ndone,
+        "failed": status.nfailed,
+        "total": status.ntotal,
+        "lag": status.lag,
+    }
+
+
+def format_queue_statuses(rows: Sequence[dict[str, object]]) -> str:
+    """Rows of ``status --json`` as the table ``vermilion status`` prints."""
+    headers = ["queue", *_STATUS_COLUMNS[:-1], "lag (s)"]
+    return format_table(
+        headers, [[row["queue"], *(row[column] for column in _STATUS_COLUMNS)] for row in rows]
+    )
+
+
+async def _status(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        queues = _queues(args.queues or await queue_names(client), client)
+        rows = [_status_row(queue.name, await queue.status()) for queue in queues]
+    if args.json:
+        _print_json(rows)
+    else:
+        print(format_queue_statuses(rows))
+    return EXIT_OK
+
+
+async def _list_queues(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        names = await queue_names(client, args.pattern)
+    if args.json:
+        _print_json(names)
+    else:
+        for name in names:
+            print(name)
+    return EXIT_OK
+
+
+# -- enqueue, message-status, clear -------------------------------------------------
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_content(text: str) -> object:
+    """Message content from JSON text (strict: no NaN or Infinity)."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:  # json.JSONDecodeError included
+        raise CommandError(f"content is not valid JSON: {exc}", EXIT_USAGE) from None
+    except RecursionError:
+        raise CommandError("content is not valid JSON: nested too deeply", EXIT_USAGE) from None
+
+
+def format_enqueue_result(result: EnqueueResult) -> str:
+    if result.ok:
+        return f"{result.action} {result.mid}"
+    return f"refused {result.mid}: {result.error}"
+
+
+async def _enqueue(args: argparse.Namespace) -> int:
+    content = parse_content(sys.stdin.read() if args.content == "-" else args.content)
+    async with _client(args) as client:
+        queue = Queue(args.queue, redis=client)
+        try:
+            result = await queue.enqueue(
+                content,
+                mid=args.mid,
+                delay=args.delay,
+                lock_timeout=args.lock_timeout,
+                can_update=args.can_update,
+                can_requeue=args.can_requeue,
+                reset_delay=args.reset_delay,
+            )
+        except OutcomeUnknownError as exc:
+            mids = ", ".join(exc.mids) or "?"
+            raise CommandError(
+                f"{exc}; check with: vermilion message-status {queue.name} {mids}", EXIT_ERROR
+            ) from None
+    if args.json:
+        _print_json(dataclasses.asdict(result))
+    else:
+        print(format_enqueue_result(result))
+    return EXIT_OK if result.ok else EXIT_REFUSED
+
+
+async def _message_status(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        status = await Queue(args.queue, redis=client).message_status(args.mid)
+    if args.json:
+        _print_json(
+            {"queue": args.queue, "mid": args.mid, "status": None if status is None else status.value}
+        )
+    else:
+        print("unknown" if status is None else status.value)
+    return EXIT_OK
+
+
+async def _clear(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise CommandError(
+            f"clear deletes every message of {', '.join(args.queues)}; add --yes to do it", EXIT_USAGE
+        )
+    async with _client(args) as client:
+        queues = _queues(args.queues, client)
+        removed = [(queue.name, await queue.clear()) for queue in queues]
+    if args.json:
+        _print_json([{"queue": name, "removed": n} for name, n in removed])
+    else:
+        for name, n in removed:
+            print(f"cleared {name}: removed {n:,} live message{'' if n == 1 else 's'}")
+    return EXIT_OK
+
+
+# -- worker ------------------------------------------------------------------------
+
+log = logging.getLogger("vermilion.cli")
+
+
+def load_handler(spec: str) -> Handler:
+    """Import ``package.module:attribute`` (the attribute may be dotted) and check it.
+
+    The current directory comes first on ``sys.path``, as with ``python -m``.
+    Raises ``CommandError`` with a one-line reason.
+    """
+    module_name, colon, attribute = spec.partition(":")
+    if not colon or not module_name or not attribute:
+        raise CommandError(
+            f"handler must be given as MODULE:HANDLER (for example myapp.tasks:handle), got {spec!r}",
+            EXIT_USAGE,
+        )
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise CommandError(
+                f"cannot import {module_name!r}: no module named {missing!r}"
+                f" (looked in the current directory {cwd} and on sys.path)",
+                EXIT_USAGE,
+            ) from None
+        raise CommandError(_import_failure(module_name, exc)) from None
+    except Exception as exc:  # the module's own code failed
+        raise CommandError(_import_failure(module_name, exc)) from None
+    target: object = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CommandError(
+                f"{spec!r}: module {module_name!r} has no attribute {attribute!r}", EXIT_USAGE
+            ) from None
+    if not callable(target):
+        raise CommandError(
+            f"{spec!r} is not callable (it is of type {type(target).__name__}); it must be an async function"
+            " taking a Message",
+            EXIT_USAGE,
+        )
+    if inspect.isroutine(target) and not inspect.iscoroutinefunction(target):
+        raise CommandError(f"{spec!r} is not an async function: define it with 'async def'", EXIT_USAGE)
+    return cast("Handler", target)
+
+
+def _import_failure(module_name: str, exc: BaseException) -> str:
+    """One line for an exception raised while importing the user's module: where and what."""
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [frame for frame in frames if "importlib" not in frame.filename]
+    if own and not isinstance(exc, SyntaxError):  # a SyntaxError names its line itself
+        where = f" at {own[-1].filename}:{own[-1].lineno}"
+    return f"importing {module_name!r} failed{where}: {type(exc).__name__}: {exc}"
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT: the first asks for a graceful stop, the second for an immediate one."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, stop_timeout: float) -> None:
+        self.stop = asyncio.Event()
+        self.force = asyncio.Event()
+        self._stop_timeout = stop_timeout
+        self._loop = asyncio.get_running_loop()
+        self._fallback: dict[int, object] = {}
+
+    def _received(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self.stop.is_set():
+            log.info(
+                "received %s: stopping; running handlers have %g s to finish (%s again to stop at once)",
+                name,
+                self._stop_timeout,
+                name,
+            )
+            self.stop.set()
+        elif not self.force.is_set():
+            log.warning(
+                "received %s again: stopping at once; unfinished messages are left to their leases", name
+            )
+            self.force.set()
+
+    def __enter__(self) -> _StopSignals:
+        for sig in self.SIGNALS:
+            try:
+                self._loop.add_signal_handler(sig, self._received, sig)
+            except NotImplementedError:  # Windows: no loop signal handlers
+                self._fallback[sig] = signal.signal(
+                    sig, lambda signum, frame: self._loop.call_soon_threadsafe(self._received, signum)
+                )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig in self.SIGNALS:
+            if sig in self._fallback:
+                signal.signal(sig, self._fallback[sig])  # type: ignore[arg-type]
+            else:
+                self._loop.remove_signal_handler(sig)
+
+
+async def _cancel_other_tasks() -> None:
+    """Cancel every other task of this event loop (the worker's) and wait for them to end."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def serve(args: argparse.Namespace, handler: Handler) -> int:
+    """Run a worker until SIGTERM or SIGINT, then stop it gracefully."""
+    with _StopSignals(args.stop_timeout) as signals:
+        async with _client(args) as client:
+            queue = Queue(args.queue, redis=client)
+            worker = AsyncWorker(
+                queue,
+                handler,
+                concurrency=args.concurrency,
+                lock_timeout=args.lock_timeout,
+                handler_timeout=args.handler_timeout,
+                max_attempts=args.max_attempts,
+            )
+            await worker.start()
+            log.info(
+                "serving queue %r at %s with %s (concurrency %d, lock timeout %g s, handler timeout %s,"
+                " max attempts %s, stop timeout %g s)",
+                queue.name,
+                _describe_client(client),
+                args.handler,
+                worker.concurrency,
+                worker.lock_timeout,
+                "none" if worker.handler_timeout is None else f"{worker.handler_timeout:g} s",
+                worker.max_attempts or "none",
+                args.stop_timeout,
+            )
+            await signals.stop.wait()
+            stopping = asyncio.ensure_future(worker.stop(args.stop_timeout))
+            forced = asyncio.ensure_future(signals.force.wait())
+            await asyncio.wait({stopping, forced}, return_when=asyncio.FIRST_COMPLETED)
+            forced.cancel()
+            if not stopping.done():
+                await _cancel_other_tasks()
+                log.warning("worker stopped before its running handlers finished")
+                return EXIT_FORCED
+            stopping.result()
+            counts = worker.stats().counts
+            log.info(
+                "outcomes since start: %d success, %d retry, %d failure",
+                counts.get("handler/success", 0),
+                counts.get("handler/retry", 0),
+                counts.get("handler/error", 0),
+            )
+    return EXIT_OK
+
+
+def _worker(args: argparse.Namespace) -> int:
+    handler = load_handler(args.handler)
+    return asyncio.run(serve(args, handler))
+
+
+def _run_async(
+    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(command(args))
+
+    return run
+
+
+# -- the parser ------------------------------------------------------------------------
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -235,10 +642,152 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vermilion", description="A durable Redis message queue for asyncio."
+    parser = _Parser(
+        prog="vermilion",
+        description="A durable Redis message queue for asyncio.",
+        epilog="Exit codes: 0 ok; 1 error (Redis unreachable or refusing, or the handler's module"
+        " raised); 2 bad input; 3 enqueue refused; 4 worker stopped by a second signal; 130 interrupted.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    server = _Parser(add_help=False)
+    server.add_argument(
+        "--url",
+        help=f"Redis URL (default: $VERMILION_URL, else {DEFAULT_URL})",
+    )
+    output = _Parser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    worker = commands.add_parser(
+        "worker",
+        parents=[server],
+        help="handle a queue's messages with an async function, until SIGTERM or SIGINT",
+        description="Import MODULE:HANDLER (the current directory is on sys.path) and run an AsyncWorker"
+        " on QUEUE. The first SIGTERM or SIGINT stops it gracefully: no new messages, running handlers"
+        " get --stop-timeout seconds to finish, the rest are left to their leases; exit code 0. A second"
+        " signal stops it at once (exit code 4). Logs go to stderr.",
+    )
+    worker.add_argument("handler", metavar="MODULE:HANDLER", help="for example myapp.tasks:handle")
+    worker.add_argument("--queue", required=True, metavar="NAME", help="the queue to serve")
+    worker.add_argument(
+        "--concurrency", type=_positive_int, default=10, metavar="N", help="handlers at once (default 10)"
+    )
+    worker.add_argument(
+        "--lock-timeout",
+        type=_positive_duration,
+        default=30.0,
+        metavar="S",
+        help="the lease in seconds, renewed while a handler runs (default 30)",
+    )
+    worker.add_argument(
+        "--handler-timeout",
+        type=_positive_duration,
+        metavar="S",
+        help="cancel a handler after S seconds and fail its message (default: no limit)",
+    )
+    worker.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        metavar="N",
+        help="fail a message handed out more than N times without calling the handler (default: no limit)",
+    )
+    worker.add_argument(
+        "--stop-timeout",
+        type=_duration,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM/SIGINT, wait up to S seconds for running handlers (default 30)",
+    )
+    worker.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=_LOG_LEVELS,
+        default="info",
+        metavar="LEVEL",
+        help=f"one of {', '.join(_LOG_LEVELS)} (default info)",
+    )
+    worker.set_defaults(run=_worker)
+
+    status = commands.add_parser(
+        "status",
+        parents=[server, output],
+        help="counts and lag of every queue, or of the named ones",
+        description="Counts and lag of the named queues, or of every queue with data in Redis."
+        " lag is how long (s) the oldest ready message has waited.",
+    )
+    status.add_argument("queues", nargs="*", metavar="QUEUE", help="queue names (default: every queue)")
+    status.set_defaults(run=_run_async(_status))
+
+    queues = commands.add_parser(
+        "queues",
+        parents=[server, output],
+        help="names of the queues that have data in Redis",
+        description="Names of the queues that have data in Redis, sorted, one a line.",
+    )
+    queues.add_argument(
+        "--pattern", default="*", metavar="GLOB", help="only names matching this Redis glob (default *)"
+    )
+    queues.set_defaults(run=_run_async(_list_queues))
+
+    enqueue = commands.add_parser(
+        "enqueue",
+        parents=[server, output],
+        help="add one message, given as JSON",
+        description="Add one message. Prints 'added MID' or 'updated MID' (exit code 0), or"
+        " 'refused MID: REASON' when the mid is busy (exit code 3).",
+    )
+    enqueue.add_argument("queue", metavar="QUEUE")
+    enqueue.add_argument("content", metavar="JSON", help="the content as JSON; - reads it from stdin")
+    enqueue.add_argument("--mid", help="message id for de-duplication (default: a random UUID)")
+    enqueue.add_argument(
+        "--delay",
+        type=_duration,
+        default=0.0,
+        metavar="S",
+        help="seconds before it may be handled (default 0)",
+    )
+    enqueue.add_argument(
+        "--lock-timeout",
+        type=_positive_duration,
+        metavar="S",
+        help="this message's lease in seconds (default: the worker's)",
+    )
+    enqueue.add_argument(
+        "--can-update", action="store_true", help="if the mid is still queued, replace its content"
+    )
+    enqueue.add_argument(
+        "--can-requeue",
+        action="store_true",
+        help="if the mid is being handled or in its backoff window, handle this content again after",
+    )
+    enqueue.add_argument(
+        "--reset-delay", action="store_true", help="if the mid is still queued, restart its delay from now"
+    )
+    enqueue.set_defaults(run=_run_async(_enqueue))
+
+    message_status = commands.add_parser(
+        "message-status",
+        parents=[server, output],
+        help="the status of one message",
+        description="The status of one message (queued, locked, done-with-backoff, failed, ...), or"
+        " 'unknown' for a mid the queue does not know. Exit code 0 either way.",
+    )
+    message_status.add_argument("queue", metavar="QUEUE")
+    message_status.add_argument("mid", metavar="MID")
+    message_status.set_defaults(run=_run_async(_message_status))
+
+    clear = commands.add_parser(
+        "clear",
+        parents=[server, output],
+        help="delete every message and all state of the named queues",
+        description="Delete every message and all state of the named queues (exact names, never"
+        " patterns). Refuses without --yes.",
+    )
+    clear.add_argument("queues", nargs="+", metavar="QUEUE")
+    clear.add_argument("--yes", action="store_true", help="really delete")
+    clear.set_defaults(run=_run_async(_clear))
+
     demo = commands.add_parser(
         "demo", help="enqueue and handle 10,000 messages, then show the worker's status"
     )
@@ -258,18 +807,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(args: argparse.Namespace) -> None:
+    if args.command == "worker":
+        level = args.log_level.upper()
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    else:
+        level, fmt = "WARNING", "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    _configure_logging(args)
     try:
         return int(args.run(args))
-    except (VermilionError, ValueError, TypeError) as exc:  # bad input or an unusable server
-        print(f"vermilion: {exc}", file=sys.stderr)
-        return 1
+    except CommandError as exc:
+        message, code = str(exc), exc.exit_code
+    except (ValueError, TypeError) as exc:  # bad input, refused before anything was sent
+        message, code = str(exc), EXIT_USAGE
+    except VermilionError as exc:  # an unusable server
+        message, code = str(exc), EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # the reader went away (`vermilion demo | head`)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`vermilion queues | head`)
         sys.stderr.close()
         return 141
+    print(f"vermilion: {message}", file=sys.stderr)
+    return code

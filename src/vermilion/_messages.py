@@ -3,13 +3,16 @@
 Pure module: no Redis, no event loop. Every class is immutable.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: these classes are re-exported
+# as `vermilion.X`, and typing.get_type_hints (which pydantic and FastAPI use)
+# resolves string annotations in that module's namespace, where names such as
+# `Any` do not exist. Real annotations need no resolving.
 import enum
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
+from ._stats import Summary
 from ._validation import seconds
 
 __all__ = [
@@ -21,9 +24,12 @@ __all__ = [
     "MessageInfo",
     "MessageStatus",
     "Outcome",
+    "PollInfo",
     "QueueStatus",
     "Retry",
     "Success",
+    "WorkerStats",
+    "WorkerStatus",
 ]
 
 EnqueueAction = Literal["added", "updated"]
@@ -169,3 +175,45 @@ class Message:
     lock_timeout: float
     age: float
     lease_token: int = field(default=0, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PollInfo:
+    """What one poll saw; passed to the monitor after every poll."""
+
+    queue: str
+    queue_size: int
+    handed_out: int
+    reclaimed: int
+    empty_polls: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """Statistics of one worker since it was created."""
+
+    queue_size: Summary | None
+    queueing_time_ms: Summary | None
+    handling_time_ms: Summary | None
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """A snapshot of a worker, like dereferencing a Carmine worker.
+
+    ``queue_status`` holds live counts from Redis, or ``None`` if Redis could
+    not be reached for them.
+    """
+
+    queue: str
+    running: bool
+    concurrency: int
+    in_flight: int
+    options: dict[str, Any]
+    stats: WorkerStats
+    queue_status: QueueStatus | None = field(default=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (dicts, lists, numbers, strings), ready for JSON."""
+        return asdict(self)

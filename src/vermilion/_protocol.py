@@ -13,6 +13,7 @@ answered by sending the script's source with ``EVAL``.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ MIN_SERVER_VERSION = (7, 0, 0)
 
 _CAN_UPDATE, _CAN_REQUEUE, _RESET_DELAY = 1, 2, 4
 _EVICTING_POLICIES_WARNED: set[str] = set()
+_CHECKED_POOLS: weakref.WeakSet[Any] = weakref.WeakSet()
 # A blocked BLPOP gets this much longer than its own timeout before the
 # connection is declared dead.
 _BLOCKING_READ_GRACE = 5.0
@@ -266,10 +268,10 @@ class Connection:
         raise AssertionError("unreachable")
 
     async def _ensure_checked(self) -> None:
-        if self._checked:
+        # Once per connection pool: queues that share a client share the check.
+        if self._checked or self.client.connection_pool in _CHECKED_POOLS:
             return
         await self.check_server()
-        self._checked = True
 
     async def check_server(self) -> None:
         """Refuse servers the scripts cannot run on; warn once if eviction is possible."""
@@ -287,6 +289,7 @@ class Connection:
             )
         await self._warn_if_evicting(fields)
         self._checked = True
+        _CHECKED_POOLS.add(self.client.connection_pool)
 
     async def _warn_if_evicting(self, server_fields: dict[str, str]) -> None:
         try:

@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ._exceptions import OutcomeUnknownError, ProtocolError
+from ._logs import logger
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
 from ._protocol import Connection, EnqueueOptions, QueueKeys
 from ._serialization import (
@@ -121,6 +122,8 @@ class Queue:
             self._owns_client = False
         self._keys = QueueKeys.for_queue(self._name)
         self._connection = Connection(client)
+        # Running workers on this queue, so that aclose() can warn about them.
+        self._workers: set[Any] = set()
 
     @property
     def name(self) -> str:
@@ -132,8 +135,13 @@ class Queue:
         """The ``redis.asyncio.Redis`` client this queue uses."""
         return self._connection.client
 
+    @property
+    def url(self) -> str:
+        """Where the queue's client connects, as a URL with the password masked."""
+        return _describe_client(self._connection.client)
+
     def __repr__(self) -> str:
-        return f"<Queue {self._name!r} at {_describe_client(self._connection.client)}>"
+        return f"<Queue {self._name!r} at {self.url}>"
 
     async def __aenter__(self) -> Queue:
         return self
@@ -147,7 +155,17 @@ class Queue:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the Redis client if this queue created it (from ``url``)."""
+        """Close the Redis client if this queue created it (from ``url``).
+
+        Stop the queue's workers first: a worker still running would open new
+        connections that nothing closes (a warning is logged if one is).
+        """
+        if self._workers:
+            logger.warning(
+                "queue %r closed while %d worker(s) still run on it: stop them first",
+                self._name,
+                len(self._workers),
+            )
         if self._owns_client:
             await self._connection.aclose()
 

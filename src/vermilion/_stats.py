@@ -7,8 +7,7 @@ between closest ranks (the method numpy and ``statistics.quantiles(...,
 method="inclusive")`` call "linear"/"inclusive").
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: see _messages.py.
 import math
 from dataclasses import asdict, dataclass
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -30,14 +31,24 @@ import anyio
 
 from ._exceptions import SerializationError, VermilionError
 from ._logs import logger
-from ._messages import Failure, Message, Outcome, QueueStatus, Retry, Success
+from ._messages import (
+    Failure,
+    Message,
+    Outcome,
+    PollInfo,
+    QueueStatus,
+    Retry,
+    Success,
+    WorkerStats,
+    WorkerStatus,
+)
 from ._protocol import Leased, OutcomeRequest
 from ._queue import Queue
 from ._serialization import decode_payload
-from ._stats import RollingStats, Summary
+from ._stats import RollingStats
 from ._validation import positive_int, seconds, to_ms
 
-__all__ = [
+__all__ = [  # the status types are re-exported for the modules that import them from here
     "AsyncWorker",
     "PollInfo",
     "QueueSizeMonitor",
@@ -69,17 +80,6 @@ def exponential_idle_backoff(empty_polls: int) -> float:
     return (scale + random.random() * scale) * 0.5
 
 
-@dataclass(frozen=True, slots=True)
-class PollInfo:
-    """What one poll saw; passed to the monitor after every poll."""
-
-    queue: str
-    queue_size: int
-    handed_out: int
-    reclaimed: int
-    empty_polls: int
-
-
 class QueueSizeMonitor:
     """The default monitor: warns when the queue holds more than ``max_size``
     ready messages, at most once per ``interval`` seconds."""
@@ -97,10 +97,10 @@ class QueueSizeMonitor:
             return
         self._last_warning = now
         logger.warning(
-            "queue %r holds %d ready messages (more than %d): are the workers keeping up?",
+            "queue %r holds %s ready messages (more than %s): are the workers keeping up?",
             poll.queue,
-            poll.queue_size,
-            self.max_size,
+            f"{poll.queue_size:,}",
+            f"{self.max_size:,}",
         )
 
     def __repr__(self) -> str:
@@ -109,37 +109,6 @@ class QueueSizeMonitor:
 
 def _exception_to_failure(exc: BaseException, message: Message) -> Outcome:
     return Failure(reason=f"{type(exc).__name__}: {exc}")
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerStats:
-    """Statistics of one worker since it was created."""
-
-    queue_size: Summary | None
-    queueing_time_ms: Summary | None
-    handling_time_ms: Summary | None
-    counts: dict[str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerStatus:
-    """A snapshot of a worker, like dereferencing a Carmine worker.
-
-    ``queue_status`` holds live counts from Redis, or ``None`` if Redis could
-    not be reached for them.
-    """
-
-    queue: str
-    running: bool
-    concurrency: int
-    in_flight: int
-    options: dict[str, Any]
-    stats: WorkerStats
-    queue_status: QueueStatus | None = field(default=None)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data (dicts, lists, numbers, strings), ready for JSON."""
-        return asdict(self)
 
 
 class _Default:
@@ -190,6 +159,9 @@ class AsyncWorker:
             The default warns when more than 1,000 messages are ready.
         on_exception: maps a handler's exception to an outcome; by default
             ``Failure`` (not retried), as in Carmine.
+        stop_timeout: how long ``async with`` exit and a cancelled ``run()``
+            wait for running handlers (``stop()``'s default timeout). Keep it
+            below your platform's shutdown grace period (Kubernetes: 30 s).
     """
 
     def __init__(
@@ -205,6 +177,7 @@ class AsyncWorker:
         max_attempts: int | None = None,
         monitor: Callable[[PollInfo], object] | _Default | None = DEFAULT,
         on_exception: ExceptionMapper = _exception_to_failure,
+        stop_timeout: float | timedelta = 30.0,
     ) -> None:
         if not isinstance(queue, Queue):
             raise TypeError(f"queue must be a vermilion.Queue, not {type(queue).__name__}")
@@ -228,6 +201,7 @@ class AsyncWorker:
             raise TypeError("monitor must be callable or None")
         if not callable(on_exception):
             raise TypeError("on_exception must be callable")
+        self.stop_timeout: float = seconds(stop_timeout, "stop_timeout")
         self.monitor: Callable[[PollInfo], object] | None = monitor
         self.on_exception: ExceptionMapper = on_exception
         self._lock_ms = to_ms(self.lock_timeout)
@@ -280,6 +254,7 @@ class AsyncWorker:
         if self._running:
             raise RuntimeError("this worker is already running")
         await self._connection.check_server()
+        self.queue._workers.add(self)
         self._new_events()
         self._stop_task = None
         self._running = True
@@ -290,14 +265,16 @@ class AsyncWorker:
         ]
         logger.info("worker started on queue %r (concurrency %d)", self.queue.name, self.concurrency)
 
-    async def stop(self, timeout: float | timedelta = 30.0) -> None:
+    async def stop(self, timeout: float | timedelta | None = None) -> None:
         """Stop taking messages and wait up to ``timeout`` seconds for running handlers.
+
+        ``timeout`` defaults to the worker's ``stop_timeout`` (30 s).
 
         Handlers still running then are cancelled and their messages are not
         acknowledged: their leases lapse and the messages are handed out again.
         Outcomes already known are acknowledged before this returns.
         """
-        grace = seconds(timeout, "timeout")
+        grace = self.stop_timeout if timeout is None else seconds(timeout, "timeout")
         if not self._running:
             return
         if self._stop_task is None:  # concurrent calls share one stop
@@ -314,7 +291,7 @@ class AsyncWorker:
                 task.cancel()
             if unfinished:
                 logger.warning(
-                    "stopped %d handlers that ran past the stop timeout; their messages"
+                    "stopped %d handler(s) that ran past the stop timeout; their messages"
                     " will be handed out again when their leases lapse",
                     len(unfinished),
                 )
@@ -333,6 +310,7 @@ class AsyncWorker:
             self._pending_acks.clear()
         self._leases.clear()
         self._running = False
+        self.queue._workers.discard(self)
         logger.info("worker stopped on queue %r", self.queue.name)
 
     async def run(self) -> None:
@@ -387,6 +365,7 @@ class AsyncWorker:
                 "idle_backoff": getattr(self._idle_backoff, "__name__", repr(self._idle_backoff)),
                 "throttle": None if self._throttle is None else repr(self._throttle),
                 "monitor": repr(self.monitor),
+                "stop_timeout": self.stop_timeout,
             },
             stats=self.stats(),
             queue_status=queue_status,
@@ -565,12 +544,12 @@ class AsyncWorker:
 
     async def _call_handler(self, message: Message) -> Outcome:
         if self.handler_timeout is None:
-            result = await self.handler(message)
+            result = await self._awaitable(message)
         else:
             # A cancel scope rather than catching TimeoutError: a handler's own
             # timeout (an HTTP call's, say) must not pass for handler_timeout.
             with anyio.move_on_after(self.handler_timeout) as scope:
-                result = await self.handler(message)
+                result = await self._awaitable(message)
             if scope.cancelled_caught:
                 self._count("handler/timeout")
                 raise TimeoutError(f"handler ran longer than handler_timeout ({self.handler_timeout} s)")
@@ -579,6 +558,14 @@ class AsyncWorker:
         if isinstance(result, (Success, Retry, Failure)):
             return result
         raise TypeError(f"handler returned {result!r}; expected Success, Retry, Failure or None")
+
+    def _awaitable(self, message: Message) -> Awaitable[Success | Retry | Failure | None]:
+        result = self.handler(message)
+        if not inspect.isawaitable(result):
+            raise TypeError(
+                f"handler returned {result!r} instead of an awaitable: handlers must be async functions"
+            )
+        return result
 
     def _map_exception(self, exc: Exception, message: Message) -> Outcome:
         self._count("handler/exception")

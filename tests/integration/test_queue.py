@@ -282,3 +282,10 @@ async def test_repr_shows_the_port_a_url_without_port_connects_to() -> None:
         assert repr(queue) == "<Queue 'q' at redis://localhost:6379/2>"
     finally:
         await queue.aclose()
+
+
+def test_url_masks_the_password() -> None:
+    """Queue.url says where the queue connects, with the password masked."""
+    queue = Queue("q", "redis://user:secret@127.0.0.1:6380/3")
+    assert queue.url == "redis://user:***@127.0.0.1:6380/3"
+    assert "secret" not in repr(queue)

@@ -211,13 +211,15 @@ async def test_long_handler_is_handled_once(make_queue: QueueFactory) -> None:
     """A handler running 3x lock_timeout keeps its lease: no other worker gets the message."""
     queue = await make_queue()
     twin = await make_queue(queue.name)
-    slow = Recorder(delay=0.9)  # shared by both workers: it sees every hand-out
+    # Lease 1 s, handler 3 s; the heartbeat renews every third of a second.
+    # (A 0.3 s lease once lapsed on a machine loaded by other processes.)
+    slow = Recorder(delay=3.0)  # shared by both workers: it sees every hand-out
     async with (
-        running(queue, slow, lock_timeout=0.3) as first,
-        running(twin, slow, lock_timeout=0.3) as second,
+        running(queue, slow, lock_timeout=1.0) as first,
+        running(twin, slow, lock_timeout=1.0) as second,
     ):
         await queue.enqueue("x", mid="m")
-        # A lapsed lease would be reclaimed by the idle twin within the 0.9 s.
+        # A lapsed lease would be reclaimed by the idle twin within the 3 s.
         await wait_until(
             lambda: (
                 first.stats().counts.get("handler/success", 0)
@@ -582,3 +584,54 @@ async def test_a_batch_wakes_as_many_idle_workers(make_queue: QueueFactory) -> N
         await wait_until(lambda: len(started) == 2, timeout=5)  # not after a 30 s idle timeout
         release.set()
     assert max(started) - sent < 1.0
+
+
+async def test_stop_timeout_bounds_async_with_exit(queue: Queue) -> None:
+    """stop_timeout is what `async with` waits for running handlers; the message is left to its lease."""
+    started = asyncio.Event()
+
+    async def stuck(message: Message) -> Outcome:
+        started.set()
+        await asyncio.sleep(60)
+        return None
+
+    async with running(queue, stuck, stop_timeout=0.1, lock_timeout=30) as worker:
+        await queue.enqueue("x", mid="m")
+        await asyncio.wait_for(started.wait(), 5)
+        exiting = time.monotonic()
+    assert time.monotonic() - exiting < 5
+    assert not worker.running
+    assert worker.stop_timeout == 0.1
+    assert await queue.message_status("m") == MessageStatus.LOCKED
+
+
+async def test_closing_a_queue_under_a_running_worker_warns(
+    make_queue: QueueFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aclose() of a queue whose worker still runs logs a warning; after stop() it does not."""
+    queue = await make_queue()
+    worker = AsyncWorker(queue, Recorder(), monitor=None)
+    await worker.start()
+    await queue.aclose()
+    assert any("still run on it" in r.getMessage() for r in caplog.records)
+    await worker.stop()
+    caplog.clear()
+    await queue.aclose()
+    assert not any("still run on it" in r.getMessage() for r in caplog.records)
+
+
+async def test_sync_handler_fails_its_message_with_a_clear_reason(queue: Queue) -> None:
+    """A plain (non-async) handler fails each message, saying that handlers must be async."""
+    reasons: list[str] = []
+
+    def sync_handler(message: Message) -> None:
+        return None
+
+    def on_exception(exc: BaseException, message: Message) -> Failure:
+        reasons.append(str(exc))
+        return Failure(str(exc))
+
+    async with running(queue, sync_handler, on_exception=on_exception) as worker:
+        await queue.enqueue("x")
+        await wait_until(lambda: worker.stats().counts.get("handler/error", 0) == 1)
+    assert "must be async functions" in reasons[0]

@@ -77,3 +77,17 @@ def test_message_statuses_are_the_carmine_ones_plus_failed() -> None:
         "done-with-backoff", "done-with-requeue", "failed",
     }  # fmt: skip
     assert vermilion.MessageStatus("queued") == "queued"
+
+
+def test_type_hints_of_exported_dataclasses_resolve() -> None:
+    """typing.get_type_hints works on every exported dataclass (pydantic and FastAPI rely on it)."""
+    import dataclasses
+    import typing
+
+    checked = 0
+    for name in vermilion.__all__:
+        obj = getattr(vermilion, name)
+        if dataclasses.is_dataclass(obj):
+            assert typing.get_type_hints(obj), name
+            checked += 1
+    assert checked >= 10
