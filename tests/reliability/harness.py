@@ -1,0 +1,170 @@
+"""Worker processes, their ground-truth log, and the audit of a queue's keys."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from vermilion import Queue
+from vermilion._protocol import KEY_PARTS, QueueKeys
+
+WORKER_PROC = Path(__file__).with_name("worker_proc.py")
+
+
+class WorkerProcess:
+    """One worker_proc.py subprocess; all of a test's workers share one log file."""
+
+    def __init__(self, log: Path, **config: Any) -> None:
+        self.config = {"log": str(log), **config}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(WORKER_PROC), json.dumps(self.config)],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = self.process.stdout.readline()  # blocks until "ready" or exit
+        if line.strip() != b"ready" or time.monotonic() > deadline:
+            self.process.kill()
+            raise RuntimeError(f"worker did not start: {line!r}")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (graceful), then SIGKILL after ``timeout``; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return self.process.returncode
+
+
+@dataclass
+class Truth:
+    """What the worker processes logged: the ground truth of handling."""
+
+    starts: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: collections.defaultdict(list))
+    ends: dict[str, list[tuple[int, int, str]]] = field(default_factory=lambda: collections.defaultdict(list))
+
+    @classmethod
+    def read(cls, path: Path) -> Truth:
+        truth = cls()
+        if not path.exists():
+            return truth
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if parts[0] == "start":
+                truth.starts[parts[1]].append((int(parts[2]), int(parts[3])))
+            elif parts[0] == "end":
+                truth.ends[parts[1]].append((int(parts[2]), int(parts[4]), parts[3]))
+        return truth
+
+    def handled(self) -> set[str]:
+        return {mid for mid, ends in self.ends.items() if ends}
+
+    def duplicates(self) -> dict[str, int]:
+        """Mids whose handling ended more than once (a retry's two ends are not duplicates)."""
+        extra = {}
+        for mid, ends in self.ends.items():
+            finals = [end for end in ends if end[2] != "Retry"]
+            if len(finals) > 1:
+                extra[mid] = len(finals) - 1
+        return extra
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _texts(values: Any) -> set[str]:
+    return {_text(value) for value in values}
+
+
+async def audit(client: aioredis.Redis, name: str) -> list[str]:
+    """Check the invariants of _common.lua on a queue's keys; returns the violations."""
+    keys = QueueKeys.for_queue(name)
+    problems: list[str] = []
+    messages = _texts(await client.hkeys(keys.key("messages")))
+    ready_list = [_text(m) for m in await client.lrange(keys.key("ready"), 0, -1)]
+    delayed = _texts(await client.zrange(keys.key("delayed"), 0, -1))
+    locks = _texts(await client.zrange(keys.key("locks"), 0, -1))
+    leases = _texts(await client.hkeys(keys.key("leases")))
+    done = _texts(await client.zrange(keys.key("done"), 0, -1))
+    ready = set(ready_list)
+    if len(ready) != len(ready_list):
+        dupes = [m for m, n in collections.Counter(ready_list).items() if n > 1]
+        problems.append(f"mids twice in ready: {dupes[:5]}")
+    for mid in messages:
+        places = (mid in ready) + (mid in delayed) + (mid in locks)
+        if places != 1:
+            problems.append(f"live mid {mid} is in {places} of ready/delayed/locks")
+    for place, members in (("ready", ready), ("delayed", delayed), ("locks", locks)):
+        strays = members - messages
+        if strays:
+            problems.append(f"{place} holds mids without a message: {sorted(strays)[:5]}")
+    if leases != locks:
+        problems.append(f"leases and locks differ: {sorted(leases ^ locks)[:5]}")
+    if done & messages:
+        problems.append(f"mids both done and live: {sorted(done & messages)[:5]}")
+    prefix = f"vermilion:{{{name}}}:"
+    async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        part = _text(key)[len(prefix) :]
+        if part not in KEY_PARTS:
+            problems.append(f"unknown key part {part!r}")
+    async with Queue(name, redis=client) as queue:
+        status = await queue.status()
+    if status.nqueued + status.nlocked + status.nbackoff != len(messages):
+        problems.append(f"status counts {status} do not add up to {len(messages)} live messages")
+    return problems
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
+    """Poll until ``predicate`` holds; returns the seconds it took, fails after ``timeout``."""
+    started = time.monotonic()
+    while not await predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
