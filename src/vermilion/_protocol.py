@@ -12,10 +12,12 @@ answered by sending the script's source with ``EVAL``.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import sys
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -207,33 +209,40 @@ def translate_errors() -> Iterator[None]:
 class Connection:
     """Script calls and the few plain commands vermilion needs, on one client."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, timeout: float | None = None) -> None:
         self.client = client
+        # Bounds each call when the client has no socket_timeout of its own
+        # (vermilion's own clients): a connection gone silent must not hang a
+        # worker. Enforced here, once per call, because redis-py's per-write
+        # socket timeout costs a task per command on Python < 3.12.
+        self.timeout = timeout
         self._checked = False
+        # EVALSHA <sha> <numkeys> <keys...> of each (script, queue), packed once.
+        self._heads: dict[tuple[str, str], tuple[int, bytes]] = {}
 
     # -- transport ---------------------------------------------------------------
 
-    async def _send_once(self, args: Sequence[Any], read_timeout: float | None = None) -> Any:
-        """Send one command on a pooled connection and read its reply, never re-sending.
+    async def _send_once(self, command: bytes, read_timeout: float | None = None) -> Any:
+        """Send one packed command on a pooled connection and read its reply, never re-sending.
 
         A connection error raised once the command may have left is marked with
         ``_vermilion_sent``, so that callers can tell "not sent" from "maybe ran".
         """
         pool = self.client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        limit = self.timeout if read_timeout is None else read_timeout + _BLOCKING_READ_GRACE
+        read_limit = None if limit is None else limit + 60
         try:
             try:
-                await conn.send_packed_command(pack_command(args))
-                if read_timeout is None:
-                    reply = await conn.read_response(disable_decoding=True)
-                else:
-                    # The client's own read timeout may be shorter than a blocking
-                    # command's; and redis-py reports its explicit read timeout as a
-                    # None reply, which BLPOP uses for "nothing came". So the inner
-                    # timeout is set beyond the outer one, which alone can fire (and
-                    # its cancellation disconnects the connection).
-                    with anyio.fail_after(read_timeout):
-                        reply = await conn.read_response(disable_decoding=True, timeout=read_timeout + 60)
+                async with _deadline(limit):
+                    await conn.send_packed_command(command)
+                    if read_timeout is None:
+                        reply = await conn.read_response(disable_decoding=True)
+                    else:
+                        # redis-py reports its own explicit read timeout as a None
+                        # reply, which BLPOP also uses for "nothing came"; so its
+                        # timeout is set beyond ours, which alone can fire.
+                        reply = await conn.read_response(disable_decoding=True, timeout=read_limit)
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 exc._vermilion_sent = True  # type: ignore[union-attr]
                 await conn.disconnect()
@@ -247,13 +256,16 @@ class Connection:
             await pool.release(conn)
         return reply
 
-    async def _run(self, args: Sequence[Any], *, replayable: bool, read_timeout: float | None = None) -> Any:
+    async def _run(
+        self, command: Sequence[Any] | bytes, *, replayable: bool, read_timeout: float | None = None
+    ) -> Any:
+        packed = command if isinstance(command, bytes) else pack_command(command)
         attempts = 2 if replayable else 1
         for attempt in range(1, attempts + 1):
             try:
                 with translate_errors():
                     try:
-                        return await self._send_once(args, read_timeout)
+                        return await self._send_once(packed, read_timeout)
                     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                         if getattr(exc, "_vermilion_sent", False) and not replayable:
                             raise OutcomeUnknownError(
@@ -316,10 +328,10 @@ class Connection:
         self, script: Script, keys: QueueKeys, argv: Sequence[Any], *, replayable: bool
     ) -> Any:
         await self._ensure_checked()
-        evalsha = b"EVALSHA_RO" if script.read_only else b"EVALSHA"
-        head = (evalsha, script.sha, len(keys.keys), *keys.keys)
+        count, head = self._head(script, keys)
+        body = b"".join([_bulk(arg) for arg in argv])
         try:
-            return await self._run((*head, *argv), replayable=replayable)
+            return await self._run(b"*%d\r\n%b%b" % (count + len(argv), head, body), replayable=replayable)
         except ScriptError as exc:
             if not isinstance(exc.__cause__, redis_errors.NoScriptError):
                 raise
@@ -328,6 +340,16 @@ class Connection:
         return await self._run(
             (eval_, script.source, len(keys.keys), *keys.keys, *argv), replayable=replayable
         )
+
+    def _head(self, script: Script, keys: QueueKeys) -> tuple[int, bytes]:
+        cache_key = (script.name, keys.name)
+        head = self._heads.get(cache_key)
+        if head is None:
+            evalsha = b"EVALSHA_RO" if script.read_only else b"EVALSHA"
+            args: list[bytes | str | int] = [evalsha, script.sha, len(keys.keys), *keys.keys]
+            head = (len(args), b"".join([_bulk(arg) for arg in args]))
+            self._heads[cache_key] = head
+        return head
 
     # -- operations --------------------------------------------------------------
 
@@ -439,6 +461,19 @@ class Connection:
             await self.client.aclose()
 
 
+def _bulk(arg: bytes | str | int) -> bytes:
+    """One argument as a RESP bulk string."""
+    if isinstance(arg, bytes):
+        data = arg
+    elif isinstance(arg, str):
+        data = arg.encode()
+    elif isinstance(arg, int):  # bool is refused by the type checker upstream
+        data = b"%d" % arg
+    else:
+        raise TypeError(f"cannot send a {type(arg).__name__} to Redis")
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
 def pack_command(args: Sequence[bytes | str | int]) -> bytes:
     """One command in RESP, the way Redis reads it: an array of bulk strings.
 
@@ -446,18 +481,25 @@ def pack_command(args: Sequence[bytes | str | int]) -> bytes:
     thousand messages is two thousand arguments, and this is several times
     faster on the bytes, str and int that vermilion sends.
     """
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, int):  # bool is refused by the type checker upstream
-            data = b"%d" % arg
-        else:
-            raise TypeError(f"cannot send a {type(arg).__name__} to Redis")
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(parts)
+    return b"*%d\r\n%b" % (len(args), b"".join([_bulk(arg) for arg in args]))
+
+
+if sys.version_info >= (3, 11):
+
+    def _deadline(seconds: float | None) -> AbstractAsyncContextManager[Any]:
+        """Raise TimeoutError if the block runs longer than ``seconds`` (None: no limit)."""
+        return nullcontext() if seconds is None else asyncio.timeout(seconds)
+
+else:  # asyncio.timeout is new in 3.11; anyio's cancel scope does the same, more slowly
+
+    @asynccontextmanager
+    async def _deadline(seconds: float | None) -> AsyncIterator[None]:
+        """Raise TimeoutError if the block runs longer than ``seconds`` (None: no limit)."""
+        if seconds is None:
+            yield
+            return
+        with anyio.fail_after(seconds):
+            yield
 
 
 def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:

@@ -29,8 +29,8 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_FAILURE_HISTORY = 10_000
 MAX_BATCH = 10_000
 _CONNECT_TIMEOUT = 5.0
-# Bounds a command whose connection went silent; blocking reads set their own.
-_SOCKET_TIMEOUT = 30.0
+# Bounds a call whose connection went silent; blocking reads set their own.
+_CALL_TIMEOUT = 30.0
 _REFUSALS = {"already-queued", "locked", "backoff"}
 
 
@@ -111,8 +111,10 @@ class Queue:
                 url = os.environ.get("VERMILION_URL") or DEFAULT_URL
             elif not isinstance(url, str):
                 raise TypeError(f"url must be a str, not {type(url).__name__}")
+            # socket_timeout=None (redis-py would default to 5 s): Connection
+            # bounds each call itself, more cheaply than a timeout per write.
             client = aioredis.Redis.from_url(
-                url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT
+                url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=None
             )
             self._owns_client = True
         else:
@@ -121,7 +123,7 @@ class Queue:
             client = redis
             self._owns_client = False
         self._keys = QueueKeys.for_queue(self._name)
-        self._connection = Connection(client)
+        self._connection = Connection(client, timeout=_CALL_TIMEOUT if self._owns_client else None)
         # Running workers on this queue, so that aclose() can warn about them.
         self._workers: set[Any] = set()
 

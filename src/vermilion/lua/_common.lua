@@ -167,8 +167,9 @@ local function wake_workers(count)
   if count <= 0 then return end
   local tokens = {}
   for i = 1, math.min(count, MAX_NOTIFY_TOKENS) do tokens[i] = '1' end
-  redis.call('LPUSH', K_NOTIFY, unpack(tokens))
-  redis.call('LTRIM', K_NOTIFY, 0, MAX_NOTIFY_TOKENS - 1)
+  if redis.call('LPUSH', K_NOTIFY, unpack(tokens)) > MAX_NOTIFY_TOKENS then
+    redis.call('LTRIM', K_NOTIFY, 0, MAX_NOTIFY_TOKENS - 1)
+  end
 end
 
 -- Start a new life for a mid from its pending requeue: ready now, attempt 1.
