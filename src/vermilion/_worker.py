@@ -216,6 +216,7 @@ class AsyncWorker:
         self._acks_in_flight: set[tuple[str, int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._heartbeat_target = 0.0
+        self._poll_waiting = False
         self._new_events()
         self._stats_queue_size = RollingStats()
         self._stats_queueing = RollingStats()
@@ -284,6 +285,8 @@ class AsyncWorker:
     async def _stop(self, grace: float) -> None:
         self._stopping.set()
         poll, acker, heartbeat = self._tasks
+        if self._poll_waiting:
+            poll.cancel()
         await asyncio.gather(poll, return_exceptions=True)
         if self._handlers:
             _, unfinished = await asyncio.wait(set(self._handlers), timeout=grace)
@@ -374,23 +377,20 @@ class AsyncWorker:
     # -- the poll loop -------------------------------------------------------------
 
     async def _unless_stopping(self, awaitable: Coroutine[Any, Any, T]) -> T | None:
-        """Await ``awaitable`` unless the worker starts stopping first (then cancel it)."""
+        """Await ``awaitable``, a wait of the poll loop that stop() may cut short.
+
+        stop() cancels the poll loop only while it waits here, never while a
+        dequeue is in flight (whose leased messages would then be stranded).
+        A plain await, so that waking from an idle wait costs no extra task.
+        """
         if self._stopping.is_set():
             awaitable.close()
             return None
-        task = asyncio.ensure_future(awaitable)
-        stopping = asyncio.ensure_future(self._stopping.wait())
+        self._poll_waiting = True
         try:
-            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            return await awaitable
         finally:
-            stopping.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, VermilionError):
-                    await task
-        if task.cancelled():
-            return None
-        return task.result()
+            self._poll_waiting = False
 
     async def _poll_loop(self) -> None:
         empty_polls = 0
