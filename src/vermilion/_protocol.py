@@ -19,7 +19,7 @@ import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import anyio
 import redis.asyncio as aioredis
@@ -119,9 +119,8 @@ class EnqueueOptions:
         return (self.delay_ms, "" if self.lock_ms is None else self.lock_ms, flags)
 
 
-@dataclass(frozen=True, slots=True)
-class Leased:
-    """A message as ``dequeue`` handed it out, before decoding."""
+class Leased(NamedTuple):
+    """A message as ``dequeue`` handed it out, before decoding (a tuple: made per message)."""
 
     mid: str
     payload: bytes
@@ -143,8 +142,9 @@ class DequeueReply:
 OutcomeKind = Literal["s", "r", "f"]
 
 
-@dataclass(frozen=True, slots=True)
-class OutcomeRequest:
+class OutcomeRequest(NamedTuple):
+    """One handler outcome to acknowledge (a tuple: made per message)."""
+
     mid: str
     token: int
     kind: OutcomeKind
@@ -377,10 +377,14 @@ class Connection:
         return parse_dequeue(reply)
 
     async def ack(self, keys: QueueKeys, outcomes: Sequence[OutcomeRequest], max_failed: int) -> list[bool]:
-        argv: list[Any] = [max_failed]
+        argv: list[Any] = [max_failed, len(outcomes)]
+        reasons: list[str] = []
         for outcome in outcomes:
-            argv += (outcome.mid, outcome.token, outcome.kind, outcome.backoff_ms, outcome.reason)
-        reply = await self.call_script(SCRIPTS["ack"], keys, argv, replayable=True)
+            code = f"{outcome.kind}{outcome.backoff_ms}" if outcome.backoff_ms else outcome.kind
+            argv += (outcome.mid, outcome.token, code)
+            if outcome.kind == "f":
+                reasons.append(outcome.reason)
+        reply = await self.call_script(SCRIPTS["ack"], keys, [*argv, *reasons], replayable=True)
         return [bool(_int(item)) for item in reply]
 
     async def extend(self, keys: QueueKeys, leases: Sequence[tuple[str, int, int]]) -> list[bool]:

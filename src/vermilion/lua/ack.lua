@@ -4,13 +4,15 @@
 -- KEYS: the sixteen queue keys listed in _common.lua.
 -- ARGV:
 --   1 max_failed   integer >= 0: how many failures the `failed` history keeps
---   then groups of five, one per outcome:
+--   2 count        integer >= 0: how many outcomes follow
+--   then groups of three, one per outcome:
 --   mid          message id
 --   token        integer lease token the message was handed out with
---   outcome      's' success | 'r' retry | 'f' failure
---   backoff_ms   integer ms >= 0: success -> de-dup window; retry -> wait before
---                the next attempt; ignored for failure
---   reason       failure reason (string, may be ''); ignored otherwise
+--   outcome      's' success, 'r' retry, 'f' failure; 's' and 'r' may be followed
+--                by a backoff in integer ms ('s60000': a 60 s de-dup window;
+--                'r500': retry after 0.5 s)
+--   then one reason (string, may be empty) per failure, in order
+-- (Three arguments per outcome, not five: a batch of acks is mostly successes.)
 -- Reply: one integer per outcome: 1 applied, 0 stale (the lease is no longer
 -- current: it lapsed and was reclaimed, or the message was cleared).
 --
@@ -30,27 +32,39 @@
 -- `noeviction` with memory full the script's first write frees memory and the
 -- ack is not refused. A stale outcome writes nothing.
 
-local GROUP = 5
+local GROUP = 3
 local max_failed = to_int(ARGV[1], 'max_failed', 0)
-if (#ARGV - 1) % GROUP ~= 0 then
-  return fail('ack expects groups of ' .. GROUP .. ' arguments after max_failed')
+local count = to_int(ARGV[2], 'count', 0)
+local first_reason = 3 + GROUP * count
+if #ARGV < first_reason - 1 then
+  return fail('ack expects ' .. count .. ' groups of ' .. GROUP .. ' arguments')
 end
 
 local outcomes = {}
-for i = 2, #ARGV, GROUP do
+local next_reason = first_reason
+for i = 3, first_reason - 1, GROUP do
   to_int(ARGV[i + 1], 'token', 1)
-  local kind = ARGV[i + 2]
+  local code = ARGV[i + 2]
+  local kind = string.sub(code, 1, 1)
   if kind ~= 's' and kind ~= 'r' and kind ~= 'f' then
-    return fail('bad outcome: ' .. tostring(kind))
+    return fail('bad outcome: ' .. tostring(code))
+  end
+  local backoff, reason = 0, ''
+  if #code > 1 then backoff = to_int(string.sub(code, 2), 'backoff_ms', 0) end
+  if kind == 'f' then
+    reason = ARGV[next_reason]
+    if reason == nil then return fail('missing failure reason') end
+    next_reason = next_reason + 1
   end
   outcomes[#outcomes + 1] = {
     mid = ARGV[i],
     token = ARGV[i + 1],
     kind = kind,
-    backoff = to_int(ARGV[i + 3], 'backoff_ms', 0),
-    reason = ARGV[i + 4],
+    backoff = backoff,
+    reason = reason,
   }
 end
+if next_reason ~= #ARGV + 1 then return fail('extra arguments after the failure reasons') end
 
 local function trim_failed()
   local excess = redis.call('ZCARD', K_FAILED) - max_failed
