@@ -38,6 +38,7 @@ from ._scripts import SCRIPTS, Script
 __all__ = [
     "KEY_PARTS",
     "MIN_SERVER_VERSION",
+    "Channel",
     "Connection",
     "DequeueReply",
     "EnqueueOptions",
@@ -206,6 +207,20 @@ def translate_errors() -> Iterator[None]:
         raise ProtocolError(f"Redis client error: {exc}") from exc
 
 
+class Channel:
+    """One connection outside the pool, used for one caller's calls in sequence.
+
+    It connects on first use and again after an error (redis-py connects a
+    disconnected connection when a command is sent).
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    async def aclose(self) -> None:
+        await self.connection.disconnect()
+
+
 class Connection:
     """Script calls and the few plain commands vermilion needs, on one client."""
 
@@ -222,14 +237,20 @@ class Connection:
 
     # -- transport ---------------------------------------------------------------
 
-    async def _send_once(self, command: bytes, read_timeout: float | None = None) -> Any:
-        """Send one packed command on a pooled connection and read its reply, never re-sending.
+    async def _send_once(
+        self, command: bytes, read_timeout: float | None = None, channel: Channel | None = None
+    ) -> Any:
+        """Send one packed command and read its reply, never re-sending.
 
-        A connection error raised once the command may have left is marked with
+        On ``channel``'s own connection if given, else on one from the pool. A
+        connection error raised once the command may have left is marked with
         ``_vermilion_sent``, so that callers can tell "not sent" from "maybe ran".
         """
         pool = self.client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        if channel is None:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        else:
+            conn = channel.connection
         limit = self.timeout if read_timeout is None else read_timeout + _BLOCKING_READ_GRACE
         read_limit = None if limit is None else limit + 60
         try:
@@ -253,11 +274,17 @@ class Connection:
                 await conn.disconnect()
                 raise
         finally:
-            await pool.release(conn)
+            if channel is None:
+                await pool.release(conn)
         return reply
 
     async def _run(
-        self, command: Sequence[Any] | bytes, *, replayable: bool, read_timeout: float | None = None
+        self,
+        command: Sequence[Any] | bytes,
+        *,
+        replayable: bool,
+        read_timeout: float | None = None,
+        channel: Channel | None = None,
     ) -> Any:
         packed = command if isinstance(command, bytes) else pack_command(command)
         attempts = 2 if replayable else 1
@@ -265,7 +292,7 @@ class Connection:
             try:
                 with translate_errors():
                     try:
-                        return await self._send_once(packed, read_timeout)
+                        return await self._send_once(packed, read_timeout, channel)
                     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                         if getattr(exc, "_vermilion_sent", False) and not replayable:
                             raise OutcomeUnknownError(
@@ -325,20 +352,28 @@ class Connection:
             )
 
     async def call_script(
-        self, script: Script, keys: QueueKeys, argv: Sequence[Any], *, replayable: bool
+        self,
+        script: Script,
+        keys: QueueKeys,
+        argv: Sequence[Any],
+        *,
+        replayable: bool,
+        channel: Channel | None = None,
     ) -> Any:
         await self._ensure_checked()
         count, head = self._head(script, keys)
         body = b"".join([_bulk(arg) for arg in argv])
         try:
-            return await self._run(b"*%d\r\n%b%b" % (count + len(argv), head, body), replayable=replayable)
+            return await self._run(
+                b"*%d\r\n%b%b" % (count + len(argv), head, body), replayable=replayable, channel=channel
+            )
         except ScriptError as exc:
             if not isinstance(exc.__cause__, redis_errors.NoScriptError):
                 raise
         # NOSCRIPT proves the script did not run: sending its source is safe.
         eval_ = b"EVAL_RO" if script.read_only else b"EVAL"
         return await self._run(
-            (eval_, script.source, len(keys.keys), *keys.keys, *argv), replayable=replayable
+            (eval_, script.source, len(keys.keys), *keys.keys, *argv), replayable=replayable, channel=channel
         )
 
     def _head(self, script: Script, keys: QueueKeys) -> tuple[int, bytes]:
@@ -366,13 +401,19 @@ class Connection:
         return [_text(item) for item in reply]
 
     async def dequeue(
-        self, keys: QueueKeys, max_messages: int, default_lock_ms: int, housekeeping_limit: int
+        self,
+        keys: QueueKeys,
+        max_messages: int,
+        default_lock_ms: int,
+        housekeeping_limit: int,
+        channel: Channel | None = None,
     ) -> DequeueReply:
         reply = await self.call_script(
             SCRIPTS["dequeue"],
             keys,
             (max_messages, default_lock_ms, housekeeping_limit),
             replayable=False,
+            channel=channel,
         )
         return parse_dequeue(reply)
 
@@ -423,7 +464,7 @@ class Connection:
     async def clear(self, keys: QueueKeys) -> int:
         return _int(await self.call_script(SCRIPTS["clear"], keys, (), replayable=True))
 
-    async def wait_for_wakeup(self, keys: QueueKeys, timeout: float) -> bool:
+    async def wait_for_wakeup(self, keys: QueueKeys, timeout: float, channel: Channel | None = None) -> bool:
         """Block until an enqueue pushes a wake-up token, or ``timeout`` seconds pass.
 
         Returns whether a token arrived. Needs no script: BLPOP is atomic.
@@ -434,9 +475,19 @@ class Connection:
         reply = await self._run(
             (b"BLPOP", keys.key("notify"), f"{timeout:.3f}"),
             replayable=True,
-            read_timeout=timeout + _BLOCKING_READ_GRACE,
+            read_timeout=timeout,
+            channel=channel,
         )
         return reply is not None
+
+    def open_channel(self) -> Channel:
+        """A connection of its own, outside the pool, for one caller's calls in sequence.
+
+        The worker's poll loop uses one: its dequeues and its blocking waits
+        then cost no pool checkout each, and an idle worker's BLPOP never holds
+        a connection that producers sharing the pool are waiting for.
+        """
+        return Channel(self.client.connection_pool.make_connection())  # type: ignore[no-untyped-call]
 
     async def scan_queue_names(self, pattern: str) -> AsyncIterator[str]:
         """Yield the names of queues that have any key, matching a glob ``pattern``."""

@@ -42,7 +42,7 @@ from ._messages import (
     WorkerStats,
     WorkerStatus,
 )
-from ._protocol import Leased, OutcomeRequest
+from ._protocol import Channel, Leased, OutcomeRequest
 from ._queue import Queue
 from ._serialization import decode_payload
 from ._stats import RollingStats
@@ -217,6 +217,7 @@ class AsyncWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._heartbeat_target = 0.0
         self._poll_waiting = False
+        self._channel: Channel | None = None
         self._new_events()
         self._stats_queue_size = RollingStats()
         self._stats_queueing = RollingStats()
@@ -258,6 +259,7 @@ class AsyncWorker:
         self.queue._workers.add(self)
         self._new_events()
         self._stop_task = None
+        self._channel = self._connection.open_channel()
         self._running = True
         self._tasks = [
             asyncio.create_task(self._poll_loop(), name=f"vermilion-poll-{self.queue.name}"),
@@ -312,6 +314,9 @@ class AsyncWorker:
             )
             self._pending_acks.clear()
         self._leases.clear()
+        if self._channel is not None:
+            await self._channel.aclose()
+            self._channel = None
         self._running = False
         self.queue._workers.discard(self)
         logger.info("worker stopped on queue %r", self.queue.name)
@@ -402,7 +407,9 @@ class AsyncWorker:
                 await self._unless_stopping(self._slot_freed.wait())
                 continue
             try:
-                reply = await self._connection.dequeue(self._keys, free, self._lock_ms, _HOUSEKEEPING_LIMIT)
+                reply = await self._connection.dequeue(
+                    self._keys, free, self._lock_ms, _HOUSEKEEPING_LIMIT, self._channel
+                )
             except VermilionError as exc:
                 errors += 1
                 delay = min(_ERROR_BACKOFF_CAP, 0.1 * 2 ** min(errors, 10)) * (0.5 + random.random() / 2)
@@ -444,7 +451,7 @@ class AsyncWorker:
         if timeout <= 0:
             return
         try:
-            await self._unless_stopping(self._connection.wait_for_wakeup(self._keys, timeout))
+            await self._unless_stopping(self._connection.wait_for_wakeup(self._keys, timeout, self._channel))
         except VermilionError as exc:
             logger.warning("waiting on queue %r failed (%s)", self.queue.name, exc)
             await self._unless_stopping(asyncio.sleep(min(timeout, 1.0)))
