@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
@@ -41,3 +43,29 @@ def docs(session: nox.Session) -> None:
     """Build the documentation site with mkdocs --strict (warnings are errors)."""
     session.install(".[docs]")
     session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmarks against the peers (benchmarks/README.md); arguments go to run.py.
+
+    Not run by default: a full run takes about half an hour. The peers live in
+    this session's environment only; arq, which needs redis-py < 6, in one of
+    its own.
+    """
+    session.install("-e", ".", "-r", "benchmarks/requirements.txt")
+    arq_env = Path(session.create_tmp()) / "arq-venv"
+    session.run("python", "-m", "venv", str(arq_env))
+    session.run(
+        str(arq_env / "bin" / "pip"), "install", "-q", "-r", "benchmarks/requirements-arq.txt", external=True
+    )
+    python = str(Path(session.virtualenv.location) / "bin" / "python")
+    session.run(
+        "python",
+        "benchmarks/run.py",
+        "--python",
+        python,
+        "--python-arq",
+        str(arq_env / "bin" / "python"),
+        *session.posargs,
+    )
