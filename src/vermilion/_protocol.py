@@ -314,7 +314,19 @@ class Connection:
 
     async def check_server(self) -> None:
         """Refuse servers the scripts cannot run on; warn once if eviction is possible."""
-        info = await self._run(("INFO", "server"), replayable=True)
+        try:
+            # One INFO for the version and the eviction policy; CONFIG GET would
+            # need a permission that least-privilege users rarely have.
+            info = await self._run(("INFO", "server", "memory"), replayable=True)
+        except ScriptError as exc:
+            if not isinstance(exc.__cause__, redis_errors.NoPermissionError):
+                raise
+            # A least-privilege user may not run INFO: then the version cannot be
+            # checked here (a server too old still fails, on the first script).
+            logger.debug("INFO is not permitted; skipping the server version check")
+            self._checked = True
+            _CHECKED_POOLS.add(self.client.connection_pool)
+            return
         text = _text(info)
         fields = dict(
             line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#")
@@ -326,23 +338,13 @@ class Connection:
             raise ConfigurationError(
                 f"vermilion needs Redis {wanted} or newer (or Valkey 7.2+); the server runs {version_text}"
             )
-        await self._warn_if_evicting(fields)
+        self._warn_if_evicting(fields)
         self._checked = True
         _CHECKED_POOLS.add(self.client.connection_pool)
 
-    async def _warn_if_evicting(self, server_fields: dict[str, str]) -> None:
-        try:
-            reply = await self._run(("CONFIG", "GET", "maxmemory-policy"), replayable=True)
-        except (ScriptError, ProtocolError):
-            return  # CONFIG is often forbidden (ACLs, managed services): nothing to check
-        # RESP3 answers CONFIG GET with a map, RESP2 with a flat array.
-        pairs = (
-            list(reply.items())
-            if isinstance(reply, dict)
-            else list(zip(reply[::2], reply[1::2], strict=True))
-        )
-        policy = next((_text(value) for _, value in pairs), "noeviction")
-        server = server_fields.get("run_id", "?")
+    def _warn_if_evicting(self, server_fields: dict[str, str]) -> None:
+        policy = server_fields.get("maxmemory_policy", "noeviction").strip()
+        server = server_fields.get("run_id", "?").strip()
         if policy != "noeviction" and server not in _EVICTING_POLICIES_WARNED:
             _EVICTING_POLICIES_WARNED.add(server)
             logger.warning(
