@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from vermilion import Queue
 from vermilion._protocol import KEY_PARTS, QueueKeys
+from vermilion._scripts import _read as read_lua
 
 WORKER_PROC = Path(__file__).with_name("worker_proc.py")
 
@@ -122,16 +123,51 @@ def _texts(values: Any) -> set[str]:
     return {_text(value) for value in values}
 
 
-async def audit(client: aioredis.Redis, name: str) -> list[str]:
-    """Check the invariants of _common.lua on a queue's keys; returns the violations."""
+# One read-only script that reads every part the audit checks, and the counts
+# of counts.lua, in one atomic step. A script flagged no-writes also runs while
+# memory is over maxmemory (T12), where MULTI refuses to queue commands.
+_SNAPSHOT_SOURCE = "\n".join(
+    [
+        "#!lua flags=no-writes",
+        read_lua("_common"),
+        "local function counts()",
+        read_lua("counts").partition("\n")[2],
+        "end",
+        "return {redis.call('HKEYS', K_MESSAGES), redis.call('LRANGE', K_READY, 0, -1),",
+        "  redis.call('ZRANGE', K_DELAYED, 0, -1), redis.call('ZRANGE', K_LOCKS, 0, -1),",
+        "  redis.call('HKEYS', K_LEASES), redis.call('ZRANGE', K_DONE, 0, -1), counts()}",
+    ]
+)
+
+
+async def audit(client: aioredis.Redis, name: str, *, atomic: bool = False) -> list[str]:
+    """Check the invariants of _common.lua on a queue's keys; returns the violations.
+
+    With ``atomic=True`` the parts and the counts are read by one read-only script,
+    a snapshot that workers and producers cannot change halfway: use it while
+    the queue is under load.
+    """
     keys = QueueKeys.for_queue(name)
     problems: list[str] = []
-    messages = _texts(await client.hkeys(keys.key("messages")))
-    ready_list = [_text(m) for m in await client.lrange(keys.key("ready"), 0, -1)]
-    delayed = _texts(await client.zrange(keys.key("delayed"), 0, -1))
-    locks = _texts(await client.zrange(keys.key("locks"), 0, -1))
-    leases = _texts(await client.hkeys(keys.key("leases")))
-    done = _texts(await client.zrange(keys.key("done"), 0, -1))
+    counts: list[Any] | None = None
+    if atomic:
+        snapshot = await client.execute_command(  # type: ignore[no-untyped-call]
+            "EVAL_RO", _SNAPSHOT_SOURCE, len(keys.keys), *keys.keys
+        )
+        raw_messages, raw_ready, raw_delayed, raw_locks, raw_leases, raw_done, counts = snapshot
+    else:
+        raw_messages = await client.hkeys(keys.key("messages"))
+        raw_ready = await client.lrange(keys.key("ready"), 0, -1)
+        raw_delayed = await client.zrange(keys.key("delayed"), 0, -1)
+        raw_locks = await client.zrange(keys.key("locks"), 0, -1)
+        raw_leases = await client.hkeys(keys.key("leases"))
+        raw_done = await client.zrange(keys.key("done"), 0, -1)
+    messages = _texts(raw_messages)
+    ready_list = [_text(m) for m in raw_ready]
+    delayed = _texts(raw_delayed)
+    locks = _texts(raw_locks)
+    leases = _texts(raw_leases)
+    done = _texts(raw_done)
     ready = set(ready_list)
     if len(ready) != len(ready_list):
         dupes = [m for m, n in collections.Counter(ready_list).items() if n > 1]
@@ -153,6 +189,11 @@ async def audit(client: aioredis.Redis, name: str) -> list[str]:
         part = _text(key)[len(prefix) :]
         if part not in KEY_PARTS:
             problems.append(f"unknown key part {part!r}")
+    if counts is not None:
+        live = sum(int(count) for count in counts[:3])
+        if live != len(messages):
+            problems.append(f"counts {counts} do not add up to {len(messages)} live messages")
+        return problems
     async with Queue(name, redis=client) as queue:
         status = await queue.status()
     if status.nqueued + status.nlocked + status.nbackoff != len(messages):

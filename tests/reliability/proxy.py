@@ -5,12 +5,18 @@ Modes, switched at any time from the test: ``pass`` (forward both ways),
 ``delay`` (hold each chunk ``delay`` seconds), ``blackhole`` (forward nothing,
 keep connections open), ``reset`` (close every connection now and refuse
 new ones until the mode changes).
+
+``accepted_at`` holds the loop time (``time.monotonic()``) of every client
+connection accepted, in any mode and whether or not the upstream answered:
+with the upstream down, that counts a client's connection attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from typing import Any
 
 
 class FaultProxy:
@@ -19,9 +25,11 @@ class FaultProxy:
         self.mode = "pass"
         self.delay = 0.0
         self.dropped = 0
+        self.accepted_at: list[float] = []
         self._server: asyncio.Server | None = None
         self._connections: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._serving: set[asyncio.Task[Any]] = set()  # one per client connection
 
     @property
     def port(self) -> int:
@@ -48,13 +56,32 @@ class FaultProxy:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        for client_writer, server_writer in list(self._connections):
+            client_writer.close()
+            server_writer.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Let every connection's handler finish before the loop may close.
+        if self._serving:
+            _, unfinished = await asyncio.wait(set(self._serving), timeout=5)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.accepted_at.append(time.monotonic())
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
+        try:
+            await self._relay(client_reader, client_writer)
+        finally:
+            self._serving.discard(task)
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         if self.mode == "reset":
             client_writer.close()
             return
