@@ -69,6 +69,7 @@ KEY_PARTS = (
     "errors",
     "notify",
     "seq",
+    "suspects",
 )
 MIN_SERVER_VERSION = (7, 0, 0)
 """Scripts use `#!lua flags=no-writes` (7.0) and LPOP with a count (6.2)."""
@@ -129,6 +130,7 @@ class Leased(NamedTuple):
     lock_ms: int
     enqueued_ms: int
     token: int
+    suspect: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,11 +411,12 @@ class Connection:
         default_lock_ms: int,
         housekeeping_limit: int,
         channel: Channel | None = None,
+        max_suspects: int = 1,
     ) -> DequeueReply:
         reply = await self.call_script(
             SCRIPTS["dequeue"],
             keys,
-            (max_messages, default_lock_ms, housekeeping_limit),
+            (max_messages, default_lock_ms, housekeeping_limit, max_suspects),
             replayable=False,
             channel=channel,
         )
@@ -560,8 +563,8 @@ else:  # asyncio.timeout is new in 3.11; anyio's cancel scope does the same, mor
 
 
 def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:
-    if len(reply) < 4 or (len(reply) - 4) % 6:
-        raise ProtocolError(f"dequeue answered {len(reply)} items; expected 4 + 6 per message")
+    if len(reply) < 4 or (len(reply) - 4) % 7:
+        raise ProtocolError(f"dequeue answered {len(reply)} items; expected 4 + 7 per message")
     now_ms, ready, next_due, reclaimed = (_int(item) for item in reply[:4])
     messages = [
         Leased(
@@ -571,7 +574,8 @@ def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:
             lock_ms=_int(reply[i + 3]),
             enqueued_ms=_int(reply[i + 4]),
             token=_int(reply[i + 5]),
+            suspect=bool(_int(reply[i + 6])),
         )
-        for i in range(4, len(reply), 6)
+        for i in range(4, len(reply), 7)
     ]
     return DequeueReply(now_ms, ready, None if next_due < 0 else next_due, reclaimed, messages)

@@ -217,6 +217,7 @@ class AsyncWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._heartbeat_target = 0.0
         self._poll_waiting = False
+        self._suspects_held = 0  # handlers running on messages whose lease had lapsed
         self._channel: Channel | None = None
         self._new_events()
         self._stats_queue_size = RollingStats()
@@ -407,8 +408,15 @@ class AsyncWorker:
                 await self._unless_stopping(self._slot_freed.wait())
                 continue
             try:
+                # While it holds a suspect, a worker takes no other: two of them
+                # may be a poison message and a neighbour that died beside it.
                 reply = await self._connection.dequeue(
-                    self._keys, free, self._lock_ms, _HOUSEKEEPING_LIMIT, self._channel
+                    self._keys,
+                    free,
+                    self._lock_ms,
+                    _HOUSEKEEPING_LIMIT,
+                    self._channel,
+                    max_suspects=0 if self._suspects_held else 1,
                 )
             except VermilionError as exc:
                 errors += 1
@@ -481,6 +489,8 @@ class AsyncWorker:
 
     def _start_handler(self, leased: Leased, now_ms: int) -> None:
         self._busy += 1
+        if leased.suspect:
+            self._suspects_held += 1
         lease = _Lease(leased.mid, leased.token, leased.lock_ms, time.monotonic())
         self._leases[(leased.mid, leased.token)] = lease
         if lease.renew_at < self._heartbeat_target:
@@ -488,6 +498,11 @@ class AsyncWorker:
         task = asyncio.create_task(self._handle(leased, now_ms), name=f"vermilion-handler-{leased.mid}")
         self._handlers.add(task)
         task.add_done_callback(self._handler_done)
+        if leased.suspect:
+            task.add_done_callback(self._suspect_done)
+
+    def _suspect_done(self, task: asyncio.Task[None]) -> None:
+        self._suspects_held -= 1
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)

@@ -612,14 +612,6 @@ T16_LEASE = 2.0
 T16_MAX_ATTEMPTS = 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known defect: the messages in flight beside a poison message lapse together, are"
-        " reclaimed together to the head of `ready` and handed out together again, so they"
-        " share the poison's crashes and are failed by max_attempts with it (issue 5)"
-    ),
-)
 async def test_t16_poison_message_is_failed_after_max_attempts(
     fault_server: ServerFactory, worker_process: WorkerFactory, truth_log: Path, tmp_path: Path
 ) -> None:

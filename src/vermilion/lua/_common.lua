@@ -22,6 +22,8 @@
 --   15 notify           list   wake-up tokens for idle workers (at most 64)
 --   16 seq              string last lease token handed out (kept by clear, so that a
 --                              token is never handed out twice by a queue)
+--   17 suspects         set    mids whose lease lapsed (their worker may have died on them)
+--                              and that no ack has cleared since: handed out one per call
 --
 -- Invariants every script keeps:
 --   * a live mid is in `messages` and in exactly one of `ready`, `delayed`, `locks`;
@@ -35,6 +37,7 @@ local K_MESSAGES, K_REQUEUE, K_ATTEMPTS, K_ENQUEUED = KEYS[1], KEYS[2], KEYS[3],
 local K_DUE, K_LOCK_MS, K_REQUEUE_LOCK_MS, K_READY = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local K_DELAYED, K_LOCKS, K_LEASES, K_DONE = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local K_FAILED, K_ERRORS, K_NOTIFY, K_SEQ = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local K_SUSPECTS = KEYS[17]
 
 local MAX_NOTIFY_TOKENS = 64
 

@@ -1,7 +1,7 @@
 -- ack.lua: record the outcomes of a batch of handled messages, each fenced by
 -- its lease token.
 --
--- KEYS: the sixteen queue keys listed in _common.lua.
+-- KEYS: the seventeen queue keys listed in _common.lua.
 -- ARGV:
 --   1 max_failed   integer >= 0: how many failures the `failed` history keeps
 --   2 count        integer >= 0: how many outcomes follow
@@ -104,6 +104,7 @@ for _, o in ipairs(current) do
 end
 call_in_slices('ZREM', K_LOCKS, released)
 call_in_slices('HDEL', K_LEASES, released)
+call_in_slices('SREM', K_SUSPECTS, released)
 for _, key in ipairs({ K_MESSAGES, K_ATTEMPTS, K_ENQUEUED, K_DUE, K_LOCK_MS }) do
   call_in_slices('HDEL', key, leaving)
 end

@@ -1,6 +1,6 @@
 -- clear.lua: delete every key of one queue.
 --
--- KEYS: the sixteen queue keys listed in _common.lua.
+-- KEYS: the seventeen queue keys listed in _common.lua.
 -- ARGV: none.
 -- Reply: the number of messages that were live (queued, delayed or locked).
 --

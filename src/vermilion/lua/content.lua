@@ -3,7 +3,7 @@
 --
 -- For debugging and small queues only: the script runs to completion while the
 -- server waits, so do not call it on a queue with millions of messages.
--- KEYS: the sixteen queue keys listed in _common.lua.
+-- KEYS: the seventeen queue keys listed in _common.lua.
 -- ARGV: none.
 -- Reply: [now_ms, then eight entries per message:
 --   mid, status, attempts, enqueued_ms (or -1), backoff_end_ms (or -1),

@@ -1,7 +1,7 @@
 #!lua flags=no-writes
 -- counts.lua: O(log n) counts of a queue's messages and its lag (read-only).
 --
--- KEYS: the sixteen queue keys listed in _common.lua.
+-- KEYS: the seventeen queue keys listed in _common.lua.
 -- ARGV: none.
 -- Reply: [nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms]
 --   nqueued   ready now: in `ready`, plus ended delays and lapsed leases that a

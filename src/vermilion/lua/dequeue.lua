@@ -1,16 +1,18 @@
 -- dequeue.lua: bounded housekeeping, then lease up to N ready messages.
 --
--- KEYS: the sixteen queue keys listed in _common.lua.
+-- KEYS: the seventeen queue keys listed in _common.lua.
 -- ARGV:
 --   1 max_messages       integer 0..1000: how many messages to hand out at most
 --   2 default_lock_ms    integer ms > 0: lease for messages without their own lock_ms
 --   3 housekeeping_limit integer >= 1: at most this many entries of each kind are
 --                        moved per call (due delays, lapsed leases, ended windows)
+--   4 max_suspects       integer >= 0 (default 1): how many suspects (mids whose
+--                        lease lapsed since their last ack) this call may hand out
 -- Reply: a flat array
 --   [1] now_ms, [2] ready count left, [3] ms of the next due event or -1,
 --   [4] leases reclaimed by this call,
---   then six entries per handed-out message:
---   mid, payload, attempt, lease ms, enqueued ms, lease token.
+--   then seven entries per handed-out message:
+--   mid, payload, attempt, lease ms, enqueued ms, lease token, suspect (1/0).
 --
 -- Housekeeping, in order: delayed mids whose time has come join the tail of
 -- `ready`; lapsed leases are reclaimed to the head of `ready` (they are the
@@ -26,6 +28,7 @@
 local max_messages = to_int(ARGV[1], 'max_messages', 0)
 local default_lock = to_int(ARGV[2], 'default_lock_ms', 1)
 local limit = to_int(ARGV[3], 'housekeeping_limit', 1)
+local max_suspects = to_int(ARGV[4] or '1', 'max_suspects', 0)
 if max_messages > 1000 then return fail('max_messages above 1000') end
 
 local now = now_ms()
@@ -45,6 +48,7 @@ local function reclaim_lapsed_leases()
     redis.call('ZREM', K_LOCKS, mid)
     redis.call('HDEL', K_LEASES, mid)
     redis.call('HSET', K_DUE, mid, lapsed[i + 1])
+    redis.call('SADD', K_SUSPECTS, mid)
     redis.call('LPUSH', K_READY, mid)
   end
   return n
@@ -85,14 +89,31 @@ local function hand_out()
   local payloads = redis.call('HMGET', K_MESSAGES, unpack(mids))
   local enqueued = redis.call('HMGET', K_ENQUEUED, unpack(mids))
   local locks = redis.call('HMGET', K_LOCK_MS, unpack(mids))
+  -- A poison message kills its worker, and the messages it held lapse with
+  -- it: all of them become suspects. Handing out at most max_suspects of them
+  -- per call (the worker asks for none while it holds one) keeps a poison
+  -- message from taking its former neighbours down with it again.
+  local suspect = {}
+  if redis.call('SCARD', K_SUSPECTS) > 0 then
+    local flags = redis.call('SMISMEMBER', K_SUSPECTS, unpack(mids))
+    for i, flag in ipairs(flags) do suspect[i] = flag == 1 end
+  end
   local seen = {}
-  local leased = {}
+  local leased, deferred = {}, {}
+  local suspects_taken = 0
   for i, mid in ipairs(mids) do
     if payloads[i] and not seen[mid] then
       seen[mid] = true
-      leased[#leased + 1] = i
+      if suspect[i] and suspects_taken >= max_suspects then
+        deferred[#deferred + 1] = mid
+      else
+        if suspect[i] then suspects_taken = suspects_taken + 1 end
+        leased[#leased + 1] = i
+      end
     end
   end
+  -- Deferred suspects go back to the head of `ready`, in their order.
+  for j = #deferred, 1, -1 do redis.call('LPUSH', K_READY, deferred[j]) end
   if #leased == 0 then return out end
   local token = redis.call('INCRBY', K_SEQ, #leased) - #leased
   local leased_mids = {}
@@ -118,6 +139,7 @@ local function hand_out()
     out[#out + 1] = lock
     out[#out + 1] = enqueued[i] or now
     out[#out + 1] = token
+    out[#out + 1] = suspect[i] and 1 or 0
   end
   redis.call('HSET', K_ATTEMPTS, unpack(attempt_args))
   redis.call('ZADD', K_LOCKS, unpack(lock_args))
@@ -129,7 +151,7 @@ move_due_delays()
 local reclaimed = reclaim_lapsed_leases()
 collect_ended_windows()
 local handed = hand_out()
-if #handed / 6 < max_messages then redis.call('DEL', K_NOTIFY) end
+if #handed / 7 < max_messages then redis.call('DEL', K_NOTIFY) end
 
 local reply = { now, redis.call('LLEN', K_READY), next_due_ms(), reclaimed }
 for _, v in ipairs(handed) do reply[#reply + 1] = v end

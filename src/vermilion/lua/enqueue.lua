@@ -1,7 +1,7 @@
 -- enqueue.lua: add, update or requeue a batch of messages, or refuse each one,
 -- following Carmine's enqueue branch table (carmine-mq.md section 5.3).
 --
--- KEYS: the sixteen queue keys listed in _common.lua.
+-- KEYS: the seventeen queue keys listed in _common.lua.
 -- ARGV: the options shared by every message of the call, then one pair per message:
 --   1 delay_ms   integer ms >= 0 before the messages may be handled (0: ready now)
 --   2 lock_ms    integer ms > 0 for a per-message lease, or '' for the worker default
@@ -117,6 +117,7 @@ local function add_fresh(mid, payload, state)
     redis.call('ZREM', K_FAILED, mid)
     redis.call('HDEL', K_ERRORS, mid)
     redis.call('HDEL', K_ATTEMPTS, mid)
+    redis.call('SREM', K_SUSPECTS, mid)
   end
   fresh_mids[#fresh_mids + 1] = mid
   fresh_payloads[#fresh_payloads + 1] = payload

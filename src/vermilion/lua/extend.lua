@@ -1,6 +1,6 @@
 -- extend.lua: renew a batch of leases, each fenced by its lease token.
 --
--- KEYS: the sixteen queue keys listed in _common.lua.
+-- KEYS: the seventeen queue keys listed in _common.lua.
 -- ARGV: groups of three, one per lease:
 --   mid        message id
 --   token      integer lease token the message was handed out with

@@ -1,7 +1,7 @@
 #!lua flags=no-writes
 -- status.lua: the public status of one message (read-only).
 --
--- KEYS: the sixteen queue keys listed in _common.lua.
+-- KEYS: the seventeen queue keys listed in _common.lua.
 -- ARGV:
 --   1 mid   message id
 -- Reply: [status] where status is one of 'queued', 'queued-with-backoff',
