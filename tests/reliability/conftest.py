@@ -17,7 +17,6 @@ from tests.reliability.harness import WorkerProcess
 from tests.reliability.proxy import FaultProxy
 from tests.reliability.servers import FaultServer, binary
 
-
 # Tests written but not passing yet (see wip/README.md).
 collect_ignore = ["wip"]
 
