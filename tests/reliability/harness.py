@@ -42,6 +42,8 @@ class WorkerProcess:
         line = self.process.stdout.readline()  # blocks until "ready" or exit
         if line.strip() != b"ready" or time.monotonic() > deadline:
             self.process.kill()
+            self.process.wait()  # reaped and closed here, not by a later test's garbage collection
+            self.process.stdout.close()
             raise RuntimeError(f"worker did not start: {line!r}")
 
     @property

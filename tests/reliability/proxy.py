@@ -1,7 +1,9 @@
 """A loopback TCP fault proxy between clients and a server.
 
 Modes, switched at any time from the test: ``pass`` (forward both ways),
-``drop_next_reply`` (swallow the next server reply and hang up that client),
+``drop_next_reply`` (swallow the next server reply and hang up that client;
+with ``match``, the next reply that contains those bytes or answers a request
+that contained them),
 ``delay`` (hold each chunk ``delay`` seconds), ``blackhole`` (forward nothing,
 keep connections open), ``reset`` (close every connection now and refuse
 new ones until the mode changes).
@@ -25,6 +27,7 @@ class FaultProxy:
         self.mode = "pass"
         self.delay = 0.0
         self.dropped = 0
+        self.match: bytes | None = None
         self.accepted_at: list[float] = []
         self._server: asyncio.Server | None = None
         self._connections: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -44,10 +47,10 @@ class FaultProxy:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
 
-    def set_mode(self, mode: str, delay: float = 0.0) -> None:
+    def set_mode(self, mode: str, delay: float = 0.0, *, match: bytes | None = None) -> None:
         if mode not in ("pass", "drop_next_reply", "delay", "blackhole", "reset"):
             raise ValueError(f"unknown proxy mode {mode!r}")
-        self.mode, self.delay = mode, delay
+        self.mode, self.delay, self.match = mode, delay, match
         if mode == "reset":
             for client_writer, server_writer in list(self._connections):
                 client_writer.close()
@@ -92,8 +95,9 @@ class FaultProxy:
             return
         pair = (client_writer, server_writer)
         self._connections.add(pair)
-        upstream = asyncio.create_task(self._pipe(client_reader, server_writer, replies=False))
-        downstream = asyncio.create_task(self._pipe(server_reader, client_writer, replies=True))
+        asked: list[bool] = [False]  # this connection sent a request containing `match`
+        upstream = asyncio.create_task(self._pipe(client_reader, server_writer, replies=False, asked=asked))
+        downstream = asyncio.create_task(self._pipe(server_reader, client_writer, replies=True, asked=asked))
         self._tasks |= {upstream, downstream}
         try:
             await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
@@ -108,16 +112,30 @@ class FaultProxy:
             self._tasks -= {upstream, downstream}
 
     async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        replies: bool,
+        asked: list[bool] | None = None,
     ) -> None:
+        asked = [False] if asked is None else asked
         while data := await reader.read(65536):
             while self.mode == "blackhole":  # noqa: ASYNC110 - a mode flag, polled; tests flip it
                 await asyncio.sleep(0.01)
             if self.mode == "delay" and self.delay:
                 await asyncio.sleep(self.delay)
-            if replies and self.mode == "drop_next_reply":
-                self.mode = "pass"
+            if not replies and self.match is not None and self.match in data:
+                asked[0] = True
+            if (
+                replies
+                and self.mode == "drop_next_reply"
+                and (self.match is None or asked[0] or self.match in data)
+            ):
+                self.mode, self.match = "pass", None
                 self.dropped += 1
                 return  # the reply is lost; _serve hangs up both sides
+            if replies:
+                asked[0] = False  # a reply went through: the request it answered is done
             writer.write(data)
             await writer.drain()

@@ -3,7 +3,8 @@
 Usage: python worker_proc.py CONFIG_JSON
 
 CONFIG_JSON keys: url, queue, log (a file path), concurrency, lock_timeout,
-sleep_min / sleep_max (seconds a handler sleeps), outcomes (a map of content
+sleep_min / sleep_max (seconds a handler sleeps), sleeps (a map of content
+"kind" to the seconds its handler sleeps instead), outcomes (a map of content
 "kind" to outcome: "success", "retry", "fail", "exit" (os._exit(1) in the
 handler, after its sleep), "exit_at_once" (the same, before the sleep),
 "dedup" (Success(backoff=5))), max_attempts, idle_backoff, failure_history
@@ -13,7 +14,8 @@ the pid), log_digest (true: each start line also carries the SHA-256 of the
 content, last: of the bytes for bytes content, else of its msgpack encoding),
 max_payload_bytes (the queue's payload cap, also the worker's decode cap),
 log_file (a path: the "vermilion" logger's warnings and errors go there, one
-"LEVEL message" line per record), stats_file (a path: after a graceful stop
+"LEVEL message" line per record; with log_times true, "<unix time> LEVEL
+message"), stats_file (a path: after a graceful stop
 the worker's stats().counts go there as JSON), hold_until (a path: every
 handler, after its sleep, waits until that file exists), clock_skew (seconds
 added to time.time()/time_ns() and datetime.now()/utcnow()/today() in this
@@ -127,11 +129,13 @@ async def main(config: dict[str, Any]) -> None:
     sleep_min = float(config.get("sleep_min", 0.0))
     sleep_max = float(config.get("sleep_max", 0.0))
     outcomes: dict[str, str] = config.get("outcomes", {})
+    sleeps: dict[str, float] = {kind: float(value) for kind, value in config.get("sleeps", {}).items()}
     log_age = bool(config.get("log_age", False))
     log_digest = bool(config.get("log_digest", False))
     if config.get("log_file"):
         records = logging.FileHandler(config["log_file"])
-        records.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        timed = "%(created).3f " if config.get("log_times") else ""
+        records.setFormatter(logging.Formatter(f"{timed}%(levelname)s %(message)s"))
         records.setLevel(logging.WARNING)
         logging.getLogger("vermilion").addHandler(records)
 
@@ -151,7 +155,9 @@ async def main(config: dict[str, Any]) -> None:
         action = outcomes.get(kind, "success")
         if action == "exit_at_once":
             os._exit(1)
-        if sleep_max:
+        if kind in sleeps:
+            await asyncio.sleep(sleeps[kind])
+        elif sleep_max:
             await asyncio.sleep(random.uniform(sleep_min, sleep_max))
         while hold_until is not None and not hold_until.exists():  # noqa: ASYNC110 - another process's file
             await asyncio.sleep(0.02)

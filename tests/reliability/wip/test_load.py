@@ -183,7 +183,7 @@ class Producer:
             mid, kind = self.recent[self.rng.randrange(len(self.recent))]
         else:
             self.created += 1
-            mid, kind = f"m{self.created}", pick_kind(self.rng)
+            mid, kind = f"m{self.created:09d}", pick_kind(self.rng)  # one length: flat memory
             self.recent.append((mid, kind))
         result = await self.queue.enqueue(self.contents[kind], mid=mid)
         self.offered += 1
