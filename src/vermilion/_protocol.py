@@ -191,6 +191,22 @@ def _int(value: object) -> int:
     raise ProtocolError(f"expected an integer in a script reply, got {value!r}")
 
 
+# redis-py strips the error code from the errors it maps to a class of its own;
+# the code is what a user searches for, so it is put back.
+_ERROR_CODES: dict[type[redis_errors.ResponseError], str] = {
+    redis_errors.OutOfMemoryError: "OOM: Redis reached maxmemory",
+    redis_errors.ReadOnlyError: "READONLY: the server is a read-only replica",
+    redis_errors.NoPermissionError: "NOPERM: the user lacks a permission",
+}
+
+
+def _with_error_code(exc: redis_errors.ResponseError) -> str:
+    for error_class, code in _ERROR_CODES.items():
+        if isinstance(exc, error_class):
+            return f"{code}; {exc}"
+    return str(exc)
+
+
 @contextmanager
 def translate_errors() -> Iterator[None]:
     """Turn redis-py's exceptions into vermilion's, at this one boundary."""
@@ -198,15 +214,36 @@ def translate_errors() -> Iterator[None]:
         yield
     except redis_errors.AuthenticationError as exc:
         raise ConfigurationError(f"Redis refused the credentials: {exc}") from exc
+    except redis_errors.BusyLoadingError as exc:
+        raise VermilionConnectionError(
+            f"Redis is loading its data set and refused the command (LOADING): {exc}"
+        ) from exc
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
         raise VermilionConnectionError(f"Redis connection failed: {exc}") from exc
     except redis_errors.ResponseError as exc:
         message = str(exc)
         if message.startswith("VERMILION "):
             raise ScriptError(message.removeprefix("VERMILION ").split(" script:")[0]) from exc
-        raise ScriptError(f"Redis refused the command: {message}") from exc
+        raise ScriptError(f"Redis refused the command: {_with_error_code(exc)}") from exc
     except redis_errors.RedisError as exc:
         raise ProtocolError(f"Redis client error: {exc}") from exc
+
+
+class _NotConnectedError(Exception):
+    """A connect that failed: the command it was for was never sent."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+async def _connect(conn: Any) -> None:
+    if conn.is_connected:
+        return
+    try:
+        await conn.connect()
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise _NotConnectedError(exc) from exc
 
 
 class Channel:
@@ -258,6 +295,10 @@ class Connection:
         try:
             try:
                 async with _deadline(limit):
+                    # Connect apart from the send: a failed connect proves the
+                    # command never left, so it is neither "maybe ran" nor worth
+                    # repeating at once.
+                    await _connect(conn)
                     await conn.send_packed_command(command)
                     if read_timeout is None:
                         reply = await conn.read_response(disable_decoding=True)
@@ -266,6 +307,11 @@ class Connection:
                         # reply, which BLPOP also uses for "nothing came"; so its
                         # timeout is set beyond ours, which alone can fire.
                         reply = await conn.read_response(disable_decoding=True, timeout=read_limit)
+            except redis_errors.BusyLoadingError:
+                raise  # -LOADING: the server refused the command, which did not run
+            except _NotConnectedError as exc:
+                await conn.disconnect()
+                raise exc.cause from None
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 exc._vermilion_sent = True  # type: ignore[union-attr]
                 await conn.disconnect()
@@ -302,8 +348,9 @@ class Connection:
                                 f" it may have run: {exc}"
                             ) from exc
                         raise
-            except VermilionConnectionError:
-                if attempt == attempts or not replayable:
+            except VermilionConnectionError as exc:
+                sent = getattr(exc.__cause__, "_vermilion_sent", False)
+                if attempt == attempts or not replayable or not sent:
                     raise
                 logger.debug("retrying a replay-safe Redis call after a connection error")
         raise AssertionError("unreachable")
@@ -422,7 +469,14 @@ class Connection:
         )
         return parse_dequeue(reply)
 
-    async def ack(self, keys: QueueKeys, outcomes: Sequence[OutcomeRequest], max_failed: int) -> list[bool]:
+    async def ack(
+        self, keys: QueueKeys, outcomes: Sequence[OutcomeRequest], max_failed: int
+    ) -> list[bool | None]:
+        """Record outcomes; per outcome True applied, False stale, None unknown.
+
+        None: the reply of the first send was lost and the re-send found the
+        lease gone, which that first send may have done itself.
+        """
         argv: list[Any] = [max_failed, len(outcomes)]
         reasons: list[str] = []
         for outcome in outcomes:
@@ -430,7 +484,14 @@ class Connection:
             argv += (outcome.mid, outcome.token, code)
             if outcome.kind == "f":
                 reasons.append(outcome.reason)
-        reply = await self.call_script(SCRIPTS["ack"], keys, [*argv, *reasons], replayable=True)
+        args = [*argv, *reasons]
+        try:
+            reply = await self.call_script(SCRIPTS["ack"], keys, args, replayable=False)
+        except OutcomeUnknownError:
+            # The fence makes re-sending safe, but an outcome the first send
+            # applied now reads as stale: a 0 from the re-send proves nothing.
+            reply = await self.call_script(SCRIPTS["ack"], keys, args, replayable=False)
+            return [True if _int(item) else None for item in reply]
         return [bool(_int(item)) for item in reply]
 
     async def extend(self, keys: QueueKeys, leases: Sequence[tuple[str, int, int]]) -> list[bool]:

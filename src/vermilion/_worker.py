@@ -29,7 +29,12 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ._exceptions import SerializationError, VermilionError
+from ._exceptions import (
+    OutcomeUnknownError,
+    SerializationError,
+    VermilionConnectionError,
+    VermilionError,
+)
 from ._logs import logger
 from ._messages import (
     Failure,
@@ -64,7 +69,10 @@ ExceptionMapper = Callable[[BaseException, Message], Outcome]
 MAX_BATCH = 1000
 _HOUSEKEEPING_LIMIT = 256
 _ACK_BATCH = 500
-_ERROR_BACKOFF_CAP = 10.0
+# Retries after Redis errors back off up to this cap (jittered down to half):
+# short enough that a worker is back within about a second of Redis, long
+# enough that a fleet of idle workers does not hammer a server that is down.
+_ERROR_BACKOFF_CAP = 2.0
 _REASON_MAX_CHARS = 1000
 _STOP_ACK_FLUSH_TIMEOUT = 5.0
 
@@ -214,6 +222,8 @@ class AsyncWorker:
         self._leases: dict[tuple[str, int], _Lease] = {}
         self._pending_acks: list[OutcomeRequest] = []
         self._acks_in_flight: set[tuple[str, int]] = set()
+        # Outcomes whose ack may have applied though its reply was lost.
+        self._acks_uncertain: set[tuple[str, int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._heartbeat_target = 0.0
         self._poll_waiting = False
@@ -253,10 +263,23 @@ class AsyncWorker:
         return self._running
 
     async def start(self) -> None:
-        """Start polling in the background. Raises if Redis is unusable."""
+        """Check the server and start polling in the background.
+
+        Raises :class:`ConfigurationError` for a server vermilion cannot use (too
+        old, credentials refused). A Redis that cannot be reached is no error:
+        the worker starts, logs a warning and keeps trying with capped backoff,
+        so that a service may start before its Redis does.
+        """
         if self._running:
             raise RuntimeError("this worker is already running")
-        await self._connection.check_server()
+        try:
+            await self._connection.check_server()
+        except VermilionConnectionError as exc:
+            logger.warning(
+                "Redis is unreachable (%s); the worker on queue %r starts and keeps trying",
+                exc,
+                self.queue.name,
+            )
         self.queue._workers.add(self)
         self._new_events()
         self._stop_task = None
@@ -314,6 +337,7 @@ class AsyncWorker:
                 len(self._pending_acks),
             )
             self._pending_acks.clear()
+        self._acks_uncertain.clear()
         self._leases.clear()
         if self._channel is not None:
             await self._channel.aclose()
@@ -402,7 +426,7 @@ class AsyncWorker:
         empty_polls = 0
         errors = 0
         while not self._stopping.is_set():
-            free = self.concurrency - self._busy
+            free = self._free_slots()
             if free <= 0:
                 self._slot_freed.clear()
                 await self._unless_stopping(self._slot_freed.wait())
@@ -441,6 +465,17 @@ class AsyncWorker:
                 await self._pause_after_poll(reply.ready)
             else:
                 await self._sleep_idle(empty_polls, reply.now_ms, reply.next_due_ms)
+
+    def _free_slots(self) -> int:
+        """How many messages the next poll may lease.
+
+        Outcomes awaiting their ack still hold their leases. Up to `concurrency`
+        of them are the normal coalescing of acks; beyond that the acks are
+        failing (Redis is struggling), and leasing more would only pile up
+        leases that lapse while their outcomes wait.
+        """
+        awaiting_ack = len(self._pending_acks) + len(self._acks_in_flight)
+        return self.concurrency - self._busy - max(0, awaiting_ack - self.concurrency)
 
     async def _pause_after_poll(self, queue_size: int) -> None:
         if self._throttle is None:
@@ -641,6 +676,8 @@ class AsyncWorker:
                 except VermilionError as exc:
                     # Fenced: re-sending can never apply an outcome twice.
                     self._pending_acks[:0] = batch
+                    if isinstance(exc, OutcomeUnknownError):
+                        self._acks_uncertain |= in_flight
                     errors += 1
                     delay = min(_ERROR_BACKOFF_CAP, 0.05 * 2 ** min(errors, 10)) * (0.5 + random.random() / 2)
                     self._count("ack/error")
@@ -653,12 +690,20 @@ class AsyncWorker:
                     self._acks_in_flight -= in_flight
                 errors = 0
                 self._after_ack(batch, applied)
+                self._slot_freed.set()
             self._acks_idle.set()
 
-    def _after_ack(self, batch: list[OutcomeRequest], applied: list[bool]) -> None:
+    def _after_ack(self, batch: list[OutcomeRequest], applied: list[bool | None]) -> None:
         for request, ok in zip(batch, applied, strict=True):
-            self._leases.pop((request.mid, request.token), None)
-            if not ok:
+            key = (request.mid, request.token)
+            self._leases.pop(key, None)
+            if key in self._acks_uncertain:
+                self._acks_uncertain.discard(key)
+                ok = ok or None
+            if ok is None:
+                # Re-sent after a lost reply: the first send may have applied it.
+                self._count("ack/unknown")
+            elif not ok:
                 self._count("ack/stale")
                 logger.warning(
                     "outcome of message %r of queue %r was not applied: its lease had lapsed and"

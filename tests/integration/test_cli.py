@@ -431,7 +431,15 @@ async def test_worker_bad_handler(
     assert_one_line_error(run, exit_code, fragment)
 
 
-async def test_worker_unreachable_server(app_dir: Path) -> None:
-    """A worker that cannot reach Redis exits 1 with one line."""
-    run = await vermilion("worker", "jobs.tasks:handle", "--queue", "q", url=UNREACHABLE, cwd=app_dir)
-    assert_one_line_error(run, 1, "Redis connection failed")
+async def test_worker_waits_for_an_unreachable_server(app_dir: Path) -> None:
+    """Workers wait for Redis: the worker says it cannot connect, keeps trying, stops on SIGTERM."""
+    worker = await WorkerProcess.start(app_dir, UNREACHABLE, "q")
+    try:
+        await worker.wait_for_stderr("Redis is unreachable")
+        await worker.wait_for_stderr("poll of queue 'q' failed")
+        assert worker.process.returncode is None
+        worker.process.send_signal(signal.SIGTERM)
+        assert await worker.exit_code() == 0, worker.stderr
+    finally:
+        await worker.close()
+    assert "Traceback" not in "\n".join(worker.stderr)

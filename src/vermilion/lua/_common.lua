@@ -31,6 +31,8 @@
 --     `requeue` when a requeue is pending); its payload is gone;
 --   * `leases[mid]` exists exactly while the mid is in `locks`;
 --   * a mid appears in `ready` at most once.
+--   * every script but clear starts with check_key_types(): a queue with a key of
+--     the wrong type is refused before anything is written.
 -- Time is read from the server (TIME) only, in whole milliseconds.
 
 local K_MESSAGES, K_REQUEUE, K_ATTEMPTS, K_ENQUEUED = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -40,6 +42,24 @@ local K_FAILED, K_ERRORS, K_NOTIFY, K_SEQ = KEYS[13], KEYS[14], KEYS[15], KEYS[1
 local K_SUSPECTS = KEYS[17]
 
 local MAX_NOTIFY_TOKENS = 64
+
+-- The type each key must have, in KEYS order ('none' is always fine).
+local KEY_TYPES = { 'hash', 'hash', 'hash', 'hash', 'hash', 'hash', 'hash', 'list', 'zset',
+  'zset', 'hash', 'zset', 'zset', 'hash', 'list', 'string', 'set' }
+
+-- Refuse a queue one of whose keys was overwritten with another type, before
+-- the first write: Redis would raise WRONGTYPE only at the command touching
+-- that key, after the script's earlier writes had been kept, and leave the
+-- queue half-changed. Costs about 0.5 us per key.
+local function check_key_types()
+  for i = 1, #KEYS do
+    local found = redis.call('TYPE', KEYS[i])['ok']
+    if found ~= 'none' and found ~= KEY_TYPES[i] then
+      error(redis.error_reply('VERMILION queue key ' .. KEYS[i] .. ' holds a ' .. found
+        .. ', not a ' .. KEY_TYPES[i] .. ': the queue is damaged (clear() deletes its keys)'))
+    end
+  end
+end
 
 local function now_ms()
   local t = redis.call('TIME')

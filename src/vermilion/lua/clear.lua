@@ -11,7 +11,10 @@
 -- Invariants: deletes only the exact keys passed, never a pattern; writes
 -- nothing but deletions (so it runs even when memory is full).
 
-local live = redis.call('HLEN', K_MESSAGES)
+-- A damaged queue (a key overwritten with another type) is cleared too: this
+-- is its repair.
+local live = 0
+if redis.call('TYPE', K_MESSAGES)['ok'] == 'hash' then live = redis.call('HLEN', K_MESSAGES) end
 local data_keys = {}
 for _, key in ipairs(KEYS) do
   if key ~= K_SEQ then data_keys[#data_keys + 1] = key end

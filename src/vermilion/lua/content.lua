@@ -13,6 +13,7 @@
 -- payload, if any; failed ones show their reason.
 -- Invariants: writes nothing (flags=no-writes).
 
+check_key_types()
 local now = now_ms()
 local reply = { now }
 

@@ -14,6 +14,7 @@
 -- Invariants: writes nothing (flags=no-writes); nqueued + nlocked + nbackoff
 -- equals the number of live messages.
 
+check_key_types()
 local now = now_ms()
 local ready = redis.call('LLEN', K_READY)
 local due = redis.call('ZCOUNT', K_DELAYED, '-inf', now)

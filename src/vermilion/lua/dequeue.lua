@@ -18,13 +18,14 @@
 -- `ready`; lapsed leases are reclaimed to the head of `ready` (they are the
 -- oldest work); mids whose de-dup window ended are collected, or start their
 -- pending requeue. Hand-out pops from the head of `ready` (FIFO), skips hints
--- that lost their message, and leases each mid: attempt + 1, a fresh token,
--- `locks` score = now + lease.
+-- that lost their message (popping on in their place), and leases each mid:
+-- attempt + 1, a fresh token, `locks` score = now + lease.
 -- Invariants: arguments are checked before the first write; no mid is handed
 -- out twice by one call; when fewer than max_messages could be handed out the
 -- wake-up tokens are dropped (they announced work that is gone), so an idle
 -- worker blocks instead of spinning on stale tokens.
 
+check_key_types()
 local max_messages = to_int(ARGV[1], 'max_messages', 0)
 local default_lock = to_int(ARGV[2], 'default_lock_ms', 1)
 local limit = to_int(ARGV[3], 'housekeeping_limit', 1)
@@ -81,12 +82,36 @@ local function next_due_ms()
   return best or -1
 end
 
+-- Pop up to max_messages live mids from the head of `ready`, with their
+-- payloads. A hint whose message is gone (evicted, or its hash deleted by hand)
+-- is dropped and popping goes on, so that stale hints never hide the work
+-- behind them from a worker; at most STALE_HINT_ROUNDS pops bound the work.
+local STALE_HINT_ROUNDS = 8
+local function pop_live()
+  local mids, payloads = {}, {}
+  local seen = {}
+  for _ = 1, STALE_HINT_ROUNDS do
+    local wanted = max_messages - #mids
+    local popped = redis.call('LPOP', K_READY, wanted)
+    if not popped then break end
+    local found = redis.call('HMGET', K_MESSAGES, unpack(popped))
+    for i, mid in ipairs(popped) do
+      if found[i] and not seen[mid] then
+        seen[mid] = true
+        mids[#mids + 1] = mid
+        payloads[#mids] = found[i]
+      end
+    end
+    if #mids == max_messages or #popped < wanted then break end
+  end
+  return mids, payloads
+end
+
 local function hand_out()
   local out = {}
   if max_messages == 0 then return out end
-  local mids = redis.call('LPOP', K_READY, max_messages)
-  if not mids then return out end
-  local payloads = redis.call('HMGET', K_MESSAGES, unpack(mids))
+  local mids, payloads = pop_live()
+  if #mids == 0 then return out end
   local enqueued = redis.call('HMGET', K_ENQUEUED, unpack(mids))
   local locks = redis.call('HMGET', K_LOCK_MS, unpack(mids))
   -- A poison message kills its worker, and the messages it held lapse with
@@ -98,18 +123,14 @@ local function hand_out()
     local flags = redis.call('SMISMEMBER', K_SUSPECTS, unpack(mids))
     for i, flag in ipairs(flags) do suspect[i] = flag == 1 end
   end
-  local seen = {}
   local leased, deferred = {}, {}
   local suspects_taken = 0
   for i, mid in ipairs(mids) do
-    if payloads[i] and not seen[mid] then
-      seen[mid] = true
-      if suspect[i] and suspects_taken >= max_suspects then
-        deferred[#deferred + 1] = mid
-      else
-        if suspect[i] then suspects_taken = suspects_taken + 1 end
-        leased[#leased + 1] = i
-      end
+    if suspect[i] and suspects_taken >= max_suspects then
+      deferred[#deferred + 1] = mid
+    else
+      if suspect[i] then suspects_taken = suspects_taken + 1 end
+      leased[#leased + 1] = i
     end
   end
   -- Deferred suspects go back to the head of `ready`, in their order.

@@ -31,6 +31,7 @@
 -- every message made ready or delayed, or given a pending requeue, pushes one
 -- wake-up token (at most 64 wait), so a batch wakes as many idle workers.
 
+check_key_types()
 local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY = 1, 2, 4
 local FIRST_PAIR = 4
 

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- extend.lua: renew a batch of leases, each fenced by its lease token.
 --
 -- KEYS: the seventeen queue keys listed in _common.lua.
@@ -11,7 +12,11 @@
 -- renewed: nobody else can have been handed the message meanwhile.
 -- Invariants: every argument is checked before the first write; only the
 -- `locks` score of a current lease changes (ZADD XX never adds a member).
+-- allow-oom: renewing a lease never grows memory (ZADD XX changes a score in
+-- place), and refusing it when memory is full would let running handlers lose
+-- their leases to a second worker.
 
+check_key_types()
 local GROUP = 3
 if #ARGV % GROUP ~= 0 then
   return fail('extend expects groups of ' .. GROUP .. ' arguments')

@@ -15,6 +15,7 @@
 -- Invariants: writes nothing (flags=no-writes), so it runs on replicas and
 -- during CLIENT PAUSE WRITE.
 
+check_key_types()
 local mid = ARGV[1]
 local status = public_status(state_of(mid, now_ms()), mid)
 if status == nil then return {} end
