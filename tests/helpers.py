@@ -65,7 +65,7 @@ async def ack(queue: Queue, leased: Leased, kind: OutcomeKind, backoff_ms: int =
     conn, keys = queue._protocol
     request = OutcomeRequest(leased.mid, leased.token, kind, backoff_ms, reason)
     (applied,) = await conn.ack(keys, [request], queue.failure_history)
-    return applied
+    return applied is True
 
 
 async def scan_queue_keys(redis: aioredis.Redis, name: str) -> list[bytes]:

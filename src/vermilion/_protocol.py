@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import sys
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -46,6 +47,7 @@ __all__ = [
     "OutcomeRequest",
     "QueueKeys",
     "StoredMessage",
+    "is_tls_failure",
     "pack_command",
 ]
 
@@ -140,6 +142,7 @@ class DequeueReply:
     next_due_ms: int | None
     reclaimed: int
     messages: list[Leased]
+    suspects_held_back: int = 0
 
 
 OutcomeKind = Literal["s", "r", "f"]
@@ -227,6 +230,21 @@ def translate_errors() -> Iterator[None]:
         raise ScriptError(f"Redis refused the command: {_with_error_code(exc)}") from exc
     except redis_errors.RedisError as exc:
         raise ProtocolError(f"Redis client error: {exc}") from exc
+
+
+def is_tls_failure(exc: BaseException) -> bool:
+    """Whether a connection error came from TLS (a certificate refused, say).
+
+    Unlike a server that is down, such a setup does not mend itself by waiting.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 class _NotConnectedError(Exception):
@@ -624,9 +642,9 @@ else:  # asyncio.timeout is new in 3.11; anyio's cancel scope does the same, mor
 
 
 def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:
-    if len(reply) < 4 or (len(reply) - 4) % 7:
-        raise ProtocolError(f"dequeue answered {len(reply)} items; expected 4 + 7 per message")
-    now_ms, ready, next_due, reclaimed = (_int(item) for item in reply[:4])
+    if len(reply) < 5 or (len(reply) - 5) % 7:
+        raise ProtocolError(f"dequeue answered {len(reply)} items; expected 5 + 7 per message")
+    now_ms, ready, next_due, reclaimed, held_back = (_int(item) for item in reply[:5])
     messages = [
         Leased(
             mid=_text(reply[i]),
@@ -637,6 +655,6 @@ def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:
             token=_int(reply[i + 5]),
             suspect=bool(_int(reply[i + 6])),
         )
-        for i in range(4, len(reply), 7)
+        for i in range(5, len(reply), 7)
     ]
-    return DequeueReply(now_ms, ready, None if next_due < 0 else next_due, reclaimed, messages)
+    return DequeueReply(now_ms, ready, None if next_due < 0 else next_due, reclaimed, messages, held_back)

@@ -47,7 +47,7 @@ from ._messages import (
     WorkerStats,
     WorkerStatus,
 )
-from ._protocol import Channel, Leased, OutcomeRequest
+from ._protocol import Channel, Leased, OutcomeRequest, is_tls_failure
 from ._queue import Queue
 from ._serialization import decode_payload
 from ._stats import RollingStats
@@ -240,6 +240,7 @@ class AsyncWorker:
         # never waits on an event bound to the old one.
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._suspect_finished = asyncio.Event()
         self._acks_wanted = asyncio.Event()
         self._acks_idle = asyncio.Event()
         self._acks_idle.set()
@@ -266,7 +267,8 @@ class AsyncWorker:
         """Check the server and start polling in the background.
 
         Raises :class:`ConfigurationError` for a server vermilion cannot use (too
-        old, credentials refused). A Redis that cannot be reached is no error:
+        old, credentials refused), :class:`VermilionConnectionError` when TLS
+        fails (a certificate not trusted). A Redis that cannot be reached is no error:
         the worker starts, logs a warning and keeps trying with capped backoff,
         so that a service may start before its Redis does.
         """
@@ -275,6 +277,8 @@ class AsyncWorker:
         try:
             await self._connection.check_server()
         except VermilionConnectionError as exc:
+            if is_tls_failure(exc):
+                raise
             logger.warning(
                 "Redis is unreachable (%s); the worker on queue %r starts and keeps trying",
                 exc,
@@ -463,6 +467,8 @@ class AsyncWorker:
             )
             if reply.messages:
                 await self._pause_after_poll(reply.ready)
+            elif reply.suspects_held_back and self._suspects_held:
+                await self._wait_for_suspect(empty_polls)
             else:
                 await self._sleep_idle(empty_polls, reply.now_ms, reply.next_due_ms)
 
@@ -483,6 +489,22 @@ class AsyncWorker:
         delay = self._user_delay(self._throttle, queue_size, "throttle", 0.0)
         if delay:
             await self._unless_stopping(asyncio.sleep(delay))
+
+    async def _wait_for_suspect(self, empty_polls: int) -> None:
+        """Only suspects are ready, and this worker may take none while it holds one.
+
+        Waiting on the wake-up list would hand this worker tokens meant for
+        workers that may take a suspect; its own suspect finishing is the event
+        that lets it take the next.
+        """
+        self._suspect_finished.clear()
+        if not self._suspects_held:
+            return
+        timeout = self._user_delay(
+            self._idle_backoff, empty_polls, "idle_backoff", exponential_idle_backoff(empty_polls)
+        )
+        with contextlib.suppress(asyncio.TimeoutError):
+            await self._unless_stopping(asyncio.wait_for(self._suspect_finished.wait(), timeout))
 
     async def _sleep_idle(self, empty_polls: int, now_ms: int, next_due_ms: int | None) -> None:
         self._count("sleep/end-of-queue")
@@ -538,6 +560,7 @@ class AsyncWorker:
 
     def _suspect_done(self, task: asyncio.Task[None]) -> None:
         self._suspects_held -= 1
+        self._suspect_finished.set()
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)

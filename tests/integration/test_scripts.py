@@ -182,6 +182,65 @@ async def test_lapsed_leases_go_to_the_head_of_the_ready_list(queue: Queue) -> N
     assert [(leased.mid, leased.attempt) for leased in reply.messages] == [("old", 2), ("new", 1)]
 
 
+async def test_stale_hints_never_hide_the_work_behind_them(queue: Queue) -> None:
+    """Hints whose message is gone (evicted, say) are popped past: a dequeue of 2 finds the two
+    live messages behind 300 dead hints, and the dead hints are gone afterwards."""
+    _, keys = queue._protocol
+    await queue.redis.rpush(keys.key("ready"), *[f"ghost-{i}" for i in range(300)])
+    await queue.enqueue_many(["x", "y"], mids=["live-1", "live-2"])
+    reply = await dequeue(queue, 2)
+    assert [leased.mid for leased in reply.messages] == ["live-1", "live-2"]
+    assert await queue.redis.llen(keys.key("ready")) == 0
+
+
+async def lapse_as_suspects(queue: Queue, mids: list[str]) -> None:
+    """Lease ``mids`` with a 20 ms lease and let it lapse: the next dequeue reclaims them."""
+    await queue.enqueue_many(["x"] * len(mids), mids=mids, lock_timeout=0.02)
+    assert len((await dequeue(queue, len(mids))).messages) == len(mids)
+
+    async def all_lapsed() -> bool:
+        return all([await status_is(queue, mid, MessageStatus.QUEUED) for mid in mids])
+
+    await eventually(all_lapsed, what="lapse")
+
+
+async def test_one_suspect_per_dequeue_and_the_rest_wait_behind_ready_work(queue: Queue) -> None:
+    """Reclaimed mids are suspects: a dequeue hands out one (with max_suspects=1), moves the
+    others to the tail of `ready`, and hands out the work behind them in their place."""
+    conn, keys = queue._protocol
+    await lapse_as_suspects(queue, ["s1", "s2", "s3"])
+    await queue.enqueue_many(["y", "y"], mids=["n1", "n2"])
+    reply = await conn.dequeue(keys, 5, LONG_LOCK_MS, HOUSEKEEPING_LIMIT, max_suspects=1)
+    assert reply.reclaimed == 3
+    assert [(m.mid, m.attempt, m.suspect) for m in reply.messages] == [
+        ("s1", 2, True),
+        ("n1", 1, False),
+        ("n2", 1, False),
+    ]
+    assert reply.suspects_held_back == 2
+    assert await queue.redis.lrange(keys.key("ready"), 0, -1) == [b"s2", b"s3"]
+    # Fewer than asked for: the tokens now announce the held-back suspects, one each.
+    assert await queue.redis.llen(keys.key("notify")) == 2
+
+
+async def test_a_worker_holding_a_suspect_gets_none_and_an_ack_clears_one(queue: Queue) -> None:
+    """max_suspects=0 hands out no suspect; an applied ack clears the mid's suspect mark."""
+    conn, keys = queue._protocol
+    await lapse_as_suspects(queue, ["s1", "s2"])
+    held = await conn.dequeue(keys, 5, LONG_LOCK_MS, HOUSEKEEPING_LIMIT, max_suspects=0)
+    assert held.messages == [] and held.suspects_held_back == 2
+    first = await conn.dequeue(keys, 5, LONG_LOCK_MS, HOUSEKEEPING_LIMIT, max_suspects=1)
+    [leased] = first.messages
+    assert leased.suspect and first.suspects_held_back == 1
+    assert await queue.redis.sismember(keys.key("suspects"), leased.mid)
+    assert await ack(queue, leased, "r")  # a retry: back in line, no longer a suspect
+    assert not await queue.redis.sismember(keys.key("suspects"), leased.mid)
+    again = await conn.dequeue(keys, 5, LONG_LOCK_MS, HOUSEKEEPING_LIMIT, max_suspects=1)
+    assert sorted((m.mid, m.suspect) for m in again.messages) == sorted(
+        [(leased.mid, False), ("s2" if leased.mid == "s1" else "s1", True)]
+    )
+
+
 async def test_extend_keeps_a_lease_from_lapsing(queue: Queue) -> None:
     """A lease extended before it lapses is not handed out again; once extensions stop, it is."""
     conn, keys = queue._protocol

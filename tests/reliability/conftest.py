@@ -17,9 +17,6 @@ from tests.reliability.harness import WorkerProcess
 from tests.reliability.proxy import FaultProxy
 from tests.reliability.servers import FaultServer, binary
 
-# Tests written but not passing yet (see wip/README.md).
-collect_ignore = ["wip"]
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent

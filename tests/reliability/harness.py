@@ -211,3 +211,11 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float, w
             raise AssertionError(f"{what}: not within {timeout} s")
         await asyncio.sleep(0.02)
     return time.monotonic() - started
+
+
+def record(name: str, figures: dict[str, Any]) -> None:
+    """Keep a run's figures as JSON where VERMILION_RELIABILITY_RESULTS points (for the docs)."""
+    directory = os.environ.get("VERMILION_RELIABILITY_RESULTS")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / f"{name}.json").write_text(json.dumps(figures, indent=2, default=str))

@@ -34,17 +34,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.reliability.conftest import ServerFactory, WorkerFactory
-from tests.reliability.harness import Truth, WorkerProcess, audit, eventually
+from tests.reliability.harness import Truth, WorkerProcess, audit, eventually, record
 from tests.reliability.servers import KINDS, chaos_size
 from vermilion import MessageStatus, Queue
-
-
-def record(name: str, figures: dict[str, Any]) -> None:
-    """Keep a run's figures as JSON where VERMILION_RELIABILITY_RESULTS points (for the docs)."""
-    directory = os.environ.get("VERMILION_RELIABILITY_RESULTS")
-    if directory:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / f"{name}.json").write_text(json.dumps(figures, indent=2, default=str))
 
 
 class TruthWatcher:

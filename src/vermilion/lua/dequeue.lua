@@ -10,7 +10,7 @@
 --                        lease lapsed since their last ack) this call may hand out
 -- Reply: a flat array
 --   [1] now_ms, [2] ready count left, [3] ms of the next due event or -1,
---   [4] leases reclaimed by this call,
+--   [4] leases reclaimed by this call, [5] suspects held back by max_suspects,
 --   then seven entries per handed-out message:
 --   mid, payload, attempt, lease ms, enqueued ms, lease token, suspect (1/0).
 --
@@ -18,12 +18,14 @@
 -- `ready`; lapsed leases are reclaimed to the head of `ready` (they are the
 -- oldest work); mids whose de-dup window ended are collected, or start their
 -- pending requeue. Hand-out pops from the head of `ready` (FIFO), skips hints
--- that lost their message (popping on in their place), and leases each mid:
--- attempt + 1, a fresh token, `locks` score = now + lease.
+-- that lost their message, moves suspects beyond max_suspects to the tail
+-- (popping on in their place), and leases each mid: attempt + 1, a fresh
+-- token, `locks` score = now + lease.
 -- Invariants: arguments are checked before the first write; no mid is handed
 -- out twice by one call; when fewer than max_messages could be handed out the
--- wake-up tokens are dropped (they announced work that is gone), so an idle
--- worker blocks instead of spinning on stale tokens.
+-- wake-up tokens are replaced by one per held-back suspect (the others
+-- announced work that is gone), so an idle worker blocks instead of spinning
+-- on stale tokens.
 
 check_key_types()
 local max_messages = to_int(ARGV[1], 'max_messages', 0)
@@ -82,71 +84,69 @@ local function next_due_ms()
   return best or -1
 end
 
--- Pop up to max_messages live mids from the head of `ready`, with their
--- payloads. A hint whose message is gone (evicted, or its hash deleted by hand)
--- is dropped and popping goes on, so that stale hints never hide the work
--- behind them from a worker; at most STALE_HINT_ROUNDS pops bound the work.
-local STALE_HINT_ROUNDS = 8
-local function pop_live()
-  local mids, payloads = {}, {}
+-- Pop from the head of `ready` until max_messages mids can be handed out, with
+-- their payloads and suspect flags.
+-- A hint whose message is gone (evicted, or its hash deleted by hand) is
+-- dropped, and a suspect beyond max_suspects is held back; popping goes on in
+-- their place, so that neither hides the work behind it. Popping at most
+-- POP_BUDGET entries beyond max_messages bounds the work of one call.
+-- A poison message kills its worker, and the messages it held lapse with it:
+-- all of them become suspects. Handing out at most max_suspects of them per
+-- call (the worker asks for none while it holds one) keeps a poison message
+-- from taking its former neighbours down with it again.
+local POP_BUDGET = 1000
+local function pop_candidates()
+  local mids, payloads, suspect, held_back = {}, {}, {}, {}
   local seen = {}
-  for _ = 1, STALE_HINT_ROUNDS do
-    local wanted = max_messages - #mids
+  local any_suspects = redis.call('SCARD', K_SUSPECTS) > 0
+  local suspects_taken = 0
+  local budget = max_messages + POP_BUDGET
+  while budget > 0 do
+    local wanted = math.min(max_messages - #mids, budget)
+    budget = budget - wanted
     local popped = redis.call('LPOP', K_READY, wanted)
     if not popped then break end
     local found = redis.call('HMGET', K_MESSAGES, unpack(popped))
+    local flags = any_suspects and redis.call('SMISMEMBER', K_SUSPECTS, unpack(popped)) or {}
     for i, mid in ipairs(popped) do
       if found[i] and not seen[mid] then
         seen[mid] = true
-        mids[#mids + 1] = mid
-        payloads[#mids] = found[i]
+        local is_suspect = flags[i] == 1
+        if is_suspect and suspects_taken >= max_suspects then
+          held_back[#held_back + 1] = mid
+        else
+          if is_suspect then suspects_taken = suspects_taken + 1 end
+          mids[#mids + 1] = mid
+          payloads[#mids] = found[i]
+          suspect[#mids] = is_suspect
+        end
       end
     end
     if #mids == max_messages or #popped < wanted then break end
   end
-  return mids, payloads
+  -- Held-back suspects wait behind the work that is ready now.
+  call_in_slices('RPUSH', K_READY, held_back)
+  return mids, payloads, suspect, #held_back
 end
+
+local held_back_count = 0
 
 local function hand_out()
   local out = {}
   if max_messages == 0 then return out end
-  local mids, payloads = pop_live()
+  local mids, payloads, suspect, held_back = pop_candidates()
+  held_back_count = held_back
   if #mids == 0 then return out end
   local enqueued = redis.call('HMGET', K_ENQUEUED, unpack(mids))
   local locks = redis.call('HMGET', K_LOCK_MS, unpack(mids))
-  -- A poison message kills its worker, and the messages it held lapse with
-  -- it: all of them become suspects. Handing out at most max_suspects of them
-  -- per call (the worker asks for none while it holds one) keeps a poison
-  -- message from taking its former neighbours down with it again.
-  local suspect = {}
-  if redis.call('SCARD', K_SUSPECTS) > 0 then
-    local flags = redis.call('SMISMEMBER', K_SUSPECTS, unpack(mids))
-    for i, flag in ipairs(flags) do suspect[i] = flag == 1 end
-  end
-  local leased, deferred = {}, {}
-  local suspects_taken = 0
-  for i, mid in ipairs(mids) do
-    if suspect[i] and suspects_taken >= max_suspects then
-      deferred[#deferred + 1] = mid
-    else
-      if suspect[i] then suspects_taken = suspects_taken + 1 end
-      leased[#leased + 1] = i
-    end
-  end
-  -- Deferred suspects go back to the head of `ready`, in their order.
-  for j = #deferred, 1, -1 do redis.call('LPUSH', K_READY, deferred[j]) end
-  if #leased == 0 then return out end
-  local token = redis.call('INCRBY', K_SEQ, #leased) - #leased
-  local leased_mids = {}
-  for j, i in ipairs(leased) do leased_mids[j] = mids[i] end
-  local attempts = redis.call('HMGET', K_ATTEMPTS, unpack(leased_mids))
+  local attempts = redis.call('HMGET', K_ATTEMPTS, unpack(mids))
+  local token = redis.call('INCRBY', K_SEQ, #mids) - #mids
   local lock_args, lease_args, attempt_args = {}, {}, {}
   local lease_end = offset_strings(now)
   local small = offset_strings(0)
-  for j, i in ipairs(leased) do
-    local mid = mids[i]
+  for i, mid in ipairs(mids) do
     local lock = tonumber(locks[i]) or default_lock
-    local attempt = (tonumber(attempts[j]) or 0) + 1
+    local attempt = (tonumber(attempts[i]) or 0) + 1
     attempt_args[#attempt_args + 1] = mid
     attempt_args[#attempt_args + 1] = small(attempt)
     token = token + 1
@@ -172,8 +172,13 @@ move_due_delays()
 local reclaimed = reclaim_lapsed_leases()
 collect_ended_windows()
 local handed = hand_out()
-if #handed / 7 < max_messages then redis.call('DEL', K_NOTIFY) end
+if #handed / 7 < max_messages then
+  -- The tokens announced work that is gone, except for held-back suspects:
+  -- those are announced again, for idle workers that hold no suspect.
+  redis.call('DEL', K_NOTIFY)
+  wake_workers(held_back_count)
+end
 
-local reply = { now, redis.call('LLEN', K_READY), next_due_ms(), reclaimed }
+local reply = { now, redis.call('LLEN', K_READY), next_due_ms(), reclaimed, held_back_count }
 for _, v in ipairs(handed) do reply[#reply + 1] = v end
 return reply

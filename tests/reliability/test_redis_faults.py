@@ -35,14 +35,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tests.reliability.conftest import ServerFactory, WorkerFactory
-from tests.reliability.harness import Truth, audit, eventually
+from tests.reliability.harness import Truth, WorkerProcess, audit, eventually, record
 from tests.reliability.proxy import FaultProxy
 from tests.reliability.servers import KINDS, FaultServer, chaos_seconds, chaos_size
 from tests.reliability.test_crashes import (
     TruthWatcher,
     locks_key,
     read_counts,
-    record,
     redis_ms,
     stop_workers,
     texts,
@@ -711,6 +710,21 @@ class ServerKill:
     locked: int  # leases in Redis just before the kill
 
 
+async def start_workers(
+    worker_process: WorkerFactory, tmp_path: Path, count: int, **options: Any
+) -> tuple[list[WorkerProcess], list[Path], list[Path]]:
+    """``count`` worker processes started side by side, each with its own log and stats file."""
+    logs = [tmp_path / f"w{i}.log" for i in range(count)]
+    stats = [tmp_path / f"w{i}.json" for i in range(count)]
+    started = await asyncio.gather(
+        *[
+            asyncio.to_thread(worker_process, log_file=str(log), stats_file=str(stat), **options)
+            for log, stat in zip(logs, stats, strict=True)
+        ]
+    )
+    return list(started), logs, stats
+
+
 async def kill_and_restart(server: FaultServer, down: float) -> tuple[float, float]:
     """SIGKILL the server, wait ``down`` seconds, start it on the same port and data."""
     await asyncio.to_thread(server.kill)
@@ -739,26 +753,17 @@ async def test_t6_redis_killed_and_restarted_keeps_every_ok_enqueue(
     """
     server = fault_server(kind, appendonly=True)
     name = f"t6-{kind}-{uuid.uuid4().hex[:8]}"
-    logs = [tmp_path / f"w{i}.log" for i in range(T6_WORKERS)]
-    stats = [tmp_path / f"w{i}.json" for i in range(T6_WORKERS)]
-    workers = list(
-        await asyncio.gather(
-            *[
-                asyncio.to_thread(
-                    worker_process,
-                    url=server.url,
-                    queue=name,
-                    concurrency=T6_CONCURRENCY,
-                    lock_timeout=T6_LEASE,
-                    idle_backoff=T6_IDLE,
-                    sleep_min=0.01,
-                    sleep_max=0.03,
-                    log_file=str(log),
-                    stats_file=str(stat),
-                )
-                for log, stat in zip(logs, stats, strict=True)
-            ]
-        )
+    workers, logs, stats = await start_workers(
+        worker_process,
+        tmp_path,
+        T6_WORKERS,
+        url=server.url,
+        queue=name,
+        concurrency=T6_CONCURRENCY,
+        lock_timeout=T6_LEASE,
+        idle_backoff=T6_IDLE,
+        sleep_min=0.01,
+        sleep_max=0.03,
     )
     pids = [worker.pid for worker in workers]
     # No retries (redis-py's default would sleep up to 10 s between them): a sample
@@ -1163,26 +1168,17 @@ async def test_t8_connection_kill_storm(
     """
     server = fault_server(kind)
     name = f"t8-{uuid.uuid4().hex[:8]}"
-    logs = [tmp_path / f"w{i}.log" for i in range(T8_WORKERS)]
-    stats = [tmp_path / f"w{i}.json" for i in range(T8_WORKERS)]
-    workers = list(
-        await asyncio.gather(
-            *[
-                asyncio.to_thread(
-                    worker_process,
-                    url=server.url,
-                    queue=name,
-                    concurrency=T8_CONCURRENCY,
-                    lock_timeout=T8_LEASE,
-                    idle_backoff=T8_IDLE,
-                    sleep_min=0.005,
-                    sleep_max=0.02,
-                    log_file=str(log),
-                    stats_file=str(stat),
-                )
-                for log, stat in zip(logs, stats, strict=True)
-            ]
-        )
+    workers, _logs, stats = await start_workers(
+        worker_process,
+        tmp_path,
+        T8_WORKERS,
+        url=server.url,
+        queue=name,
+        concurrency=T8_CONCURRENCY,
+        lock_timeout=T8_LEASE,
+        idle_backoff=T8_IDLE,
+        sleep_min=0.005,
+        sleep_max=0.02,
     )
     admin = server.client()  # SKIPME yes: the killer's own connection survives
     sampler_client = server.client(retry=Retry(NoBackoff(), 0), socket_timeout=2.0)

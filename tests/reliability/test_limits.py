@@ -15,7 +15,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import random
 import re
 import socket
@@ -36,7 +35,7 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from tests.reliability.conftest import ServerFactory, WorkerFactory
-from tests.reliability.harness import Truth, audit, eventually
+from tests.reliability.harness import Truth, audit, eventually, record
 from tests.reliability.proxy import FaultProxy
 from tests.reliability.servers import KINDS, FaultServer, binary, chaos_seconds, chaos_size, free_port
 from vermilion import (
@@ -136,14 +135,6 @@ def sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(Connection, "_send_once", counting)
     return sent
-
-
-def record(name: str, figures: dict[str, Any]) -> None:
-    """Keep a run's figures as JSON where VERMILION_RELIABILITY_RESULTS points (for the docs)."""
-    directory = os.environ.get("VERMILION_RELIABILITY_RESULTS")
-    if directory:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / f"{name}.json").write_text(json.dumps(figures, indent=2, default=str))
 
 
 def oom_named(exc: BaseException) -> bool:

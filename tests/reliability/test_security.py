@@ -78,6 +78,7 @@ SCRIPT_COMMANDS = frozenset(
         "smismember",
         "srem",
         "time",
+        "type",
         "zadd",
         "zcard",
         "zcount",
@@ -132,19 +133,24 @@ def sync_command(client: redis.Redis, *args: str) -> Any:
     return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
-async def set_user(
-    admin: aioredis.Redis, user: str, patterns: tuple[str, ...], commands: frozenset[str]
-) -> None:
-    rules = [
+def acl_rules(patterns: tuple[str, ...], commands: frozenset[str] | set[str]) -> list[str]:
+    """ACL SETUSER rules: a fresh user with PASSWORD, these key patterns and commands only."""
+    scope = [f"~{pattern}" for pattern in patterns]
+    return [
         "reset",
         "on",
         f">{PASSWORD}",
-        *(f"~{pattern}" for pattern in patterns),
+        *scope,
         "resetchannels",
         "-@all",
+        *(f"+{c}" for c in sorted(commands)),
     ]
-    rules += [f"+{command}" for command in sorted(commands)]
-    await command(admin, "ACL", "SETUSER", user, *rules)
+
+
+async def set_user(
+    admin: aioredis.Redis, user: str, patterns: tuple[str, ...], commands: frozenset[str]
+) -> None:
+    await command(admin, "ACL", "SETUSER", user, *acl_rules(patterns, commands))
 
 
 async def connection_commands(admin: aioredis.Redis) -> frozenset[str]:
@@ -469,15 +475,7 @@ def test_t20_semantics_suite_runs_as_a_least_privilege_user(tmp_path: Path) -> N
             probe_ok = False
         sync_command(admin, "ACL", "DELUSER", "vm-probe")
         commands = REQUIRED | CHECK_COMMANDS | TEST_INSPECTION | ({SETINFO} if probe_ok else set())
-        rules = [
-            "reset",
-            "on",
-            f">{PASSWORD}",
-            *(f"~{p}" for p in SUITE_PATTERNS),
-            "resetchannels",
-            "-@all",
-        ]
-        sync_command(admin, "ACL", "SETUSER", "vm-suite", *rules, *(f"+{c}" for c in sorted(commands)))
+        sync_command(admin, "ACL", "SETUSER", "vm-suite", *acl_rules(SUITE_PATTERNS, commands))
         sync_command(admin, "ACL", "LOG", "RESET")
         env = {
             **os.environ,
@@ -585,11 +583,27 @@ async def test_t21_tls_smoke_run_with_verification(tls_server: TlsServer) -> Non
         assert await audit(queue.redis, "tls-smoke") == []
 
 
+async def worker_waits_out(queue: Queue, handler: Callable[[Message], Awaitable[None]]) -> None:
+    async with AsyncWorker(queue, handler, monitor=None) as worker:
+
+        async def poll_failed() -> bool:
+            return worker.stats().counts.get("poll/error", 0) >= 1
+
+        await eventually(poll_failed, 5, "a failed poll")
+        assert worker.running
+    assert worker.stats().counts.get("handler/success", 0) == 0
+
+
 async def test_t21_bad_tls_setups_fail_fast_and_never_fall_back(
     tls_server: TlsServer, tmp_path: Path
 ) -> None:
     """T21: no CA, a wrong CA, an IP against a hostname certificate, and plaintext to the TLS
-    port each raise VermilionConnectionError within 2 s; nothing reaches the server."""
+    port each raise VermilionConnectionError within 2 s; nothing reaches the server.
+
+    A worker refuses the three TLS failures at start. Plaintext to the TLS port looks like a
+    server that closes every connection, which a worker waits out like any outage: it runs
+    on, its polls fail, and it handles nothing.
+    """
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
     port = tls_server.port
@@ -614,6 +628,9 @@ async def test_t21_bad_tls_setups_fail_fast_and_never_fall_back(
                     "status": queue.status,
                     "worker": AsyncWorker(queue, handler, monitor=None).start,
                 }
+                if case == "plaintext to TLS":
+                    del operations["worker"]
+                    await worker_waits_out(queue, handler)
                 for operation, call in operations.items():
                     started = time.monotonic()
                     with pytest.raises(VermilionConnectionError) as caught:
