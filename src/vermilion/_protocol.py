@@ -82,6 +82,11 @@ _CHECKED_POOLS: weakref.WeakSet[Any] = weakref.WeakSet()
 # A blocked BLPOP gets this much longer than its own timeout before the
 # connection is declared dead.
 _BLOCKING_READ_GRACE = 5.0
+# Idle connections a client of vermilion's own keeps between calls; more are
+# opened while more calls run at once, and closed when they end.
+_MAX_IDLE_CONNECTIONS = 16
+# A dequeue reply larger than this frees its connection's read buffer at once.
+_LARGE_REPLY_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +252,12 @@ def is_tls_failure(exc: BaseException) -> bool:
     return False
 
 
+async def _has_unread_data_or_eof(conn: Any) -> bool:
+    # redis-py 8 renamed can_read_destructive (still there, deprecated) to can_read.
+    check = conn.can_read if hasattr(conn, "can_read") else conn.can_read_destructive
+    return bool(await check())
+
+
 class _NotConnectedError(Exception):
     """A connect that failed: the command it was for was never sent."""
 
@@ -281,13 +292,22 @@ class Channel:
 class Connection:
     """Script calls and the few plain commands vermilion needs, on one client."""
 
-    def __init__(self, client: aioredis.Redis, *, timeout: float | None = None) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, timeout: float | None = None, owns_client: bool = False
+    ) -> None:
         self.client = client
         # Bounds each call when the client has no socket_timeout of its own
         # (vermilion's own clients): a connection gone silent must not hang a
         # worker. Enforced here, once per call, because redis-py's per-write
         # socket timeout costs a task per command on Python < 3.12.
         self.timeout = timeout
+        # A client vermilion made is used through connections of its own, kept
+        # idle between calls: a checkout from redis-py's pool (locks, metrics,
+        # events) cost more client CPU than the rest of a single enqueue's call.
+        # A client the user passed keeps its pool, and the pool's limits.
+        self._owns_client = owns_client
+        self._idle: list[Any] = []
+        self._made: set[Any] = set()
         self._checked = False
         # EVALSHA <sha> <numkeys> <keys...> of each (script, queue), packed once.
         self._heads: dict[tuple[str, str], tuple[int, bytes]] = {}
@@ -303,11 +323,12 @@ class Connection:
         connection error raised once the command may have left is marked with
         ``_vermilion_sent``, so that callers can tell "not sent" from "maybe ran".
         """
-        pool = self.client.connection_pool
-        if channel is None:
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        else:
+        if channel is not None:
             conn = channel.connection
+        elif self._owns_client:
+            conn = await self._take_idle()
+        else:
+            conn = await self.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         limit = self.timeout if read_timeout is None else read_timeout + _BLOCKING_READ_GRACE
         read_limit = None if limit is None else limit + 60
         try:
@@ -341,8 +362,31 @@ class Connection:
                 raise
         finally:
             if channel is None:
-                await pool.release(conn)
+                await self._release(conn)
         return reply
+
+    async def _take_idle(self) -> Any:
+        """An idle connection of this client's own, fit to send on, or a new one."""
+        if not self._idle:
+            conn = self.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+            self._made.add(conn)
+            return conn
+        conn = self._idle.pop()
+        # Like redis-py's pool: a connection the server closed (EOF seen by the
+        # event loop) or with unread bytes is started afresh, before anything is
+        # sent on it, so that a stale connection never turns a call "maybe sent".
+        if conn.is_connected and await _has_unread_data_or_eof(conn):
+            await conn.disconnect()
+        return conn
+
+    async def _release(self, conn: Any) -> None:
+        if not self._owns_client:
+            await self.client.connection_pool.release(conn)
+        elif len(self._idle) < _MAX_IDLE_CONNECTIONS:
+            self._idle.append(conn)
+        else:
+            self._made.discard(conn)
+            await conn.disconnect()
 
     async def _run(
         self,
@@ -485,7 +529,13 @@ class Connection:
             replayable=False,
             channel=channel,
         )
-        return parse_dequeue(reply)
+        parsed = parse_dequeue(reply)
+        if channel is not None and sum(len(leased.payload) for leased in parsed.messages) > _LARGE_REPLY_BYTES:
+            # hiredis keeps its read buffer, as large as the reply, until the
+            # next reply arrives; the payloads would be decoded while it still
+            # holds a third copy. Reconnecting (next call) frees it now.
+            await channel.connection.disconnect()
+        return parsed
 
     async def ack(
         self, keys: QueueKeys, outcomes: Sequence[OutcomeRequest], max_failed: int
@@ -596,7 +646,10 @@ class Connection:
                 return
 
     async def aclose(self) -> None:
+        made, self._made, self._idle = self._made, set(), []
         with translate_errors():
+            for conn in made:
+                await conn.disconnect()
             await self.client.aclose()
 
 

@@ -123,7 +123,9 @@ class Queue:
             client = redis
             self._owns_client = False
         self._keys = QueueKeys.for_queue(self._name)
-        self._connection = Connection(client, timeout=_CALL_TIMEOUT if self._owns_client else None)
+        self._connection = Connection(
+            client, timeout=_CALL_TIMEOUT if self._owns_client else None, owns_client=self._owns_client
+        )
         # Running workers on this queue, so that aclose() can warn about them.
         self._workers: set[Any] = set()
 

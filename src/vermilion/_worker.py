@@ -47,7 +47,7 @@ from ._messages import (
     WorkerStats,
     WorkerStatus,
 )
-from ._protocol import Channel, Leased, OutcomeRequest, is_tls_failure
+from ._protocol import Channel, DequeueReply, Leased, OutcomeRequest, is_tls_failure
 from ._queue import Queue
 from ._serialization import decode_payload
 from ._stats import RollingStats
@@ -456,16 +456,13 @@ class AsyncWorker:
                 await self._unless_stopping(asyncio.sleep(delay))
                 continue
             errors = 0
-            for leased in reply.messages:
-                self._start_handler(leased, reply.now_ms)
+            handed = self._start_handlers(reply)
             if reply.reclaimed:
                 self._count("lease/reclaimed", reply.reclaimed)
             self._stats_queue_size.record(reply.ready)
-            empty_polls = 0 if reply.messages else empty_polls + 1
-            self._call_monitor(
-                PollInfo(self.queue.name, reply.ready, len(reply.messages), reply.reclaimed, empty_polls)
-            )
-            if reply.messages:
+            empty_polls = 0 if handed else empty_polls + 1
+            self._call_monitor(PollInfo(self.queue.name, reply.ready, handed, reply.reclaimed, empty_polls))
+            if handed:
                 await self._pause_after_poll(reply.ready)
             elif reply.suspects_held_back and self._suspects_held:
                 await self._wait_for_suspect(empty_polls)
@@ -544,6 +541,18 @@ class AsyncWorker:
 
     # -- handling ------------------------------------------------------------------
 
+    def _start_handlers(self, reply: DequeueReply) -> int:
+        """Start a handler per leased message; returns how many.
+
+        The reply lets go of the messages: a large payload must not stay in
+        memory while the poll loop waits, once its handler has decoded it.
+        """
+        for leased in reply.messages:
+            self._start_handler(leased, reply.now_ms)
+        handed = len(reply.messages)
+        reply.messages.clear()
+        return handed
+
     def _start_handler(self, leased: Leased, now_ms: int) -> None:
         self._busy += 1
         if leased.suspect:
@@ -574,23 +583,35 @@ class AsyncWorker:
 
     async def _handle(self, leased: Leased, now_ms: int) -> None:
         lease_key = (leased.mid, leased.token)
+        content = self._decode(leased)
+        # Only the decoded content is kept while the handler runs: a payload of
+        # many MiB would otherwise be held twice.
+        leased = leased._replace(payload=b"")
         try:
-            outcome = await self._outcome_of(leased, now_ms)
+            outcome = await self._outcome_of(leased, content, now_ms)
         except BaseException:
             # Cancelled by stop(): leave the message to its lease.
             self._leases.pop(lease_key, None)
             raise
         self._submit(leased, outcome)
 
-    async def _outcome_of(self, leased: Leased, now_ms: int) -> Outcome:
+    def _decode(self, leased: Leased) -> Any:
+        """The message's content, or an _Undecodable saying why there is none."""
         try:
-            content = decode_payload(self.queue.serializer, leased.payload, self.queue.max_payload_bytes)
+            return decode_payload(self.queue.serializer, leased.payload, self.queue.max_payload_bytes)
         except SerializationError as exc:
+            return _Undecodable(str(exc))
+
+    async def _outcome_of(self, leased: Leased, content: Any, now_ms: int) -> Outcome:
+        if isinstance(content, _Undecodable):
             self._count("message/undecodable")
             logger.error(
-                "message %r of queue %r cannot be decoded; failing it: %s", leased.mid, self.queue.name, exc
+                "message %r of queue %r cannot be decoded; failing it: %s",
+                leased.mid,
+                self.queue.name,
+                content.reason,
             )
-            return Failure(reason=str(exc))
+            return Failure(reason=content.reason)
         if self.max_attempts is not None and leased.attempt > self.max_attempts:
             self._count("message/max-attempts")
             logger.error(
@@ -779,6 +800,13 @@ class AsyncWorker:
                     lease.mid,
                     self.queue.name,
                 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Undecodable:
+    """Stands for the content of a message whose payload could not be decoded."""
+
+    reason: str
 
 
 def _backoff_ms(backoff: float | None) -> int:

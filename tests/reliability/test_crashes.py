@@ -258,7 +258,8 @@ async def test_t1_crash_storm(
     duplicates = truth.duplicates()
     in_flight = [len(kill.held) for kill in kills]
     held_anywhere = {mid for kill in kills for mid in kill.held}
-    redelivery: list[float] = []
+    redelivery: list[float] = []  # seconds per hand-out, from the kill to the next start
+    caught_again = 0
     acked_at_kill: list[str] = []
     for kill in kills:
         for mid, attempt in kill.held.items():
@@ -272,7 +273,10 @@ async def test_t1_crash_storm(
                 )
                 acked_at_kill.append(mid)
             else:
-                redelivery.append(again[1] - kill.at)
+                # Each hand-out a later kill caught before its start costs one more lease.
+                hops = min(later) - attempt
+                redelivery.append((again[1] - kill.at) / hops)
+                caught_again += hops > 1
     bad_duplicates = []
     for mid in duplicates:
         ends = sorted(truth.ends[mid])
@@ -292,6 +296,7 @@ async def test_t1_crash_storm(
         "redelivery_max_s": round(max(redelivery, default=0.0), 3),
         "redelivery_median_s": round(statistics.median(redelivery), 3) if redelivery else None,
         "redelivery_bound_s": T1_REDELIVERY_MAX,
+        "redelivered_after_a_caught_hand_out": caught_again,
         "run_s": round(run_seconds, 2),
     }
     record(f"t1-{kind}", figures)
