@@ -87,29 +87,31 @@ end
 -- Pop from the head of `ready` until max_messages mids can be handed out, with
 -- their payloads and suspect flags.
 -- A hint whose message is gone (evicted, or its hash deleted by hand) is
--- dropped, and a suspect beyond max_suspects is held back; popping goes on in
--- their place, so that neither hides the work behind it. Popping at most
--- POP_BUDGET entries beyond max_messages bounds the work of one call.
+-- dropped, and a suspect beyond max_suspects is held back (moved to the tail);
+-- popping goes on in their place, so that neither hides the work behind it.
+-- Bounded per call: at most DEAD_HINT_BUDGET dead hints, and at most
+-- max_messages held-back suspects (a long run of suspects is walked over by
+-- successive calls, so each call stays cheap).
 -- A poison message kills its worker, and the messages it held lapse with it:
 -- all of them become suspects. Handing out at most max_suspects of them per
 -- call (the worker asks for none while it holds one) keeps a poison message
 -- from taking its former neighbours down with it again.
-local POP_BUDGET = 1000
+local DEAD_HINT_BUDGET = 1000
 local function pop_candidates()
   local mids, payloads, suspect, held_back = {}, {}, {}, {}
   local seen = {}
   local any_suspects = redis.call('SCARD', K_SUSPECTS) > 0
-  local suspects_taken = 0
-  local budget = max_messages + POP_BUDGET
-  while budget > 0 do
-    local wanted = math.min(max_messages - #mids, budget)
-    budget = budget - wanted
+  local suspects_taken, dead = 0, 0
+  while #mids < max_messages do
+    local wanted = max_messages - #mids
     local popped = redis.call('LPOP', K_READY, wanted)
     if not popped then break end
     local found = redis.call('HMGET', K_MESSAGES, unpack(popped))
     local flags = any_suspects and redis.call('SMISMEMBER', K_SUSPECTS, unpack(popped)) or {}
     for i, mid in ipairs(popped) do
-      if found[i] and not seen[mid] then
+      if not found[i] then
+        dead = dead + 1
+      elseif not seen[mid] then
         seen[mid] = true
         local is_suspect = flags[i] == 1
         if is_suspect and suspects_taken >= max_suspects then
@@ -122,7 +124,7 @@ local function pop_candidates()
         end
       end
     end
-    if #mids == max_messages or #popped < wanted then break end
+    if #popped < wanted or dead >= DEAD_HINT_BUDGET or #held_back >= max_messages then break end
   end
   -- Held-back suspects wait behind the work that is ready now.
   call_in_slices('RPUSH', K_READY, held_back)
