@@ -258,23 +258,6 @@ async def _has_unread_data_or_eof(conn: Any) -> bool:
     return bool(await check())
 
 
-class _NotConnectedError(Exception):
-    """A connect that failed: the command it was for was never sent."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-async def _connect(conn: Any) -> None:
-    if conn.is_connected:
-        return
-    try:
-        await conn.connect()
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-        raise _NotConnectedError(exc) from exc
-
-
 class Channel:
     """One connection outside the pool, used for one caller's calls in sequence.
 
@@ -331,13 +314,16 @@ class Connection:
             conn = await self.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         limit = self.timeout if read_timeout is None else read_timeout + _BLOCKING_READ_GRACE
         read_limit = None if limit is None else limit + 60
+        sent = False
         try:
             try:
                 async with _deadline(limit):
                     # Connect apart from the send: a failed connect proves the
                     # command never left, so it is neither "maybe ran" nor worth
                     # repeating at once.
-                    await _connect(conn)
+                    if not conn.is_connected:
+                        await conn.connect()
+                    sent = True
                     await conn.send_packed_command(command)
                     if read_timeout is None:
                         reply = await conn.read_response(disable_decoding=True)
@@ -347,12 +333,12 @@ class Connection:
                         # timeout is set beyond ours, which alone can fire.
                         reply = await conn.read_response(disable_decoding=True, timeout=read_limit)
             except redis_errors.BusyLoadingError:
-                raise  # -LOADING: the server refused the command, which did not run
-            except _NotConnectedError as exc:
+                # -LOADING: the server refused the command, which did not run.
                 await conn.disconnect()
-                raise exc.cause from None
+                raise
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-                exc._vermilion_sent = True  # type: ignore[union-attr]
+                if sent:
+                    exc._vermilion_sent = True  # type: ignore[union-attr]
                 await conn.disconnect()
                 raise
             except BaseException:
@@ -530,7 +516,8 @@ class Connection:
             channel=channel,
         )
         parsed = parse_dequeue(reply)
-        if channel is not None and sum(len(leased.payload) for leased in parsed.messages) > _LARGE_REPLY_BYTES:
+        received = sum(len(leased.payload) for leased in parsed.messages)
+        if channel is not None and received > _LARGE_REPLY_BYTES:
             # hiredis keeps its read buffer, as large as the reply, until the
             # next reply arrives; the payloads would be decoded while it still
             # holds a third copy. Reconnecting (next call) frees it now.

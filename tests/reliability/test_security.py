@@ -31,7 +31,7 @@ import trustme
 from tests.helpers import ack, dequeue
 from tests.integration.test_scripts import crc16_xmodem, key_slot
 from tests.reliability.conftest import ServerFactory
-from tests.reliability.harness import audit, eventually
+from tests.reliability.harness import audit, eventually, record
 from tests.reliability.servers import FaultServer, binary
 from vermilion import (
     AsyncWorker,
@@ -642,6 +642,7 @@ async def test_t21_bad_tls_setups_fail_fast_and_never_fall_back(
         # One command ran meanwhile, the first INFO itself: no bad setup ever ran a command.
         commands_after = int(verified.info("stats")["total_commands_processed"])
         assert verified.dbsize() == 0
+    record("t21", {"seconds_to_refuse": timings, "causes": causes})
     assert max(timings.values()) < 2.0, timings
     for case in ("system CAs only", "wrong CA", "IP vs hostname"):
         assert "CERTIFICATE_VERIFY_FAILED" in causes[case], (case, causes[case])
