@@ -74,6 +74,8 @@ _ACK_BATCH = 500
 # enough that a fleet of idle workers does not hammer a server that is down.
 _ERROR_BACKOFF_CAP = 2.0
 _REASON_MAX_CHARS = 1000
+# A raw payload larger than this is let go as soon as it is decoded.
+_LARGE_PAYLOAD_BYTES = 64 * 1024
 _STOP_ACK_FLUSH_TIMEOUT = 5.0
 
 
@@ -584,9 +586,10 @@ class AsyncWorker:
     async def _handle(self, leased: Leased, now_ms: int) -> None:
         lease_key = (leased.mid, leased.token)
         content = self._decode(leased)
-        # Only the decoded content is kept while the handler runs: a payload of
-        # many MiB would otherwise be held twice.
-        leased = leased._replace(payload=b"")
+        if len(leased.payload) > _LARGE_PAYLOAD_BYTES:
+            # Only the decoded content is kept while the handler runs: a payload
+            # of many MiB would otherwise be held twice.
+            leased = leased._replace(payload=b"")
         try:
             outcome = await self._outcome_of(leased, content, now_ms)
         except BaseException:
