@@ -42,13 +42,14 @@ def random_mids(count: int) -> list[str]:
     preparing the message.
     """
     raw = bytearray(os.urandom(16 * count))
-    mids = []
     for start in range(0, 16 * count, 16):
         raw[start + 6] = raw[start + 6] & 0x0F | 0x40  # version 4
         raw[start + 8] = raw[start + 8] & 0x3F | 0x80  # RFC 4122 variant
-        h = raw[start : start + 16].hex()
-        mids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return mids
+    h = raw.hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
 
 
 def _describe_client(client: aioredis.Redis) -> str:
@@ -283,8 +284,9 @@ class Queue:
         )
         fresh = iter(random_mids(mid_list.count(None)))
         messages = [
-            self._message(
-                content, next(fresh) if mid is None else mid, f"contents[{index}]", f"mids[{index}]"
+            (
+                next(fresh) if mid is None else check_mid(mid, f"mids[{index}]"),
+                encode_content(self.serializer, content, self.max_payload_bytes, f"contents[{index}]"),
             )
             for index, (content, mid) in enumerate(zip(items, mid_list, strict=True))
         ]
