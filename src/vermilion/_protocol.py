@@ -1,13 +1,15 @@
 """The only module that talks to Redis: keys, script calls, replies, errors.
 
 Every script call goes through :meth:`Connection.call_script`, which sends the
-command exactly once on a pooled connection, bypassing redis-py's own retry
-loop: that loop re-sends a command after a connection error, and a re-sent
-``dequeue`` would lease messages nobody receives, a re-sent ``enqueue`` would
-answer ``already-queued`` for the caller's own message. Only calls that are
-safe to repeat (read-only scripts, fenced acks and extends) are repeated, once,
-by this module. ``NOSCRIPT`` proves that a script did not run, so it is always
-answered by sending the script's source with ``EVAL``.
+command exactly once (on a connection of its own for a client vermilion made,
+else on one from the client's pool), bypassing redis-py's own retry loop: that
+loop re-sends a command after a connection error, and a re-sent ``dequeue``
+would lease messages nobody receives, a re-sent ``enqueue`` would answer
+``already-queued`` for the caller's own message. Only calls that are safe to
+repeat (read-only scripts; fenced acks and extends, whose re-sends are told
+apart) are repeated, once, by this module, and never after a failed connect.
+``NOSCRIPT`` proves that a script did not run, so it is always answered by
+sending the script's source with ``EVAL``.
 """
 
 from __future__ import annotations
