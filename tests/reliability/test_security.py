@@ -208,8 +208,12 @@ def test_t20_command_list_is_what_the_code_sends() -> None:
         called |= {name.lower() for name in re.findall(r"redis\.p?call\(\s*'([A-Za-z]+)'", source)}
         called |= {name.lower() for name in re.findall(r"(?:call|fetch)_in_slices\(\s*'([A-Za-z]+)'", source)}
         dynamic_sites += len(re.findall(r"redis\.p?call\(\s*[a-z_]", source))
+        for table in re.findall(r"LENGTH_OF = \{([^}]*)\}", source):
+            called |= {name.lower() for name in re.findall(r"'([A-Z]+)'", table)}
     assert called == SCRIPT_COMMANDS
-    assert dynamic_sites == 2  # only call_in_slices and fetch_in_slices pass a command name on
+    # call_in_slices and fetch_in_slices pass a command name on; check_key_types
+    # calls the commands of its LENGTH_OF table.
+    assert dynamic_sites == 3
     protocol = PROTOCOL.read_text()
     sent = {name.lower() for name in re.findall(r'_run\(\s*\(\s*b?"([A-Z]+)"', protocol)}
     sent |= {name.lower() for name in re.findall(r'b"(EVAL(?:SHA)?(?:_RO)?)"', protocol)}
