@@ -13,13 +13,14 @@ import redis.asyncio as aioredis
 from ._exceptions import OutcomeUnknownError, ProtocolError
 from ._logs import logger
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
-from ._protocol import Connection, EnqueueOptions, QueueKeys
+from ._protocol import DEFAULT_ENQUEUE_OPTIONS, Connection, EnqueueOptions, QueueKeys
 from ._serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MsgpackSerializer,
     Serializer,
     decode_payload,
     encode_content,
+    encode_contents,
 )
 from ._validation import check_mid, check_queue_name, positive_int, seconds, to_ms
 
@@ -29,7 +30,8 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_FAILURE_HISTORY = 10_000
 MAX_BATCH = 10_000
 _CONNECT_TIMEOUT = 5.0
-# Bounds a call whose connection went silent; blocking reads set their own.
+# Bounds a call whose connection went silent (or the URL's shorter socket_timeout);
+# blocking reads set their own.
 _CALL_TIMEOUT = 30.0
 _REFUSALS = {"already-queued", "locked", "backoff"}
 
@@ -125,7 +127,9 @@ class Queue:
             self._owns_client = False
         self._keys = QueueKeys.for_queue(self._name)
         self._connection = Connection(
-            client, timeout=_CALL_TIMEOUT if self._owns_client else None, owns_client=self._owns_client
+            client,
+            timeout=_call_timeout(client) if self._owns_client else None,
+            owns_client=self._owns_client,
         )
         # Running workers on this queue, so that aclose() can warn about them.
         self._workers: set[Any] = set()
@@ -185,6 +189,15 @@ class Queue:
         can_requeue: bool,
         reset_delay: bool,
     ) -> EnqueueOptions:
+        if (
+            delay.__class__ is float
+            and delay == 0.0
+            and lock_timeout is None
+            and can_update is False
+            and can_requeue is False
+            and reset_delay is False
+        ):
+            return DEFAULT_ENQUEUE_OPTIONS  # the common case, without the checks below
         for flag, value in (
             ("can_update", can_update),
             ("can_requeue", can_requeue),
@@ -268,9 +281,9 @@ class Queue:
         Every message is checked before anything is sent. At most 10,000 per call.
         """
         items = list(contents)
-        mid_list: list[str | None] = [None] * len(items) if mids is None else list(mids)
-        if len(mid_list) != len(items):
-            raise ValueError(f"mids has {len(mid_list)} entries for {len(items)} contents")
+        given: list[str | None] | None = None if mids is None else list(mids)
+        if given is not None and len(given) != len(items):
+            raise ValueError(f"mids has {len(given)} entries for {len(items)} contents")
         if len(items) > MAX_BATCH:
             raise ValueError(f"enqueue_many takes at most {MAX_BATCH} messages per call, got {len(items)}")
         if not items:
@@ -282,14 +295,16 @@ class Queue:
             can_requeue=can_requeue,
             reset_delay=reset_delay,
         )
-        fresh = iter(random_mids(mid_list.count(None)))
-        messages = [
-            (
-                next(fresh) if mid is None else check_mid(mid, f"mids[{index}]"),
-                encode_content(self.serializer, content, self.max_payload_bytes, f"contents[{index}]"),
-            )
-            for index, (content, mid) in enumerate(zip(items, mid_list, strict=True))
-        ]
+        if given is None:
+            mid_list = random_mids(len(items))
+        else:
+            fresh = iter(random_mids(given.count(None)))
+            mid_list = [
+                next(fresh) if mid is None else check_mid(mid, f"mids[{index}]")
+                for index, mid in enumerate(given)
+            ]
+        payloads = encode_contents(self.serializer, items, self.max_payload_bytes, "contents")
+        messages = list(zip(mid_list, payloads, strict=True))
         replies = await self._send(options, messages)
         return [_result(mid, reply) for (mid, _), reply in zip(messages, replies, strict=True)]
 
@@ -369,6 +384,13 @@ class Queue:
     @property
     def _protocol(self) -> tuple[Connection, QueueKeys]:
         return self._connection, self._keys
+
+
+def _call_timeout(client: aioredis.Redis) -> float:
+    """How long a call of a client made from a URL may take: 30 s, or a shorter
+    ``socket_timeout`` given in the URL (which the calls then honour as a whole)."""
+    configured = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return min(_CALL_TIMEOUT, float(configured)) if configured else _CALL_TIMEOUT
 
 
 def _result(mid: str, reply: str) -> EnqueueResult:

@@ -8,8 +8,9 @@ untrusted input to the worker, and unpickling runs code.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import msgpack
 
@@ -22,6 +23,7 @@ __all__ = [
     "Serializer",
     "decode_payload",
     "encode_content",
+    "encode_contents",
 ]
 
 DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
@@ -68,9 +70,18 @@ class MsgpackSerializer:
     instant); naive ones come back naive. Map keys may be any hashable scalar.
     """
 
+    def __init__(self) -> None:
+        # A Packer per thread, reused: msgpack.packb makes a new one per call,
+        # which cost more than packing a small message. Not shared between
+        # threads, since a Packer keeps its buffer between calls.
+        self._local = threading.local()
+
     def dumps(self, content: Any, /) -> bytes:
         """Serialize ``content`` to msgpack bytes."""
-        data: bytes = msgpack.packb(content, default=_msgpack_default, datetime=False)
+        packer = getattr(self._local, "packer", None)
+        if packer is None:
+            packer = self._local.packer = msgpack.Packer(default=_msgpack_default, datetime=False)
+        data: bytes = packer.pack(content)
         return data
 
     def loads(self, data: bytes, /) -> Any:
@@ -98,15 +109,31 @@ class JsonSerializer:
 
 def encode_content(serializer: Serializer, content: Any, max_bytes: int, argument: str) -> bytes:
     """Serialize ``content``, refusing what the serializer refuses or what is too large."""
-    try:
-        data = serializer.dumps(content)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise SerializationError(f"{argument} cannot be serialized: {exc}") from exc
+    return encode_contents(serializer, [content], max_bytes, argument, indexed=False)[0]
+
+
+def encode_contents(
+    serializer: Serializer, contents: list[Any], max_bytes: int, argument: str, *, indexed: bool = True
+) -> list[bytes]:
+    """``encode_content`` for each of ``contents``; an error names ``argument[index]``."""
+    dumps = serializer.dumps
+    encoded: list[bytes] = []
+    for content in contents:
+        try:
+            data: object = dumps(content)  # a user's serializer may return anything
+        except (TypeError, ValueError, OverflowError) as exc:
+            name = f"{argument}[{len(encoded)}]" if indexed else argument
+            raise SerializationError(f"{name} cannot be serialized: {exc}") from exc
+        if not isinstance(data, bytes) or len(data) > max_bytes:
+            _refuse(data, max_bytes, f"{argument}[{len(encoded)}]" if indexed else argument)
+        encoded.append(data)
+    return encoded
+
+
+def _refuse(data: object, max_bytes: int, name: str) -> NoReturn:
     if not isinstance(data, bytes):
-        raise SerializationError(f"{argument}: serializer returned {type(data).__name__}, not bytes")
-    if len(data) > max_bytes:
-        raise ValueError(f"{argument} is {len(data)} bytes serialized; max_payload_bytes is {max_bytes}")
-    return data
+        raise SerializationError(f"{name}: serializer returned {type(data).__name__}, not bytes")
+    raise ValueError(f"{name} is {len(data)} bytes serialized; max_payload_bytes is {max_bytes}")
 
 
 def decode_payload(serializer: Serializer, data: bytes, max_bytes: int) -> Any:

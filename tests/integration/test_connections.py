@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
+import pytest
 import redis.asyncio as aioredis
 
+import vermilion._queue
 from tests.helpers import eventually
-from vermilion import Queue
+from vermilion import OutcomeUnknownError, Queue
 from vermilion._protocol import _has_unread_data_or_eof
 
 
@@ -72,4 +76,107 @@ async def test_a_connection_the_server_closed_is_replaced_before_sending(
         assert [await queue.message_status(mid) for mid in ("before", "after")] == ["queued", "queued"]
         [new_id] = await client_ids(redis, client_name)
         assert new_id != old_id
+        await queue.clear()
+
+
+class MutingProxy:
+    """A loopback TCP proxy to Redis that can stop passing the server's replies on."""
+
+    def __init__(self, redis_url: str) -> None:
+        parsed = urlsplit(redis_url)
+        self.target = (parsed.hostname or "127.0.0.1", parsed.port or 6379)
+        self.path = parsed.path
+        self.muted = False
+        self.server: asyncio.Server | None = None
+        self.handlers: set[asyncio.Task[Any]] = set()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}{self.path}"
+
+    async def __aenter__(self) -> MutingProxy:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for handler in self.handlers:
+            handler.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
+        await self.server.wait_closed()
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self.handlers.add(handler)
+        server_reader, server_writer = await asyncio.open_connection(*self.target)
+        upstream = asyncio.create_task(self._pipe(client_reader, server_writer, mutable=False))
+        try:
+            await self._pipe(server_reader, client_writer, mutable=True)
+        finally:
+            upstream.cancel()
+            server_writer.close()
+            client_writer.close()
+            self.handlers.discard(handler)
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, mutable: bool
+    ) -> None:
+        while data := await reader.read(65536):
+            if not (mutable and self.muted):
+                writer.write(data)
+                await writer.drain()
+
+
+def deadline_tasks() -> list[asyncio.Task[Any]]:
+    return [task for task in asyncio.all_tasks() if task.get_name() == "vermilion call deadlines"]
+
+
+@pytest.mark.parametrize("bound", ["call timeout", "socket_timeout in the URL"])
+async def test_a_call_with_no_reply_ends_at_its_deadline(
+    bound: str, queue_name: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection gone silent fails its call after the call timeout (or the URL's shorter
+    socket_timeout), as "may have run" (the command left); the next call, on a fresh
+    connection, goes through."""
+    async with MutingProxy(redis_url) as proxy:
+        url = proxy.url
+        if bound == "call timeout":
+            monkeypatch.setattr(vermilion._queue, "_CALL_TIMEOUT", 0.3)
+        else:
+            url = f"{url}{'&' if '?' in url else '?'}socket_timeout=0.3"
+        async with Queue(queue_name, url) as queue:
+            await silent_call_ends(proxy, queue)
+
+
+async def silent_call_ends(proxy: MutingProxy, queue: Queue) -> None:
+    """One enqueue through a muted proxy fails at the deadline; the next one goes through."""
+    assert (await queue.enqueue("before", mid="before")).ok
+    proxy.muted = True
+    started = time.monotonic()
+    with pytest.raises(OutcomeUnknownError, match=r"no reply within 0\.3 s") as raised:
+        await queue.enqueue("silent", mid="silent")
+    waited = time.monotonic() - started
+    assert 0.3 <= waited < 1.5
+    assert raised.value.mids == ("silent",)
+    proxy.muted = False
+    assert (await queue.enqueue("after", mid="after")).ok
+    statuses = [await queue.message_status(mid) for mid in ("before", "silent", "after")]
+    assert statuses == ["queued", "queued", "queued"]  # the silent call had run
+    await queue.clear()
+
+
+async def test_no_deadline_task_outlives_the_calls(queue_name: str, redis_url: str) -> None:
+    """The task that watches call deadlines runs only while calls are in flight."""
+    async with Queue(queue_name, redis_url) as queue:
+        await asyncio.gather(*(queue.enqueue(i) for i in range(10)))
+        assert len(deadline_tasks()) <= 1
+
+        async def no_task_left() -> bool:
+            return deadline_tasks() == []
+
+        await eventually(no_task_left, timeout=3.0, what="the deadline task ended")
         await queue.clear()

@@ -431,13 +431,13 @@ async def test_enqueue_many_answers_in_order_in_one_script_call(
     """enqueue_many sends one script call and answers one result per message, in order."""
     await queue.enqueue("old", mid="b")
     calls: list[int] = []
-    original = Connection.call_script
+    original = Connection._call_packed  # every script call goes through it
 
     async def counting(self: Connection, *args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return await original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Connection, "call_script", counting)
+    monkeypatch.setattr(Connection, "_call_packed", counting)
     results = await queue.enqueue_many(["A", "B", "C", None], mids=["a", "b", "c", None])
     monkeypatch.undo()
     assert len(calls) == 1

@@ -38,7 +38,8 @@ def test_all_is_complete() -> None:
         "Connection", "DequeueReply", "EnqueueOptions", "Leased", "OutcomeRequest", "QueueKeys",
         "StoredMessage", "Script", "EmbeddedServer", "RollingStats", "percentile", "main",
         "decode_payload", "encode_content", "logger", "format_table", "format_worker_status",
-        "run_demo", "pack_command", "random_mids", "Channel", "is_tls_failure",
+        "run_demo", "pack_command", "random_mids", "Channel", "is_tls_failure", "encode_contents",
+        "DEFAULT_ENQUEUE_OPTIONS",
     }  # fmt: skip
     missing = {
         name for module, name, ident in public_in_modules if ident not in exported and name not in internal
