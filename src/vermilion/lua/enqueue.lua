@@ -22,7 +22,8 @@
 --   done (inside its window)                    -> can_requeue: pending requeue; else 'backoff'
 --   A pending requeue exists already: can_update replaces it ('updated'), else
 --   'already-queued'.
--- The states of all mids are read with three commands (HMGET, ZMSCORE x2), and
+-- A call of one mid the queue does not know is answered first, with three reads.
+-- Otherwise the states of all mids are read with three commands (HMGET, ZMSCORE x2), and
 -- the writes of fresh messages are gathered into one command per key; a mid
 -- seen twice in one call flushes those writes and is read again, so the
 -- second occurrence sees what the first did.
@@ -52,17 +53,13 @@ end
 local now = now_ms()
 local due = now + delay
 local now_text, due_text = int_str(now), int_str(due)
-local woken = 0
 
--- Fresh messages, written together by flush_fresh().
-local fresh_mids, fresh_payloads, fresh_set = {}, {}, {}
-
-local function flush_fresh()
-  local n = #fresh_mids
-  if n == 0 then return end
+-- Start a life for each mid (none of them live, and no trace of a former life
+-- left): its content, times and lease, and a place in `ready` or `delayed`.
+local function write_fresh(mids, payloads)
   local contents, times, dues, locks = {}, {}, {}, {}
-  for i, mid in ipairs(fresh_mids) do
-    contents[2 * i - 1], contents[2 * i] = mid, fresh_payloads[i]
+  for i, mid in ipairs(mids) do
+    contents[2 * i - 1], contents[2 * i] = mid, payloads[i]
     times[2 * i - 1], times[2 * i] = mid, now_text
     dues[2 * i - 1], dues[2 * i] = mid, due_text
     if lock then locks[2 * i - 1], locks[2 * i] = mid, ARGV[2] end
@@ -73,11 +70,39 @@ local function flush_fresh()
   if lock then call_in_slices('HSET', K_LOCK_MS, locks) end
   if delay > 0 then
     local scored = {}
-    for i, mid in ipairs(fresh_mids) do scored[2 * i - 1], scored[2 * i] = due_text, mid end
+    for i, mid in ipairs(mids) do scored[2 * i - 1], scored[2 * i] = due_text, mid end
     call_in_slices('ZADD', K_DELAYED, scored)
   else
-    call_in_slices('RPUSH', K_READY, fresh_mids)
+    call_in_slices('RPUSH', K_READY, mids)
   end
+end
+
+-- The most common call: one message whose mid the queue has never seen (or
+-- not within its de-dup window or failure history). It is added whatever the
+-- flags say, and needs none of the batch machinery below: answering it here
+-- saves about a fifth of the call's server time.
+local function one_unknown_mid()
+  if #ARGV ~= FIRST_PAIR + 1 then return false end
+  local mid = ARGV[FIRST_PAIR]
+  return not redis.call('HGET', K_ENQUEUED, mid) and not redis.call('ZSCORE', K_DONE, mid)
+    and not redis.call('ZSCORE', K_FAILED, mid)
+end
+
+if one_unknown_mid() then
+  write_fresh({ ARGV[FIRST_PAIR] }, { ARGV[FIRST_PAIR + 1] })
+  wake_workers(1)
+  return { 'added' }
+end
+
+local woken = 0
+
+-- Fresh messages, written together by flush_fresh().
+local fresh_mids, fresh_payloads, fresh_set = {}, {}, {}
+
+local function flush_fresh()
+  local n = #fresh_mids
+  if n == 0 then return end
+  write_fresh(fresh_mids, fresh_payloads)
   woken = woken + n
   fresh_mids, fresh_payloads, fresh_set = {}, {}, {}
 end
