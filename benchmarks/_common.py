@@ -91,7 +91,12 @@ def run(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> 
     """
     code = 0
     try:
-        asyncio.run(main(args))
+        if os.environ.get("BENCH_LOOP") == "uvloop":  # vermilion[uvloop]; see README.md
+            import uvloop
+
+            uvloop.run(main(args))
+        else:
+            asyncio.run(main(args))
     except BaseException as exc:  # report; exit non-zero unless the measurements were printed
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         code = 0 if _emitted else 1
