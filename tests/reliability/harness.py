@@ -84,6 +84,13 @@ class WorkerProcess:
         return self.process.returncode
 
 
+def whole_lines(path: Path) -> list[str]:
+    """The lines of a log that a worker process appends to, without a last one still being
+    written (a reader can see part of a write in progress; it is whole on the next read)."""
+    text = path.read_text()
+    return text[: text.rfind("\n") + 1].splitlines()
+
+
 @dataclass
 class Truth:
     """What the worker processes logged: the ground truth of handling."""
@@ -96,7 +103,7 @@ class Truth:
         truth = cls()
         if not path.exists():
             return truth
-        for line in path.read_text().splitlines():
+        for line in whole_lines(path):
             parts = line.split()
             if parts[0] == "start":
                 truth.starts[parts[1]].append((int(parts[2]), int(parts[3])))

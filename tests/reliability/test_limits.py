@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from tests.reliability.conftest import ServerFactory, WorkerFactory
-from tests.reliability.harness import Truth, audit, eventually, record
+from tests.reliability.harness import Truth, audit, eventually, record, whole_lines
 from tests.reliability.proxy import FaultProxy
 from tests.reliability.servers import KINDS, FaultServer, binary, chaos_seconds, chaos_size, free_port
 from vermilion import (
@@ -92,7 +92,7 @@ def start_digests(truth_log: Path) -> dict[str, list[str]]:
     """mid -> the content digests its start lines carry (worker_proc's log_digest)."""
     digests: dict[str, list[str]] = {}
     if truth_log.exists():
-        for line in truth_log.read_text().splitlines():
+        for line in whole_lines(truth_log):
             parts = line.split()
             if parts[0] == "start":
                 digests.setdefault(parts[1], []).append(parts[-1])
