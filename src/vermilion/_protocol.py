@@ -334,9 +334,9 @@ async def _exchange(conn: Any, command: bytes) -> Any:
     Straight to the connection's stream writer and reply parser: redis-py's
     send_packed_command / read_response wrap them in health checks, timeouts
     and notification handling that vermilion's own clients do not use (the
-    call deadline bounds the call), for a quarter of a single enqueue's client
-    CPU. The public methods remain the fallback for a redis-py without these
-    parts.
+    call deadline bounds the call), at about a quarter of a bare round trip's
+    client CPU. The public methods remain the fallback for a redis-py without
+    these parts.
     """
     writer = getattr(conn, "_writer", None)
     parser = getattr(conn, "_parser", None)

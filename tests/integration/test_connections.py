@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 import vermilion._queue
 from tests.helpers import eventually
 from vermilion import OutcomeUnknownError, Queue
-from vermilion._protocol import _has_unread_data_or_eof
+from vermilion._protocol import _exchange, _has_unread_data_or_eof
 
 
 def named(url: str, client_name: str) -> str:
@@ -180,3 +180,25 @@ async def test_no_deadline_task_outlives_the_calls(queue_name: str, redis_url: s
 
         await eventually(no_task_left, timeout=3.0, what="the deadline task ended")
         await queue.clear()
+
+
+class PublicOnlyConnection:
+    """A connection with redis-py's public methods only (no ``_writer`` / ``_parser``)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send_packed_command(self, command: bytes) -> None:
+        self.sent.append(command)
+
+    async def read_response(self, *, disable_decoding: bool) -> Any:
+        assert disable_decoding
+        return [b"added"]
+
+
+async def test_a_connection_without_stream_internals_uses_the_public_methods() -> None:
+    """Should redis-py drop the attributes vermilion reads directly, its calls still go through
+    the public send / read methods."""
+    conn = PublicOnlyConnection()
+    assert await _exchange(conn, b"*1\r\n$4\r\nPING\r\n") == [b"added"]
+    assert conn.sent == [b"*1\r\n$4\r\nPING\r\n"]
