@@ -76,6 +76,10 @@ class MsgpackSerializer:
         # threads, since a Packer keeps its buffer between calls.
         self._local = threading.local()
 
+    def __reduce__(self) -> tuple[type[MsgpackSerializer], tuple[()]]:
+        # Pickled and copied as a new instance: its packers belong to their threads.
+        return (MsgpackSerializer, ())
+
     def dumps(self, content: Any, /) -> bytes:
         """Serialize ``content`` to msgpack bytes."""
         packer = getattr(self._local, "packer", None)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
 import math
+import pickle
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -260,3 +263,35 @@ def test_serialization_error_is_a_value_error_and_a_vermilion_error() -> None:
 def test_default_cap_is_16_mib() -> None:
     """The documented default payload cap is 16 MiB."""
     assert DEFAULT_MAX_PAYLOAD_BYTES == 16 * 1024 * 1024
+
+
+def test_msgpack_packs_correctly_after_a_refused_content() -> None:
+    """The serializer reuses its packer: a content refused half-way leaves nothing behind."""
+    serializer = MsgpackSerializer()
+    with pytest.raises(TypeError):
+        serializer.dumps({"ok": [1, 2, 3], "bad": object()})
+    assert serializer.dumps({"b": 1}) == msgpack.packb({"b": 1})
+
+
+def test_msgpack_serializer_is_safe_across_threads() -> None:
+    """Each thread packs with a packer of its own: contents never mix."""
+    serializer = MsgpackSerializer()
+
+    def pack_many(worker: int) -> list[bytes]:
+        return [serializer.dumps({"worker": worker, "i": i, "s": "x" * (i % 50)}) for i in range(2_000)]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(pack_many, range(4)))
+    for worker, packed in enumerate(results):
+        assert [serializer.loads(data) for data in packed] == [
+            {"worker": worker, "i": i, "s": "x" * (i % 50)} for i in range(2_000)
+        ]
+
+
+def test_msgpack_serializer_pickles_and_copies() -> None:
+    """A serializer can be pickled and deep-copied (as a fresh instance), as before it kept packers."""
+    serializer = MsgpackSerializer()
+    serializer.dumps(1)
+    for clone in (pickle.loads(pickle.dumps(serializer)), copy.deepcopy(serializer), copy.copy(serializer)):
+        assert isinstance(clone, MsgpackSerializer)
+        assert clone.loads(clone.dumps({"a": [1, 2]})) == {"a": [1, 2]}
