@@ -106,6 +106,17 @@ async def test_wakeup_tokens_are_capped(queue: Queue) -> None:
     assert await queue.redis.llen(keys.key("notify")) == 64
 
 
+async def test_single_enqueues_cap_wakeup_tokens_too(queue: Queue) -> None:
+    """One-message enqueues stop pushing wake-up tokens once 64 wait, and push again below."""
+    _, keys = queue._protocol
+    for i in range(70):
+        await queue.enqueue(i)
+    assert await queue.redis.llen(keys.key("notify")) == 64
+    await queue.redis.ltrim(keys.key("notify"), 0, 9)
+    await queue.enqueue("one more")
+    assert await queue.redis.llen(keys.key("notify")) == 11
+
+
 async def test_wait_for_wakeup_times_out_on_an_idle_queue(queue: Queue) -> None:
     """BLPOP on an idle queue returns False after its timeout, True once an enqueue pushes a token."""
     conn, keys = queue._protocol
@@ -647,3 +658,100 @@ async def test_scripts_touch_only_the_queue_keys(queue: Queue) -> None:
     assert found
     assert found <= set(keys.keys)
     assert set(await scan_queue_keys(queue.redis, queue.name)) == found
+
+
+# -- the type check of enqueue's one-new-message path ---------------------------------
+
+# The type of each key (docs/redis-layout.md), and a collection of another type.
+KEY_TYPES = {
+    "messages": "hash", "requeue": "hash", "attempts": "hash", "enqueued": "hash", "due": "hash",
+    "lock_ms": "hash", "requeue_lock_ms": "hash", "ready": "list", "delayed": "zset",
+    "locks": "zset", "leases": "hash", "done": "zset", "failed": "zset", "errors": "hash",
+    "notify": "list", "seq": "string", "suspects": "set",
+}  # fmt: skip
+OTHER_COLLECTION = {"hash": "list", "list": "hash", "zset": "hash", "set": "list", "string": "hash"}
+
+
+async def overwrite(redis: aioredis.Redis, key: bytes, kind: str) -> None:
+    await redis.delete(key)
+    if kind == "string":
+        await redis.set(key, b"foreign")
+    elif kind == "hash":
+        await redis.hset(key, "foreign", "1")
+    elif kind == "list":
+        await redis.rpush(key, "foreign")
+    else:
+        raise AssertionError(kind)
+
+
+async def dumps(redis: aioredis.Redis, keys: QueueKeys) -> dict[bytes, bytes | None]:
+    return {key: await redis.dump(key) for key in keys.keys}
+
+
+async def queue_with_history(queue: Queue) -> None:
+    """Every key of the queue exists, seq included: a message of each kind has passed."""
+    for mid in ("done", "failed", "locked"):
+        await queue.enqueue(mid, mid=mid, lock_timeout=60)
+    leased = {m.mid: m for m in (await dequeue(queue, 3)).messages}
+    assert await ack(queue, leased["done"], "s", backoff_ms=3_600_000)
+    assert await ack(queue, leased["failed"], "f", reason="boom")
+    await queue.enqueue("again", mid="locked", can_requeue=True, lock_timeout=60)
+    await queue.enqueue("later", mid="later", delay=3600)
+    await queue.enqueue("ready", mid="ready")
+
+
+@pytest.mark.parametrize("part", [part for part in KEY_PARTS if part != "seq"])
+async def test_one_new_message_refuses_a_string_at_any_key(queue: Queue, part: str) -> None:
+    """A key overwritten with a string fails a one-message enqueue, named, before any write."""
+    _, keys = queue._protocol
+    await queue_with_history(queue)
+    await overwrite(queue.redis, keys.key(part), "string")
+    before = await dumps(queue.redis, keys)
+    with pytest.raises(ScriptError, match=f"{keys.key(part).decode()} holds a string, not a"):
+        await queue.enqueue("new", mid="new")
+    assert await dumps(queue.redis, keys) == before
+
+
+# The keys a one-message enqueue of a new mid touches, and the options that make it touch them.
+TOUCHED: list[tuple[str, dict[str, float]]] = [
+    ("messages", {}),
+    ("enqueued", {}),
+    ("due", {}),
+    ("ready", {}),
+    ("notify", {}),
+    ("done", {}),
+    ("failed", {}),
+    ("lock_ms", {"lock_timeout": 30}),
+    ("delayed", {"delay": 60}),
+]
+
+
+@pytest.mark.parametrize(("part", "options"), TOUCHED, ids=[part for part, _ in TOUCHED])
+async def test_one_new_message_refuses_another_collection_at_a_key_it_touches(
+    queue: Queue, part: str, options: dict[str, float]
+) -> None:
+    """A key the one-message path reads or writes holding another collection type fails the
+    call, named, with every key as it was."""
+    _, keys = queue._protocol
+    await queue_with_history(queue)
+    wrong = OTHER_COLLECTION[KEY_TYPES[part]]
+    await overwrite(queue.redis, keys.key(part), wrong)
+    before = await dumps(queue.redis, keys)
+    with pytest.raises(ScriptError, match=f"{keys.key(part).decode()} holds a {wrong}, not a"):
+        await queue.enqueue("new", mid="new", **options)  # type: ignore[arg-type]
+    assert await dumps(queue.redis, keys) == before
+
+
+async def test_one_new_message_passes_a_collection_of_another_type_it_does_not_touch(
+    queue: Queue,
+) -> None:
+    """Documented limit: the one-message path does not read `locks`, so a hash there (not a
+    string) lets it add its message, whole; the next dequeue refuses the queue, naming the key."""
+    _, keys = queue._protocol
+    await queue_with_history(queue)
+    await overwrite(queue.redis, keys.key("locks"), "hash")
+    result = await queue.enqueue("new", mid="new")
+    assert (result.ok, result.action) == (True, "added")
+    assert await queue.redis.hget(keys.key("messages"), "new") is not None
+    with pytest.raises(ScriptError, match=f"{keys.key('locks').decode()} holds a hash, not a zset"):
+        await dequeue(queue, 1)

@@ -72,6 +72,7 @@ SCRIPT_COMMANDS = frozenset(
         "lpush",
         "lrem",
         "ltrim",
+        "mget",
         "rpush",
         "sadd",
         "scard",

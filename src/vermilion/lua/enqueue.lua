@@ -22,7 +22,8 @@
 --   done (inside its window)                    -> can_requeue: pending requeue; else 'backoff'
 --   A pending requeue exists already: can_update replaces it ('updated'), else
 --   'already-queued'.
--- A call of one mid the queue does not know is answered first, with three reads.
+-- A call of one mid the queue does not know is answered first, with plain commands
+-- and a narrower (but as safe) type check than the batch path's.
 -- Otherwise the states of all mids are read with three commands (HMGET, ZMSCORE x2), and
 -- the writes of fresh messages are gathered into one command per key; a mid
 -- seen twice in one call flushes those writes and is read again, so the
@@ -32,7 +33,6 @@
 -- every message made ready or delayed, or given a pending requeue, pushes one
 -- wake-up token (at most 64 wait), so a batch wakes as many idle workers.
 
-check_key_types()
 local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY = 1, 2, 4
 local FIRST_PAIR = 4
 
@@ -53,6 +53,54 @@ end
 local now = now_ms()
 local due = now + delay
 local now_text, due_text = int_str(now), int_str(due)
+
+-- The most common call: one message whose mid the queue has never seen (or
+-- not within its de-dup window or failure history). It is added whatever the
+-- flags say, with plain commands: no batch bookkeeping, and a type check of
+-- the keys it touches (each read before the first write) plus one MGET for a
+-- string at any key, instead of a read of all 17. About half the server time
+-- of the batch path for this call.
+local function one_mid()
+  return #ARGV == FIRST_PAIR + 1
+end
+
+-- nil if the mid is known; else the number of wake-up tokens waiting.
+local function read_for_unknown_mid(mid)
+  if redis.call('HGET', K_ENQUEUED, mid) or redis.call('ZSCORE', K_DONE, mid)
+    or redis.call('ZSCORE', K_FAILED, mid) then
+    return nil
+  end
+  redis.call('HLEN', K_MESSAGES)
+  redis.call('HLEN', K_DUE)
+  if lock then redis.call('HLEN', K_LOCK_MS) end
+  if delay > 0 then redis.call('ZCARD', K_DELAYED) else redis.call('LLEN', K_READY) end
+  return redis.call('LLEN', K_NOTIFY)
+end
+
+local function add_unknown_mid(mid, payload, tokens_waiting)
+  redis.call('HSET', K_MESSAGES, mid, payload)
+  redis.call('HSET', K_ENQUEUED, mid, now_text)
+  redis.call('HSET', K_DUE, mid, due_text)
+  if lock then redis.call('HSET', K_LOCK_MS, mid, ARGV[2]) end
+  if delay > 0 then
+    redis.call('ZADD', K_DELAYED, due_text, mid)
+  else
+    redis.call('RPUSH', K_READY, mid)
+  end
+  if tokens_waiting < MAX_NOTIFY_TOKENS then redis.call('LPUSH', K_NOTIFY, '1') end
+end
+
+if one_mid() then
+  refuse_string_keys()
+  local mid = ARGV[FIRST_PAIR]
+  local tokens_waiting = read_or_name_key(read_for_unknown_mid, mid)
+  if tokens_waiting then
+    add_unknown_mid(mid, ARGV[FIRST_PAIR + 1], tokens_waiting)
+    return { 'added' }
+  end
+end
+
+check_key_types()
 
 -- Start a life for each mid (none of them live, and no trace of a former life
 -- left): its content, times and lease, and a place in `ready` or `delayed`.
@@ -75,23 +123,6 @@ local function write_fresh(mids, payloads)
   else
     call_in_slices('RPUSH', K_READY, mids)
   end
-end
-
--- The most common call: one message whose mid the queue has never seen (or
--- not within its de-dup window or failure history). It is added whatever the
--- flags say, and needs none of the batch machinery below: answering it here
--- saves about a fifth of the call's server time.
-local function one_unknown_mid()
-  if #ARGV ~= FIRST_PAIR + 1 then return false end
-  local mid = ARGV[FIRST_PAIR]
-  return not redis.call('HGET', K_ENQUEUED, mid) and not redis.call('ZSCORE', K_DONE, mid)
-    and not redis.call('ZSCORE', K_FAILED, mid)
-end
-
-if one_unknown_mid() then
-  write_fresh({ ARGV[FIRST_PAIR] }, { ARGV[FIRST_PAIR + 1] })
-  wake_workers(1)
-  return { 'added' }
 end
 
 local woken = 0
