@@ -2,12 +2,14 @@
 
 Each operation has its own file in ``lua/``. The shared helpers of
 ``lua/_common.lua`` are placed after the operation's optional ``#!lua`` line
-(which Redis requires on the first line) and before its body.
+(which Redis requires on the first line) and before its body; a line
+``--#include <name>`` in a body is replaced by ``lua/<name>.lua``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from importlib import resources
 
@@ -30,8 +32,15 @@ def _read(name: str) -> str:
     return (resources.files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
+_INCLUDE = re.compile(r"^--#include (_[a-z]+)$", re.MULTILINE)
+
+
+def _with_includes(body: str) -> str:
+    return _INCLUDE.sub(lambda match: _read(match.group(1)), body)
+
+
 def _build(name: str, common: str) -> Script:
-    body = _read(name)
+    body = _with_includes(_read(name))
     shebang = ""
     if body.startswith("#!"):
         shebang, _, body = body.partition("\n")

@@ -105,7 +105,10 @@ NEVER = frozenset({"config", "keys", "flushdb", "flushall", "script", "debug", "
 # What the integration tests send themselves to inspect and hurt the queue; granted
 # only to the user that runs those files (vermilion never sends these).
 TEST_INSPECTION = frozenset(
-    {"lpos", "lrange", "sismember", "ping", "scan", "script|flush", "script|exists", "client|kill"}
+    {
+        *("lpos", "lrange", "sismember", "ping", "scan", "script|flush", "script|exists", "client|kill"),
+        *("set", "dump"),  # a key overwritten with a string, and its bytes before and after
+    }
 )
 # The queue names the integration files use: `test-<hex>` from tests/conftest.py,
 # and three fixed prefixes in test_queue.py.

@@ -32,6 +32,8 @@
 -- `noeviction` with memory full the script's first write frees memory and the
 -- ack is not refused. A stale outcome writes nothing.
 
+--#include _state
+
 check_key_types()
 local GROUP = 3
 local max_failed = to_int(ARGV[1], 'max_failed', 0)

@@ -13,6 +13,8 @@
 -- payload, if any; failed ones show their reason.
 -- Invariants: writes nothing (flags=no-writes).
 
+--#include _state
+
 check_key_types()
 local now = now_ms()
 local reply = { now }

@@ -27,6 +27,8 @@
 -- announced work that is gone), so an idle worker blocks instead of spinning
 -- on stale tokens.
 
+--#include _state
+
 check_key_types()
 local max_messages = to_int(ARGV[1], 'max_messages', 0)
 local default_lock = to_int(ARGV[2], 'default_lock_ms', 1)

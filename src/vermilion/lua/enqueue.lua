@@ -101,6 +101,7 @@ if one_mid() then
 end
 
 check_key_types()
+--#include _state
 
 -- Start a life for each mid (none of them live, and no trace of a former life
 -- left): its content, times and lease, and a place in `ready` or `delayed`.

@@ -16,6 +16,8 @@
 -- place), and refusing it when memory is full would let running handlers lose
 -- their leases to a second worker.
 
+--#include _state
+
 check_key_types()
 local GROUP = 3
 if #ARGV % GROUP ~= 0 then

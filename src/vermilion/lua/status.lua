@@ -15,6 +15,8 @@
 -- Invariants: writes nothing (flags=no-writes), so it runs on replicas and
 -- during CLIENT PAUSE WRITE.
 
+--#include _state
+
 check_key_types()
 local mid = ARGV[1]
 local status = public_status(state_of(mid, now_ms()), mid)
