@@ -755,3 +755,18 @@ async def test_one_new_message_passes_a_collection_of_another_type_it_does_not_t
     assert await queue.redis.hget(keys.key("messages"), "new") is not None
     with pytest.raises(ScriptError, match=f"{keys.key('locks').decode()} holds a hash, not a zset"):
         await dequeue(queue, 1)
+
+
+@pytest.mark.parametrize("part", ["messages", "ready", "locks", "notify"])
+async def test_a_batch_of_new_mids_refuses_a_wrong_typed_key_before_any_write(
+    queue: Queue, part: str
+) -> None:
+    """enqueue_many of mids the queue does not know (written without the per-mid branch
+    table) still checks every key first: a string at any of them fails it, named, unchanged."""
+    _, keys = queue._protocol
+    await queue_with_history(queue)
+    await overwrite(queue.redis, keys.key(part), "string")
+    before = await dumps(queue.redis, keys)
+    with pytest.raises(ScriptError, match=f"{keys.key(part).decode()} holds a string, not a"):
+        await queue.enqueue_many(["a", "b", "c"])
+    assert await dumps(queue.redis, keys) == before

@@ -58,8 +58,8 @@ local now_text, due_text = int_str(now), int_str(due)
 -- not within its de-dup window or failure history). It is added whatever the
 -- flags say, with plain commands: no batch bookkeeping, and a type check of
 -- the keys it touches (each read before the first write) plus one MGET for a
--- string at any key, instead of a read of all 17. About half the server time
--- of the batch path for this call.
+-- string at any key, instead of a read of all 17: 14 commands where the full
+-- check made 27 (server time 21.8 against 29.4 us, one call at a time).
 local function one_mid()
   return #ARGV == FIRST_PAIR + 1
 end
@@ -236,6 +236,28 @@ local live = fetch_in_slices('HMGET', K_ENQUEUED, mids)
 local windows, failures = {}, {}
 if redis.call('ZCARD', K_DONE) > 0 then windows = fetch_in_slices('ZMSCORE', K_DONE, mids) end
 if redis.call('ZCARD', K_FAILED) > 0 then failures = fetch_in_slices('ZMSCORE', K_FAILED, mids) end
+
+-- The usual batch (enqueue_many with random mids): no mid known to the queue,
+-- none twice. It is written at once, without the branch table per mid.
+local function every_mid_unknown_and_once()
+  local seen = {}
+  for i, mid in ipairs(mids) do
+    if live[i] or windows[i] or failures[i] or seen[mid] then return false end
+    seen[mid] = true
+  end
+  return true
+end
+
+if every_mid_unknown_and_once() then
+  local payloads, replies = {}, {}
+  for i = 1, #mids do
+    payloads[i] = ARGV[FIRST_PAIR + 2 * i - 1]
+    replies[i] = 'added'
+  end
+  write_fresh(mids, payloads)
+  wake_workers(#mids)
+  return replies
+end
 
 local function prefetched_state(i)
   if live[i] then return state_of(mids[i], now) end
