@@ -45,32 +45,38 @@ local K_SUSPECTS = KEYS[17]
 
 local MAX_NOTIFY_TOKENS = 64
 
--- The type each key must have, in KEYS order ('none' is always fine), and a
--- command that reads the length of that type (and fails on any other). The
--- string `seq` has none among the commands a least-privilege user is given
--- (docs/redis-layout.md): TYPE checks it.
-local KEY_TYPES = { 'hash', 'hash', 'hash', 'hash', 'hash', 'hash', 'hash', 'list', 'zset',
-  'zset', 'hash', 'zset', 'zset', 'hash', 'list', 'string', 'set' }
-local LENGTH_OF = { hash = 'HLEN', list = 'LLEN', zset = 'ZCARD', set = 'SCARD' }
+-- The type each key must have, in KEYS order ('none' is always fine). A
+-- function rather than a table built with every script: enqueue's
+-- one-new-message path never needs it.
+local function key_types()
+  return { 'hash', 'hash', 'hash', 'hash', 'hash', 'hash', 'hash', 'list', 'zset',
+    'zset', 'hash', 'zset', 'zset', 'hash', 'list', 'string', 'set' }
+end
 
 local function name_wrong_typed_key()
+  local types = key_types()
   for i = 1, #KEYS do
     local found = redis.call('TYPE', KEYS[i])['ok']
-    if found ~= 'none' and found ~= KEY_TYPES[i] then
+    if found ~= 'none' and found ~= types[i] then
       error(redis.error_reply('VERMILION queue key ' .. KEYS[i] .. ' holds a ' .. found
-        .. ', not a ' .. KEY_TYPES[i] .. ': the queue is damaged (clear() deletes its keys)'))
+        .. ', not a ' .. types[i] .. ': the queue is damaged (clear() deletes its keys)'))
     end
   end
 end
 
+-- A command that reads the length of each type (and fails on any other). The
+-- string `seq` has none among the commands a least-privilege user is given
+-- (docs/redis-layout.md): TYPE checks it.
 local function read_every_length()
+  local types = key_types()
+  local LENGTH_OF = { hash = 'HLEN', list = 'LLEN', zset = 'ZCARD', set = 'SCARD' }
   for i = 1, #KEYS do
-    local length = LENGTH_OF[KEY_TYPES[i]]
+    local length = LENGTH_OF[types[i]]
     if length then
       redis.call(length, KEYS[i])
     else
       local found = redis.call('TYPE', KEYS[i])['ok']
-      if found ~= 'none' and found ~= KEY_TYPES[i] then error('wrong type') end
+      if found ~= 'none' and found ~= types[i] then error('wrong type') end
     end
   end
 end
