@@ -256,8 +256,9 @@ def cell(stat: Stat | None, digits: int) -> str:
     return f"{number(stat.median, digits)} ({number(stat.low, digits)}{DASH}{number(stat.high, digits)})"
 
 
-def ratio(ours: Stat | None, other: Stat | None) -> str:
-    if ours is None or other is None or other.median == 0:
+def ratio(ours: Stat | None, other: Stat | None, digits: int) -> str:
+    # A denominator shown as zero (a growth of -0.004 MiB, say) makes no ratio worth printing.
+    if ours is None or other is None or abs(other.median) < 0.5 * 10**-digits:
         return "—"
     r = ours.median / other.median
     return f"{r:.2f}{TIMES}" if r < 100 else f"{r:,.0f}{TIMES}"
@@ -302,9 +303,9 @@ def tables(results: dict[str, dict[str, list[dict[str, Any]]]], libs: Sequence[s
                         "higher" if m.higher_is_better else "lower",
                         cell(ours, m.digits).split(" (")[0],
                         "—" if best is None else f"{number(best[1].median, m.digits)} ({best[0]})",
-                        "—" if best is None else ratio(ours, best[1]),
+                        "—" if best is None else ratio(ours, best[1], m.digits),
                         cell(ceiling, m.digits).split(" (")[0],
-                        ratio(ours, ceiling),
+                        ratio(ours, ceiling, m.digits),
                     ]
                 )
                 + " |"
