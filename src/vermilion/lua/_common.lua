@@ -130,6 +130,24 @@ local function fail(message)
   return redis.error_reply('VERMILION ' .. message)
 end
 
+-- A number read from a message's field or a score, if it is a whole number
+-- within [min, max]; else nil. The scripts write only such numbers, but a
+-- value written by hand ('oops', -100, '1e400') must cost at most its own
+-- message a default, never a script error that stops the queue's neighbours.
+-- (tonumber accepts 'inf' and 'nan': the comparisons refuse both.)
+local function stored_int(value, min, max)
+  local n = tonumber(value)
+  if n == nil or n ~= n or n < min or n > max or n ~= math.floor(n) then return nil end
+  return n
+end
+
+-- Bounds of the numbers the scripts store: times in ms since the epoch and
+-- leases stay exact in a double; ten years is the longest lease the client
+-- sends; a lease token stays exact in a double after a full batch is added.
+local MAX_EXACT = 9007199254740991
+local MAX_LOCK_MS = 315360000000
+local MAX_TOKEN = MAX_EXACT - 1000
+
 local function to_int(value, name, min)
   local n = tonumber(value)
   if n == nil or n ~= math.floor(n) or n < min then

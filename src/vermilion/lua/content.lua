@@ -11,6 +11,8 @@
 --   error (the failure reason of a failed message, else '')]
 -- Live messages show their payload; finished ones show their pending requeue
 -- payload, if any; failed ones show their reason.
+-- A stored number that is not a whole number in range (written by hand) is
+-- answered as absent (0 attempts, -1 times) rather than failing the listing.
 -- Invariants: writes nothing (flags=no-writes).
 
 --#include _state
@@ -26,14 +28,14 @@ local function add(mid)
   local payload = redis.call('HGET', K_MESSAGES, mid) or redis.call('HGET', K_REQUEUE, mid)
   local backoff_end = -1
   if state == 'delayed' then
-    backoff_end = tonumber(redis.call('ZSCORE', K_DELAYED, mid))
+    backoff_end = stored_int(redis.call('ZSCORE', K_DELAYED, mid), 0, MAX_EXACT) or -1
   elseif state == 'done' then
-    backoff_end = tonumber(redis.call('ZSCORE', K_DONE, mid))
+    backoff_end = stored_int(redis.call('ZSCORE', K_DONE, mid), 0, MAX_EXACT) or -1
   end
   reply[#reply + 1] = mid
   reply[#reply + 1] = status
-  reply[#reply + 1] = tonumber(redis.call('HGET', K_ATTEMPTS, mid)) or 0
-  reply[#reply + 1] = tonumber(redis.call('HGET', K_ENQUEUED, mid)) or -1
+  reply[#reply + 1] = stored_int(redis.call('HGET', K_ATTEMPTS, mid), 0, MAX_EXACT) or 0
+  reply[#reply + 1] = stored_int(redis.call('HGET', K_ENQUEUED, mid), 0, MAX_EXACT) or -1
   reply[#reply + 1] = backoff_end
   if payload then
     reply[#reply + 1] = 1

@@ -24,7 +24,7 @@ local nlocked = redis.call('ZCARD', K_LOCKS) - lapsed
 
 local function head_score(key)
   local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if head[2] then return tonumber(head[2]) end
+  if head[2] then return stored_int(head[2], 0, MAX_EXACT) end
   return nil
 end
 
@@ -34,7 +34,8 @@ local function consider(ms)
   if ms and ms <= now and (oldest == nil or ms < oldest) then oldest = ms end
 end
 local head = redis.call('LINDEX', K_READY, 0)
-if head then consider(tonumber(redis.call('HGET', K_DUE, head))) end
+-- A `due` written by hand that is no time (or a time to come) is no evidence of lag.
+if head then consider(stored_int(redis.call('HGET', K_DUE, head), 0, MAX_EXACT)) end
 consider(head_score(K_DELAYED))
 consider(head_score(K_LOCKS))
 local lag = 0

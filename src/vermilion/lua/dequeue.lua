@@ -21,7 +21,10 @@
 -- that lost their message, moves suspects beyond max_suspects to the tail
 -- (popping on in their place), and leases each mid: attempt + 1, a fresh
 -- token, `locks` score = now + lease.
--- Invariants: arguments are checked before the first write; no mid is handed
+-- Stored per-message numbers that are not whole numbers in range (written by
+-- hand) are replaced, for that message only: a bad lock_ms by the default
+-- lease, a bad attempts count by 0, a bad enqueued time by now.
+-- Invariants: arguments and `seq` are checked before the first write; no mid is handed
 -- out twice by one call; when fewer than max_messages could be handed out the
 -- wake-up tokens are replaced by one per held-back suspect (the others
 -- announced work that is gone), so an idle worker blocks instead of spinning
@@ -35,6 +38,15 @@ local default_lock = to_int(ARGV[2], 'default_lock_ms', 1)
 local limit = to_int(ARGV[3], 'housekeeping_limit', 1)
 local max_suspects = to_int(ARGV[4] or '1', 'max_suspects', 0)
 if max_messages > 1000 then return fail('max_messages above 1000') end
+
+-- INCRBY fails on a `seq` that is no integer or would pass 2^63, and only
+-- after the housekeeping and the LPOPs below have written: check it first, so
+-- that a damaged counter stops hand-outs without stranding popped messages.
+local seq = redis.call('MGET', K_SEQ)[1]  -- MGET: in the ACL list already (docs/redis-layout.md)
+if seq and not (string.find(seq, '^%d+$') and stored_int(seq, 0, MAX_TOKEN)) then
+  return fail('queue key ' .. K_SEQ .. ' holds ' .. string.format('%q', string.sub(seq, 1, 40))
+    .. ', not a lease counter below 2^53: the queue is damaged (clear() resets the counter)')
+end
 
 local now = now_ms()
 
@@ -149,8 +161,8 @@ local function hand_out()
   local lease_end = offset_strings(now)
   local small = offset_strings(0)
   for i, mid in ipairs(mids) do
-    local lock = tonumber(locks[i]) or default_lock
-    local attempt = (tonumber(attempts[i]) or 0) + 1
+    local lock = stored_int(locks[i], 1, MAX_LOCK_MS) or default_lock
+    local attempt = (stored_int(attempts[i], 0, MAX_EXACT - 1) or 0) + 1
     attempt_args[#attempt_args + 1] = mid
     attempt_args[#attempt_args + 1] = small(attempt)
     token = token + 1
@@ -162,7 +174,7 @@ local function hand_out()
     out[#out + 1] = payloads[i]
     out[#out + 1] = attempt
     out[#out + 1] = lock
-    out[#out + 1] = enqueued[i] or now
+    out[#out + 1] = stored_int(enqueued[i], 0, MAX_EXACT) or now
     out[#out + 1] = token
     out[#out + 1] = suspect[i] and 1 or 0
   end
