@@ -207,8 +207,22 @@ def _int(value: object) -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, (bytes, str)):
-        return int(value)
+        try:
+            return int(value)
+        except ValueError:
+            pass
     raise ProtocolError(f"expected an integer in a script reply, got {value!r}")
+
+
+def _mid_text(value: bytes) -> str:
+    """A mid from a reply. One written by hand may not be UTF-8: surrogate
+    escapes keep its bytes, so that its ack names the same key field."""
+    return value.decode("utf-8", "surrogateescape")
+
+
+def _mid_arg(mid: str) -> bytes:
+    """A mid as sent back to Redis: the inverse of :func:`_mid_text`."""
+    return mid.encode("utf-8", "surrogateescape")
 
 
 # redis-py strips the error code from the errors it maps to a class of its own;
@@ -674,7 +688,7 @@ class Connection:
         reasons: list[str] = []
         for outcome in outcomes:
             code = f"{outcome.kind}{outcome.backoff_ms}" if outcome.backoff_ms else outcome.kind
-            argv += (outcome.mid, outcome.token, code)
+            argv += (_mid_arg(outcome.mid), outcome.token, code)
             if outcome.kind == "f":
                 reasons.append(outcome.reason)
         args = [*argv, *reasons]
@@ -688,7 +702,7 @@ class Connection:
         return [bool(_int(item)) for item in reply]
 
     async def extend(self, keys: QueueKeys, leases: Sequence[tuple[str, int, int]]) -> list[bool]:
-        argv = [arg for lease in leases for arg in lease]
+        argv = [arg for mid, token, lock_ms in leases for arg in (_mid_arg(mid), token, lock_ms)]
         reply = await self.call_script(SCRIPTS["extend"], keys, argv, replayable=True)
         return [bool(_int(item)) for item in reply]
 
@@ -812,7 +826,7 @@ def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:
     now_ms, ready, next_due, reclaimed, held_back = (_int(item) for item in reply[:5])
     messages = [
         Leased(
-            mid=_text(reply[i]),
+            mid=_mid_text(reply[i]),
             payload=reply[i + 1],
             attempt=_int(reply[i + 2]),
             lock_ms=_int(reply[i + 3]),
