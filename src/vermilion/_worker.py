@@ -77,6 +77,12 @@ _REASON_MAX_CHARS = 1000
 # A raw payload larger than this is let go as soon as it is decoded.
 _LARGE_PAYLOAD_BYTES = 64 * 1024
 _STOP_ACK_FLUSH_TIMEOUT = 5.0
+# After the stop timeout, handlers are cancelled and given this long to end; one
+# that swallows its cancellation is then abandoned, so that stop() returns.
+_CANCEL_GRACE = 2.0
+# Empty polls that found something due already back off from this, doubling:
+# the next poll should have handed it out, so polling at once again would spin.
+_DUE_NOW_BACKOFF = 0.01
 
 
 def exponential_idle_backoff(empty_polls: int) -> float:
@@ -121,6 +127,13 @@ def _exception_to_failure(exc: BaseException, message: Message) -> Outcome:
     return Failure(reason=f"{type(exc).__name__}: {exc}")
 
 
+def _error_backoff(errors: int, base: float) -> float:
+    """Seconds before retrying after ``errors`` failures in a row: doubling from
+    ``base`` up to the cap, jittered down to half so that workers spread out."""
+    delay: float = min(_ERROR_BACKOFF_CAP, base * 2.0 ** min(errors, 10))
+    return delay * (0.5 + random.random() / 2)
+
+
 class _Default:
     """Marks an option left at its default (where ``None`` means something else)."""
 
@@ -137,6 +150,7 @@ class _Lease:
     token: int
     lock_ms: int
     renewed_at: float  # time.monotonic() of the hand-out or the last renewal
+    task: asyncio.Task[None] | None = None  # the handler holding it
 
     @property
     def renew_at(self) -> float:
@@ -221,6 +235,13 @@ class AsyncWorker:
         self._stop_task: asyncio.Task[None] | None = None
         self._busy = 0
         self._handlers: set[asyncio.Task[None]] = set()
+        # Handlers that ignored stop()'s cancellation: no longer counted, renewed
+        # or acknowledged; their messages come back when their leases lapse.
+        self._abandoned: set[asyncio.Task[None]] = set()
+        # Handler tasks stop() cancelled: a CancelledError in those is the
+        # worker's, in any other the handler's own failure (Python 3.10 has no
+        # Task.cancelling() to tell them apart).
+        self._cancelled_by_stop: set[asyncio.Task[None]] = set()
         self._leases: dict[tuple[str, int], _Lease] = {}
         self._pending_acks: list[OutcomeRequest] = []
         self._acks_in_flight: set[tuple[str, int]] = set()
@@ -292,11 +313,39 @@ class AsyncWorker:
         self._channel = self._connection.open_channel()
         self._running = True
         self._tasks = [
-            asyncio.create_task(self._poll_loop(), name=f"vermilion-poll-{self.queue.name}"),
-            asyncio.create_task(self._ack_loop(), name=f"vermilion-ack-{self.queue.name}"),
-            asyncio.create_task(self._heartbeat_loop(), name=f"vermilion-heartbeat-{self.queue.name}"),
+            asyncio.create_task(self._supervise(loop), name=f"vermilion-{loop.__name__}-{self.queue.name}")
+            for loop in (self._poll_loop, self._ack_loop, self._heartbeat_loop)
         ]
         logger.info("worker started on queue %r (concurrency %d)", self.queue.name, self.concurrency)
+
+    async def _supervise(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run one of the worker's loops until the worker stops, whatever it raises.
+
+        The loops handle the errors they expect (Redis unreachable, a reply
+        refused); anything else is a bug or data nobody foresaw, and a worker
+        whose loop died would look alive while it handled nothing. So the
+        error is logged and counted, and the loop starts again after a back-off.
+        """
+        name = loop.__name__.strip("_").removesuffix("_loop")
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await loop()
+                return
+            except Exception:
+                failures += 1
+                delay = _error_backoff(failures, 0.1)
+                self._count(f"{name}/internal-error")
+                logger.exception(
+                    "internal error in the %s loop of the worker on queue %r; restarting it in %.2f s",
+                    name,
+                    self.queue.name,
+                    delay,
+                )
+                if loop == self._poll_loop:
+                    await self._unless_stopping(asyncio.sleep(delay))
+                else:
+                    await asyncio.sleep(delay)
 
     async def stop(self, timeout: float | timedelta | None = None) -> None:
         """Stop taking messages and wait up to ``timeout`` seconds for running handlers.
@@ -321,16 +370,7 @@ class AsyncWorker:
             poll.cancel()
         await asyncio.gather(poll, return_exceptions=True)
         if self._handlers:
-            _, unfinished = await asyncio.wait(set(self._handlers), timeout=grace)
-            for task in unfinished:
-                task.cancel()
-            if unfinished:
-                logger.warning(
-                    "stopped %d handler(s) that ran past the stop timeout; their messages"
-                    " will be handed out again when their leases lapse",
-                    len(unfinished),
-                )
-                await asyncio.gather(*unfinished, return_exceptions=True)
+            await self._end_handlers(grace)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._acks_idle.wait(), _STOP_ACK_FLUSH_TIMEOUT)
         for task in (acker, heartbeat):
@@ -351,6 +391,52 @@ class AsyncWorker:
         self._running = False
         self.queue._workers.discard(self)
         logger.info("worker stopped on queue %r", self.queue.name)
+
+    async def _end_handlers(self, grace: float) -> None:
+        """Wait ``grace`` seconds for the running handlers, cancel the others, and
+        abandon those that are still running a bounded while after that."""
+        _, unfinished = await asyncio.wait(set(self._handlers), timeout=grace)
+        if not unfinished:
+            return
+        for task in unfinished:
+            self._cancelled_by_stop.add(task)
+            task.cancel()
+        logger.warning(
+            "stopped %d handler(s) that ran past the stop timeout; their messages"
+            " will be handed out again when their leases lapse",
+            len(unfinished),
+        )
+        _, stubborn = await asyncio.wait(unfinished, timeout=_CANCEL_GRACE)
+        for task in stubborn:
+            self._abandon(task)
+        if stubborn:
+            self._count("handler/abandoned", len(stubborn))
+            logger.error(
+                "%d handler(s) of queue %r ignored cancellation for %.1f s and were abandoned: their"
+                " leases are no longer renewed and their outcomes will not be acknowledged",
+                len(stubborn),
+                self.queue.name,
+                _CANCEL_GRACE,
+            )
+
+    def _abandon(self, task: asyncio.Task[None]) -> None:
+        """Stop accounting for a handler task that will not end: its slot and its
+        lease are let go now, whatever it does later."""
+        if task.remove_done_callback(self._suspect_done):
+            self._suspects_held -= 1
+        task.remove_done_callback(self._handler_done)
+        self._handlers.discard(task)
+        self._busy -= 1
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned_done)
+        for key, lease in list(self._leases.items()):
+            if lease.task is task:
+                del self._leases[key]
+
+    def _abandoned_done(self, task: asyncio.Task[None]) -> None:
+        self._abandoned.discard(task)
+        self._cancelled_by_stop.discard(task)
+        logger.warning("an abandoned handler of queue %r ended at last", self.queue.name)
 
     async def run(self) -> None:
         """Run until cancelled, then stop gracefully."""
@@ -450,7 +536,7 @@ class AsyncWorker:
                 )
             except VermilionError as exc:
                 errors += 1
-                delay = min(_ERROR_BACKOFF_CAP, 0.1 * 2 ** min(errors, 10)) * (0.5 + random.random() / 2)
+                delay = _error_backoff(errors, 0.1)
                 self._count("poll/error")
                 logger.warning(
                     "poll of queue %r failed (%s); retrying in %.2f s", self.queue.name, exc, delay
@@ -513,7 +599,12 @@ class AsyncWorker:
         if next_due_ms is not None:
             timeout = min(timeout, max(0.0, (next_due_ms - now_ms) / 1000))
         if timeout <= 0:
-            return
+            if empty_polls <= 1:
+                return  # due now: the next poll hands it out
+            # Still nothing handed out though something was due: back off
+            # rather than poll in a loop until it changes.
+            self._count("sleep/due-but-empty")
+            timeout = min(_ERROR_BACKOFF_CAP, _DUE_NOW_BACKOFF * 2 ** min(empty_polls, 10))
         try:
             await self._unless_stopping(self._connection.wait_for_wakeup(self._keys, timeout, self._channel))
         except VermilionError as exc:
@@ -559,11 +650,11 @@ class AsyncWorker:
         self._busy += 1
         if leased.suspect:
             self._suspects_held += 1
-        lease = _Lease(leased.mid, leased.token, leased.lock_ms, time.monotonic())
+        task = asyncio.create_task(self._handle(leased, now_ms), name=f"vermilion-handler-{leased.mid}")
+        lease = _Lease(leased.mid, leased.token, leased.lock_ms, time.monotonic(), task)
         self._leases[(leased.mid, leased.token)] = lease
         if lease.renew_at < self._heartbeat_target:
             self._lease_added.set()
-        task = asyncio.create_task(self._handle(leased, now_ms), name=f"vermilion-handler-{leased.mid}")
         self._handlers.add(task)
         task.add_done_callback(self._handler_done)
         if leased.suspect:
@@ -575,28 +666,46 @@ class AsyncWorker:
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
+        self._cancelled_by_stop.discard(task)
         self._busy -= 1
         self._slot_freed.set()
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:  # a bug in vermilion: the message is left to its lease
-            logger.error("internal error while handling a message", exc_info=exc)
+        if exc is not None:  # KeyboardInterrupt or SystemExit, logged by _outcome_of
+            logger.debug("handler task of queue %r ended with %r", self.queue.name, exc)
 
     async def _handle(self, leased: Leased, now_ms: int) -> None:
         lease_key = (leased.mid, leased.token)
-        content = self._decode(leased)
-        if len(leased.payload) > _LARGE_PAYLOAD_BYTES:
-            # Only the decoded content is kept while the handler runs: a payload
-            # of many MiB would otherwise be held twice.
-            leased = leased._replace(payload=b"")
         try:
-            outcome = await self._outcome_of(leased, content, now_ms)
+            outcome = await self._isolated_outcome(leased, now_ms)
         except BaseException:
-            # Cancelled by stop(): leave the message to its lease.
+            # Cancelled by stop(), or the process ends: leave the message to its lease.
             self._leases.pop(lease_key, None)
             raise
+        if asyncio.current_task() in self._abandoned:
+            return  # stop() gave up on it: the message is left to its lease
         self._submit(leased, outcome)
+
+    async def _isolated_outcome(self, leased: Leased, now_ms: int) -> Outcome:
+        """The message's outcome; an error of vermilion's own (a bug, or stored
+        data nobody foresaw) fails this message alone instead of leaving it to
+        come back, and fail the same way, every lease."""
+        try:
+            content = self._decode(leased)
+            if len(leased.payload) > _LARGE_PAYLOAD_BYTES:
+                # Only the decoded content is kept while the handler runs: a payload
+                # of many MiB would otherwise be held twice.
+                leased = leased._replace(payload=b"")
+            return await self._outcome_of(leased, content, now_ms)
+        except Exception as exc:
+            self._count("message/internal-error")
+            logger.exception(
+                "internal error while handling message %r of queue %r; failing it",
+                leased.mid,
+                self.queue.name,
+            )
+            return Failure(reason=f"internal error in vermilion: {type(exc).__name__}: {exc}")
 
     def _decode(self, leased: Leased) -> Any:
         """The message's content, or an _Undecodable saying why there is none."""
@@ -606,6 +715,14 @@ class AsyncWorker:
             return _Undecodable(str(exc))
 
     async def _outcome_of(self, leased: Leased, content: Any, now_ms: int) -> Outcome:
+        if not _is_text(leased.mid):
+            self._count("message/bad-mid")
+            logger.error(
+                "message %r of queue %r has a mid that is not UTF-8 text (written by hand?); failing it",
+                leased.mid,
+                self.queue.name,
+            )
+            return Failure(reason="mid is not UTF-8 text")
         if isinstance(content, _Undecodable):
             self._count("message/undecodable")
             logger.error(
@@ -642,9 +759,35 @@ class AsyncWorker:
             outcome = await self._call_handler(message)
         except Exception as exc:
             outcome = self._map_exception(exc, message)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            logger.critical(
+                "handler raised %s on message %r of queue %r: the process ends; the message"
+                " is handed out again when its lease lapses",
+                type(exc).__name__,
+                message.mid,
+                self.queue.name,
+            )
+            raise
+        except asyncio.CancelledError as exc:
+            if self._cancelled_by_worker():
+                raise
+            # The handler's own (a future it awaited was cancelled, say): a
+            # failure like any other, or it would come back every lease.
+            outcome = self._map_exception(exc, message)
+        except BaseException as exc:  # GeneratorExit, a user's BaseException subclass
+            outcome = self._map_exception(exc, message)
         finally:
             self._stats_handling.record((time.perf_counter() - started) * 1000)
         return outcome
+
+    def _cancelled_by_worker(self) -> bool:
+        """Whether the running handler task was cancelled (by stop(), or by the
+        event loop shutting down) rather than raising CancelledError itself."""
+        task = asyncio.current_task()
+        if task is None:
+            return False
+        cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+        return task in self._cancelled_by_stop or (cancelling is not None and cancelling() > 0)
 
     async def _call_handler(self, message: Message) -> Outcome:
         if self.handler_timeout is None:
@@ -671,7 +814,7 @@ class AsyncWorker:
             )
         return result
 
-    def _map_exception(self, exc: Exception, message: Message) -> Outcome:
+    def _map_exception(self, exc: BaseException, message: Message) -> Outcome:
         self._count("handler/exception")
         logger.error(
             "handler raised on message %r (attempt %d) of queue %r",
@@ -726,7 +869,7 @@ class AsyncWorker:
                     if isinstance(exc, OutcomeUnknownError):
                         self._acks_uncertain |= in_flight
                     errors += 1
-                    delay = min(_ERROR_BACKOFF_CAP, 0.05 * 2 ** min(errors, 10)) * (0.5 + random.random() / 2)
+                    delay = _error_backoff(errors, 0.05)
                     self._count("ack/error")
                     logger.warning(
                         "acknowledging %d outcomes failed (%s); retrying in %.2f s", len(batch), exc, delay
@@ -762,6 +905,7 @@ class AsyncWorker:
     # -- heartbeat -------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
+        errors = 0
         while True:
             target = min((lease.renew_at for lease in self._leases.values()), default=None)
             timeout = self._lock_ms / 3000 if target is None else max(0.0, target - time.monotonic())
@@ -771,15 +915,21 @@ class AsyncWorker:
                 # A new lease that needs renewing sooner than the target wakes this.
                 await asyncio.wait_for(self._lease_added.wait(), timeout)
                 continue
-            await self._renew_due_leases()
+            if await self._renew_due_leases():
+                errors = 0
+                continue
+            errors += 1
+            # Within a third of the lease, so that a second try comes before it lapses.
+            await asyncio.sleep(min(_error_backoff(errors, 0.05), self._lock_ms / 3000))
 
-    async def _renew_due_leases(self) -> None:
+    async def _renew_due_leases(self) -> bool:
+        """Renew the leases that are due; False if Redis could not be asked."""
         now = time.monotonic()
         # Renew every lease within half a period of its time, so that leases
         # handed out together are renewed together in one call.
         leases = [lease for lease in self._leases.values() if lease.renew_at - lease.lock_ms / 6000 <= now]
         if not leases:
-            return
+            return True
         try:
             renewed = await self._connection.extend(
                 self._keys, [(lease.mid, lease.token, lease.lock_ms) for lease in leases]
@@ -787,22 +937,24 @@ class AsyncWorker:
         except VermilionError as exc:
             self._count("heartbeat/error")
             logger.warning("renewing %d leases of queue %r failed: %s", len(leases), self.queue.name, exc)
-            await asyncio.sleep(min(1.0, self._lock_ms / 12000))
-            return
+            return False
         self._count("heartbeat/extend")
         for lease, ok in zip(leases, renewed, strict=True):
             key = (lease.mid, lease.token)
             if ok:
                 lease.renewed_at = now
-            # A lease whose ack is in flight may be gone because the ack applied.
-            elif key in self._leases and key not in self._acks_in_flight:
-                self._leases.pop(key, None)
+                continue
+            # Gone from Redis: never asked for again (asking again at once, while
+            # an ack of it waits to be retried, was a busy loop).
+            if self._leases.pop(key, None) is not None and key not in self._acks_in_flight:
+                # An ack in flight may have applied and ended the lease itself.
                 self._count("lease/lost")
                 logger.warning(
                     "lost the lease of message %r of queue %r: it lapsed and was reclaimed",
                     lease.mid,
                     self.queue.name,
                 )
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -810,6 +962,17 @@ class _Undecodable:
     """Stands for the content of a message whose payload could not be decoded."""
 
     reason: str
+
+
+def _is_text(mid: str) -> bool:
+    """Whether a mid from Redis was UTF-8 (else it holds surrogate escapes)."""
+    if mid.isascii():
+        return True
+    try:
+        mid.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _backoff_ms(backoff: float | None) -> int:
