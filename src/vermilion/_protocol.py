@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import select
 import ssl
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -291,6 +292,49 @@ async def _has_unread_data_or_eof(conn: Any) -> bool:
     return bool(await check())
 
 
+def _socket_readable(conn: Any) -> bool:
+    """Whether ``conn``'s socket holds bytes or an EOF that the event loop has not read yet.
+
+    An idle connection should have nothing to read: anything there is the
+    server closing it (its ``timeout``, CLIENT KILL, a proxy) or a stray reply.
+    While the loop is busy, that EOF waits in the kernel, where only the socket
+    itself shows it. A zero-timeout poll costs one system call.
+    """
+    writer = getattr(conn, "_writer", None)
+    if writer is None:
+        return False
+    transport = writer.transport
+    if transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    fd = sock.fileno()
+    if fd < 0:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+async def _is_stale(conn: Any) -> bool:
+    """Whether a connected, idle ``conn`` must be opened afresh before anything is sent on it.
+
+    Like redis-py's pool, a connection with unread bytes or the server's EOF
+    is not sent on: a dead connection would turn a call that never left into
+    a "maybe ran". redis-py 8.2 reports an EOF it reads here as an error.
+    """
+    if _socket_readable(conn):
+        return True
+    try:
+        return await _has_unread_data_or_eof(conn)
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+        return True
+
+
 class _Deadlines:
     """Ends calls that outlive their deadline, by aborting their connection.
 
@@ -436,6 +480,8 @@ class Connection:
             self._deadlines.start(conn, limit)
         try:
             try:
+                if conn.is_connected and await _is_stale(conn):
+                    await conn.disconnect()
                 # Connect apart from the send: a failed connect proves the
                 # command never left, so it is neither "maybe ran" nor worth
                 # repeating at once.
@@ -487,18 +533,13 @@ class Connection:
         return reply
 
     async def _take_idle(self) -> Any:
-        """An idle connection of this client's own, fit to send on, or a new one."""
+        """The connection this client used last, or a new one."""
         if not self._idle:
             conn = self.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
             self._made.add(conn)
             return conn
-        conn = self._idle.pop()
-        # Like redis-py's pool: a connection the server closed (EOF seen by the
-        # event loop) or with unread bytes is started afresh, before anything is
-        # sent on it, so that a stale connection never turns a call "maybe sent".
-        if conn.is_connected and await _has_unread_data_or_eof(conn):
-            await conn.disconnect()
-        return conn
+        # Checked for staleness by _send_once, as every connection is.
+        return self._idle.pop()
 
     async def _release(self, conn: Any) -> None:
         if not self._owns_client:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import redis as sync_redis
 import redis.asyncio as aioredis
 
 import vermilion._queue
 from tests.helpers import eventually
 from vermilion import OutcomeUnknownError, Queue
-from vermilion._protocol import _exchange, _has_unread_data_or_eof
+from vermilion._protocol import _exchange
 
 
 def named(url: str, client_name: str) -> str:
@@ -69,7 +71,7 @@ async def test_a_connection_the_server_closed_is_replaced_before_sending(
         [idle] = connection._idle
 
         async def closed_seen() -> bool:  # the event loop has read the server's FIN
-            return await _has_unread_data_or_eof(idle)
+            return bool(idle._reader.at_eof())
 
         await eventually(closed_seen, what="the closed connection noticed")
         assert (await queue.enqueue("after", mid="after")).ok
@@ -77,6 +79,59 @@ async def test_a_connection_the_server_closed_is_replaced_before_sending(
         [new_id] = await client_ids(redis, client_name)
         assert new_id != old_id
         await queue.clear()
+
+
+def wait_readable(sock: Any, timeout: float = 5.0) -> None:
+    """Block, without yielding to the event loop, until ``sock`` has something to read."""
+    deadline = time.monotonic() + timeout
+    while not select.select([sock.fileno()], [], [], 0.05)[0]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"socket still not readable after {timeout} s")
+
+
+async def test_a_close_the_busy_event_loop_has_not_seen_yet_is_noticed_too(
+    queue_name: str, redis_url: str
+) -> None:
+    """The server closes an idle connection while the event loop is busy: its EOF waits in the
+    socket, unseen by asyncio. The next enqueue still goes out on a fresh connection and is ok,
+    not an OutcomeUnknownError from a send on the dead one."""
+    client_name = f"vm-{uuid.uuid4().hex[:8]}"
+    async with Queue(queue_name, named(redis_url, client_name)) as queue:
+        assert (await queue.enqueue("before", mid="before")).ok
+        connection, _ = queue._protocol
+        [idle] = connection._idle
+        sock = idle._writer.transport.get_extra_info("socket")
+        # A blocking client, so that the loop runs no callback between the kill and the enqueue.
+        with sync_redis.Redis.from_url(redis_url) as killer:
+            [old] = [client for client in killer.client_list() if client["name"] == client_name]
+            killer.client_kill_filter(_id=old["id"])
+            wait_readable(sock)
+            assert not idle._reader.at_eof(), "the event loop ran: this test needs it busy"
+            assert (await queue.enqueue("after", mid="after")).ok
+            names = [client["name"] for client in killer.client_list()]
+        assert names.count(client_name) == 1
+        assert [await queue.message_status(mid) for mid in ("before", "after")] == ["queued", "queued"]
+        await queue.clear()
+
+
+async def test_read_only_calls_survive_a_killed_idle_connection(
+    queue_name: str, redis_url: str, redis: aioredis.Redis
+) -> None:
+    """status() and message_status() on a connection the server closed answer as usual."""
+    client_name = f"vm-{uuid.uuid4().hex[:8]}"
+    async with Queue(queue_name, named(redis_url, client_name)) as queue:
+        assert (await queue.enqueue("m", mid="m")).ok
+        for _ in range(3):
+            [old_id] = await client_ids(redis, client_name)
+            await redis.client_kill_filter(_id=str(old_id))
+            await eventually(lambda: _no_client(redis, client_name), what="the kill done")
+            assert (await queue.status()).nqueued == 1
+            assert await queue.message_status("m") == "queued"
+        await queue.clear()
+
+
+async def _no_client(redis: aioredis.Redis, client_name: str) -> bool:
+    return not await client_ids(redis, client_name)
 
 
 class MutingProxy:
