@@ -22,7 +22,7 @@ from ._serialization import (
     encode_content,
     encode_contents,
 )
-from ._validation import check_mid, check_queue_name, positive_int, seconds, to_ms
+from ._validation import batch, check_mid, check_queue_name, positive_int, seconds, to_ms
 
 __all__ = ["DEFAULT_URL", "Queue", "clear_queues", "queue_names"]
 
@@ -280,8 +280,8 @@ class Queue:
         content. The other options apply to every message, as in :meth:`enqueue`.
         Every message is checked before anything is sent. At most 10,000 per call.
         """
-        items = list(contents)
-        given: list[str | None] | None = None if mids is None else list(mids)
+        items = batch(contents, "contents")
+        given: list[str | None] | None = None if mids is None else batch(mids, "mids")
         if given is not None and len(given) != len(items):
             raise ValueError(f"mids has {len(given)} entries for {len(items)} contents")
         if len(items) > MAX_BATCH:

@@ -63,11 +63,26 @@ def _msgpack_ext_hook(code: int, data: bytes) -> object:
     raise ValueError(f"unknown msgpack extension type {code}")
 
 
+def _unpack(data: bytes, *, use_list: bool) -> Any:
+    return msgpack.unpackb(
+        data, timestamp=3, ext_hook=_msgpack_ext_hook, strict_map_key=False, raw=False, use_list=use_list
+    )
+
+
+def _lists_outside_keys(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_lists_outside_keys(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _lists_outside_keys(item) for key, item in value.items()}
+    return value
+
+
 class MsgpackSerializer:
     """msgpack: bytes, str, int, float, bool, None, lists, dicts and datetimes.
 
-    Tuples come back as lists. Aware datetimes come back in UTC (the same
-    instant); naive ones come back naive. Map keys may be any hashable scalar.
+    Tuples come back as lists, except as dict keys, where they stay tuples.
+    Aware datetimes come back in UTC (the same instant); naive ones come back
+    naive. Dict keys may be any hashable value msgpack can pack.
     """
 
     def __init__(self) -> None:
@@ -90,7 +105,13 @@ class MsgpackSerializer:
 
     def loads(self, data: bytes, /) -> Any:
         """Deserialize msgpack bytes; unknown extension types are refused."""
-        return msgpack.unpackb(data, timestamp=3, ext_hook=_msgpack_ext_hook, strict_map_key=False, raw=False)
+        try:
+            return _unpack(data, use_list=True)
+        except TypeError:
+            # A tuple dict key comes back as a list, which cannot be a key:
+            # read arrays as tuples, so keys are hashable, then make the
+            # arrays that are not keys lists again. Paid only by such content.
+            return _lists_outside_keys(_unpack(data, use_list=False))
 
     def __repr__(self) -> str:
         return "MsgpackSerializer()"

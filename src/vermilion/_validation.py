@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 QUEUE_NAME_MAX_LENGTH = 200
 MID_MAX_BYTES = 1024
@@ -48,6 +50,28 @@ def check_mid(mid: object, argument: str = "mid") -> str:
     if size > MID_MAX_BYTES:
         raise ValueError(f"{argument} is {size} bytes long; at most {MID_MAX_BYTES} allowed")
     return mid
+
+
+def batch(values: object, argument: str) -> list[Any]:
+    """``values`` as a list, refusing what iterates but is surely not a batch.
+
+    A str or bytes iterates over its characters or byte values, a dict over
+    its keys: taken as a batch, each would become many wrong messages.
+    """
+    if isinstance(values, (str, bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"{argument} must be an iterable of items, not a {type(values).__name__} "
+            f"(which would be taken item by item): wrap it in a list"
+        )
+    if isinstance(values, Mapping):
+        raise TypeError(
+            f"{argument} must be an iterable of items, not a mapping: pass its values() or items()"
+        )
+    try:
+        items = iter(values)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"{argument} must be an iterable, not {type(values).__name__}") from None
+    return list(items)
 
 
 def seconds(value: object, argument: str, *, allow_zero: bool = True) -> float:

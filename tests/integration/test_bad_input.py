@@ -235,18 +235,37 @@ async def test_enqueue_many_refuses_bad_options(
         (["a", "b"], ["a"], ValueError, "mids has 1 entries for 2 contents"),
         (["a"], ["a", "b"], ValueError, "mids has 2 entries for 1 contents"),
         (["x"] * 10_001, None, ValueError, "at most 10000"),
+        ("abc", None, TypeError, "contents must be an iterable of items, not a str"),
+        (b"abc", None, TypeError, "contents must be an iterable of items, not a bytes"),
+        (bytearray(b"ab"), None, TypeError, "not a bytearray"),
+        (memoryview(b"ab"), None, TypeError, "not a memoryview"),
+        ({"a": 1}, None, TypeError, r"not a mapping: pass its values\(\) or items\(\)"),
+        (42, None, TypeError, "contents must be an iterable, not int"),
+        (["a", "b", "c"], "abc", TypeError, "mids must be an iterable of items, not a str"),
     ],
-    ids=["fewer-mids", "more-mids", "too-many"],
+    ids=[
+        "fewer-mids",
+        "more-mids",
+        "too-many",
+        "str",
+        "bytes",
+        "bytearray",
+        "memoryview",
+        "dict",
+        "int",
+        "str-mids",
+    ],
 )
 async def test_enqueue_many_refuses_bad_batches(
     queue: Queue,
     redis: aioredis.Redis,
-    contents: list[Any],
-    mids: list[str] | None,
+    contents: Any,
+    mids: Any,
     error: type[Exception],
     match: str,
 ) -> None:
-    """Mismatched mids or an oversized batch are refused before anything is written."""
+    """Mismatched mids, an oversized batch, or a str, bytes or mapping where a batch belongs
+    (it would be taken item by item) are refused before anything is written."""
     with pytest.raises(error, match=match):
         await queue.enqueue_many(contents, mids=mids)
     assert await scan_queue_keys(redis, queue.name) == []

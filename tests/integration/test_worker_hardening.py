@@ -400,6 +400,25 @@ async def test_hostile_stored_values_cost_only_their_own_message(
     assert await queue.message_status("healthy") is None
 
 
+# -- 8. what enqueue accepts, a worker can read ------------------------------------------
+
+
+async def test_content_with_tuple_keys_reaches_the_handler_as_it_was_enqueued(queue: Queue) -> None:
+    """`{(1, 2): "v"}` was accepted at enqueue, then failed by every worker as undecodable;
+    now the handler gets it back, tuple key and all."""
+    received: list[Any] = []
+
+    async def handler(message: Message) -> None:
+        received.append(message.content)
+
+    await queue.enqueue({(1, 2): "v", "list": (3, 4)}, mid="tuple-keys")
+    async with worker(queue, handler) as w:
+        await eventually(lambda: settled(queue), what="handled and acknowledged")
+        assert "message/undecodable" not in counts(w)
+    assert received == [{(1, 2): "v", "list": [3, 4]}]
+    assert await queue.message_status("tuple-keys") is None
+
+
 @pytest.mark.parametrize("raised", ["SystemExit", "KeyboardInterrupt"])
 async def test_a_handler_raising_system_exit_ends_the_process_with_a_log_line(
     queue: Queue, redis_url: str, raised: str

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, strategies as st
 
 from vermilion import JsonSerializer, MsgpackSerializer, SerializationError, Serializer, VermilionError
 from vermilion._serialization import DEFAULT_MAX_PAYLOAD_BYTES, decode_payload, encode_content
@@ -88,6 +89,54 @@ def test_msgpack_keeps_float_precision() -> None:
 def test_msgpack_turns_tuples_into_lists() -> None:
     """Tuples come back as lists (documented)."""
     assert MsgpackSerializer().loads(MsgpackSerializer().dumps((1, (2, 3)))) == [1, [2, 3]]
+
+
+def test_msgpack_reads_back_tuple_keys_as_tuples() -> None:
+    """A tuple dict key, which msgpack stores as an array, comes back a tuple; arrays elsewhere
+    in the same content still come back as lists."""
+    content = {(1, (2, "x")): [3, (4, 5)], "plain": {(6,): ()}}
+    back = MsgpackSerializer().loads(MsgpackSerializer().dumps(content))
+    assert back == {(1, (2, "x")): [3, [4, 5]], "plain": {(6,): []}}
+    assert type(back["plain"][(6,)]) is list
+
+
+def as_msgpack_returns(value: Any) -> Any:
+    """``value`` as msgpack gives it back: tuples become lists, except inside dict keys."""
+    if isinstance(value, (list, tuple)):
+        return [as_msgpack_returns(item) for item in value]
+    if isinstance(value, dict):
+        return {key: as_msgpack_returns(item) for key, item in value.items()}
+    return value
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary()
+)
+hashables = st.recursive(scalars, lambda inner: st.tuples(inner, inner) | st.tuples(inner), max_leaves=6)
+contents = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.tuples(inner, inner) | st.dictionaries(hashables, inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(contents)
+def test_msgpack_reads_back_everything_it_accepts(content: Any) -> None:
+    """Whatever dumps accepts, loads reads back: nothing is let in that a worker would have to
+    fail as undecodable."""
+    serializer = MsgpackSerializer()
+    try:
+        data = serializer.dumps(content)
+    except (TypeError, ValueError, OverflowError):
+        return  # refused at enqueue: fine
+    assert serializer.loads(data) == as_msgpack_returns(content)
 
 
 @pytest.mark.parametrize(
