@@ -81,3 +81,14 @@ async def make_queue(redis_url: str) -> AsyncIterator[QueueFactory]:
 @pytest.fixture
 async def queue(make_queue: QueueFactory, queue_name: str) -> Queue:
     return await make_queue(queue_name)
+
+
+@pytest.fixture
+async def stray_keys(redis: aioredis.Redis) -> AsyncIterator[list[bytes]]:
+    """Keys that look like vermilion's but hold no queue name: written by hand, or by another tool."""
+    tag = uuid.uuid4().hex[:8].encode()
+    keys = [b"vermilion:{has space " + tag + b"}:x", b"vermilion:{\xff" + tag + b"}:x"]
+    for key in keys:
+        await redis.set(key, b"1")
+    yield keys
+    await redis.delete(*keys)

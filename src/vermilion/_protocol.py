@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import select
 import ssl
 import weakref
@@ -36,6 +37,7 @@ from ._exceptions import (
 )
 from ._logs import logger
 from ._scripts import SCRIPTS, Script
+from ._validation import check_queue_name
 
 __all__ = [
     "DEFAULT_ENQUEUE_OPTIONS",
@@ -260,6 +262,39 @@ def _translated(exc: BaseException) -> BaseException:
     if isinstance(exc, redis_errors.RedisError):
         return ProtocolError(f"Redis client error: {exc}")
     return exc
+
+
+# Redis 7.0 says only "The user executing the script can't run this command or
+# subcommand", Valkey "User u has no permissions to run the 'time' command"; both
+# give the script's line, where vermilion's own source names the command.
+_DENIED_IN_SCRIPT = re.compile(r"can't run this command|no permissions to run the '")
+_SCRIPT_LINE = re.compile(r"@user_script:(\d+)")
+_CALLED_COMMAND = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'")
+
+
+def _naming_a_denied_command(exc: ScriptError, script: Script) -> ScriptError:
+    """``exc``, or, if an ACL denied a command inside ``script``, an error that names it."""
+    message = str(exc.__cause__)
+    line = _SCRIPT_LINE.search(message)
+    if not _DENIED_IN_SCRIPT.search(message) or line is None:
+        return exc
+    lines = script.source.decode().splitlines()
+    number = int(line.group(1))
+    text = lines[number - 1].strip() if 0 < number <= len(lines) else ""
+    called = _CALLED_COMMAND.search(text)
+    if called is None:  # a command chosen at run time: show the line
+        advice = (
+            f"a command the {script.name} script calls (its line {number}: {text}): grant the "
+            "commands listed under 'Least privilege' in vermilion's docs"
+        )
+    else:
+        command = called.group(1).lower()
+        advice = (
+            f"{command.upper()}, which the {script.name} script calls: grant it with ACL SETUSER "
+            f"<user> +{command} (every command vermilion needs is listed under 'Least privilege' "
+            "in its docs)"
+        )
+    return ScriptError(f"Redis refused the command: the ACL user may not run {advice}. Redis said: {message}")
 
 
 @contextmanager
@@ -653,16 +688,19 @@ class Connection:
             )
         except ScriptError as exc:
             if not isinstance(exc.__cause__, redis_errors.NoScriptError):
-                raise
+                raise _naming_a_denied_command(exc, script) from exc.__cause__
         # NOSCRIPT proves the script did not run: sending its source is safe.
         eval_ = b"EVAL_RO" if script.read_only else b"EVAL"
         keys_part = b"".join([_bulk(key) for key in keys.keys])
         eval_head = b"".join([_bulk(eval_), _bulk(script.source), _bulk(len(keys.keys)), keys_part])
-        return await self._run(
-            b"*%d\r\n%b%b" % (3 + len(keys.keys) + argc, eval_head, body),
-            replayable=replayable,
-            channel=channel,
-        )
+        try:
+            return await self._run(
+                b"*%d\r\n%b%b" % (3 + len(keys.keys) + argc, eval_head, body),
+                replayable=replayable,
+                channel=channel,
+            )
+        except ScriptError as exc:
+            raise _naming_a_denied_command(exc, script) from exc.__cause__
 
     def _head(self, script: Script, keys: QueueKeys) -> tuple[int, bytes]:
         cache_key = (script.name, keys.name)
@@ -808,7 +846,7 @@ class Connection:
         await self._ensure_checked()
         prefix = f"{KEY_PREFIX}:{{".encode()
         cursor: int = 0
-        seen: set[str] = set()
+        seen: set[bytes] = set()
         while True:
             reply = await self._run(
                 (b"SCAN", cursor, b"MATCH", f"{KEY_PREFIX}:{{{pattern}}}:*", b"COUNT", 1000),
@@ -818,10 +856,12 @@ class Connection:
             for key in reply[1]:
                 if key.endswith(b"}:seq"):  # kept by clear(): not a sign of a live queue
                     continue
-                name = key[len(prefix) :].partition(b"}")[0].decode()
-                if name not in seen:
-                    seen.add(name)
-                    yield name
+                raw = key[len(prefix) :].partition(b"}")[0]
+                if raw not in seen:
+                    seen.add(raw)
+                    name = _queue_name_in(key, raw)
+                    if name is not None:
+                        yield name
             if cursor == 0:
                 return
 
@@ -832,6 +872,20 @@ class Connection:
             for conn in made:
                 await conn.disconnect()
             await self.client.aclose()
+
+
+def _queue_name_in(key: bytes, raw: bytes) -> str | None:
+    """The queue name ``raw`` found in ``key``, or None, with a warning, if it is none.
+
+    Keys that look like vermilion's but were not written by it (by hand, by
+    another tool) must not stop the listing of every real queue.
+    """
+    try:
+        return check_queue_name(raw.decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        reason = "it is not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        logger.warning("skipped Redis key %r, not of a vermilion queue: %s", key, reason)
+        return None
 
 
 def _bulk(arg: bytes | str | int) -> bytes:

@@ -407,6 +407,8 @@ async def queue_names(redis: aioredis.Redis, pattern: str = "*") -> list[str]:
     """The sorted names of the queues that have any key in Redis, matching ``pattern``.
 
     ``pattern`` is a Redis glob over queue names (``*``, ``?``, ``[abc]``).
+    A key that looks like vermilion's but holds no valid queue name (written by
+    hand or by another tool, or not UTF-8) is skipped with a warning.
     """
     if not isinstance(pattern, str):
         raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")

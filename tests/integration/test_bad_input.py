@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from tests.conftest import QueueFactory
 from tests.helpers import scan_queue_keys
 from vermilion import JsonSerializer, Queue, ScriptError, SerializationError, clear_queues, queue_names
 from vermilion._protocol import EnqueueOptions, QueueKeys
+from vermilion._validation import check_queue_name
 
 
 class _Opaque:
@@ -308,6 +310,21 @@ async def test_queue_names_refuses_bad_patterns(
     """queue_names refuses a pattern that is not a non-empty brace-free str."""
     with pytest.raises(error, match="pattern"):
         await queue_names(redis, pattern)
+
+
+async def test_queue_names_skips_keys_of_no_queue_with_a_warning(
+    queue: Queue, redis: aioredis.Redis, stray_keys: list[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stray key made queue_names raise (a non-UTF-8 name: UnicodeDecodeError) or list a name no
+    Queue could open; now each is skipped with a warning naming the key, and real queues listed."""
+    await queue.enqueue("x")
+    with caplog.at_level(logging.WARNING, logger="vermilion"):
+        names = await queue_names(redis)
+    assert queue.name in names
+    assert all(check_queue_name(name) == name for name in names)
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    for key in stray_keys:
+        assert repr(key) in warned
 
 
 async def test_clear_queues_checks_every_name_before_deleting(queue: Queue, redis: aioredis.Redis) -> None:

@@ -106,6 +106,19 @@ async def test_status_table_and_json(make_queue: QueueFactory, redis_url: str) -
     assert {a.name, b.name} <= {row["queue"] for row in json.loads(everything.stdout)}
 
 
+async def test_status_of_every_queue_skips_keys_of_no_queue(
+    make_queue: QueueFactory, redis_url: str, stray_keys: list[bytes]
+) -> None:
+    """A stray `vermilion:{has space}:x` key made `status` fail for every queue; now it is
+    skipped, with a warning on stderr, and every real queue is listed."""
+    queue = await make_queue()
+    await queue.enqueue("x")
+    run = await vermilion("status", "--json", url=redis_url)
+    assert run.returncode == 0, run
+    assert queue.name in {row["queue"] for row in json.loads(run.stdout)}
+    assert "has space" in run.stderr
+
+
 async def test_url_defaults_to_the_environment(make_queue: QueueFactory, redis_url: str) -> None:
     """Without --url, $VERMILION_URL is the server."""
     queue = await make_queue()

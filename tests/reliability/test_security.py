@@ -32,7 +32,7 @@ from tests.helpers import ack, dequeue
 from tests.integration.test_scripts import crc16_xmodem, key_slot
 from tests.reliability.conftest import ServerFactory
 from tests.reliability.harness import audit, eventually, record
-from tests.reliability.servers import FaultServer, binary
+from tests.reliability.servers import KINDS, FaultServer, binary
 from vermilion import (
     AsyncWorker,
     Failure,
@@ -40,13 +40,15 @@ from vermilion import (
     MessageStatus,
     Queue,
     Retry,
+    ScriptError,
     Success,
     VermilionConnectionError,
     VermilionError,
     clear_queues,
     queue_names,
 )
-from vermilion._protocol import KEY_PARTS, QueueKeys
+from vermilion._protocol import KEY_PARTS, QueueKeys, _naming_a_denied_command
+from vermilion._scripts import SCRIPTS
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA_DIR = ROOT / "src" / "vermilion" / "lua"
@@ -400,6 +402,111 @@ async def test_t20_library_works_without_info(fault_server: ServerFactory) -> No
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def documented_acl_lines(page: str) -> list[str]:
+    """The ACL SETUSER commands of a docs page, each joined onto one line as Redis takes it."""
+    blocks = re.findall(r"```text\n(ACL SETUSER .*?)```", (ROOT / "docs" / page).read_text(), re.DOTALL)
+    return [" ".join(block.split()) for block in blocks]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_t20_the_documented_tenant_lines_work_as_written(
+    kind: str, fault_server: ServerFactory
+) -> None:
+    """T20: the tenant user of docs/reliability.md, created by its lines exactly as printed, runs
+    a queue with an empty ACL LOG. The CLIENT SETINFO line is refused on Redis 7.0 only, which
+    needs it not."""
+    server = fault_server(kind)
+    admin = server.client()
+    main_line, setinfo_line = documented_acl_lines("reliability.md")
+    assert setinfo_line == "ACL SETUSER app-a +client|setinfo"
+    handled: list[str] = []
+
+    async def handler(message: Message) -> None:
+        handled.append(message.mid)
+
+    try:
+        await command(admin, *main_line.split())
+        if await connection_commands(admin):
+            await command(admin, *setinfo_line.split())
+        else:
+            with pytest.raises(redis_errors.ResponseError):
+                await command(admin, *setinfo_line.split())
+        await command(admin, "ACL", "LOG", "RESET")
+        async with Queue("a-docs", f"redis://app-a:secret@127.0.0.1:{server.port}/0") as queue:
+            assert (await queue.enqueue("x", mid="m")).ok
+            async with AsyncWorker(queue, handler, idle_backoff=0.05, monitor=None):
+                await eventually(lambda: _true(bool(handled)), 10, "the message was handled")
+            assert (await queue.status()).nqueued == 0
+            await queue.clear()
+        log = await acl_log(admin)
+    finally:
+        await admin.aclose()
+    assert handled == ["m"]
+    assert summary(log) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_t20_the_documented_all_queues_line_works_as_written(
+    kind: str, fault_server: ServerFactory
+) -> None:
+    """T20: the user of docs/redis-layout.md, created by its line exactly as printed, runs a
+    queue."""
+    server = fault_server(kind)
+    admin = server.client()
+    [line] = documented_acl_lines("redis-layout.md")
+    try:
+        await command(admin, *line.split())
+        async with Queue("any", f"redis://vermilion:secret@127.0.0.1:{server.port}/0") as queue:
+            assert (await queue.enqueue("x")).ok
+            assert (await queue.status()).nqueued == 1
+            assert await queue.clear() == 1
+    finally:
+        await admin.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("missing", ["time", "hset", "rpush"])
+async def test_t20_a_denied_script_command_is_named_with_its_grant(
+    kind: str, missing: str, fault_server: ServerFactory
+) -> None:
+    """T20: a user without one command the scripts call gets a ScriptError naming it and the
+    ACL rule that grants it (Redis 7.0 itself says only "can't run this command")."""
+    server = fault_server(kind)
+    admin = server.client()
+    try:
+        rules = REQUIRED | CHECK_COMMANDS | await connection_commands(admin)
+        await set_user(admin, "vm-a", ("vermilion:{a-*}:*",), rules - {missing})
+        async with Queue("a-denied", tenant_url(server, "vm-a")) as queue:
+            with pytest.raises(ScriptError) as caught:
+                await queue.enqueue("x")
+    finally:
+        await admin.aclose()
+    message = str(caught.value)
+    assert f"may not run {missing.upper()}, which the enqueue script calls" in message
+    assert f"ACL SETUSER <user> +{missing}" in message
+
+
+def test_t20_every_denied_call_site_is_explained() -> None:
+    """T20: for every line of every script that calls Redis, a denial reported at that line
+    names the command (a literal call) or shows the line (a command chosen at run time)."""
+    for script in SCRIPTS.values():
+        for number, line in enumerate(script.source.decode().splitlines(), start=1):
+            if "redis.call(" not in line.split("--", 1)[0] and "redis.pcall(" not in line:
+                continue
+            cause = redis_errors.ResponseError(
+                f"The user executing the script can't run this command or subcommand script: "
+                f"{script.sha.decode()}, on @user_script:{number}."
+            )
+            error = ScriptError("Redis refused the command")
+            error.__cause__ = cause
+            explained = str(_naming_a_denied_command(error, script))
+            literal = re.search(r"redis\.p?call\(\s*'([A-Za-z]+)'", line)
+            if literal:
+                assert f"+{literal.group(1).lower()}" in explained, (script.name, number, line)
+            else:
+                assert f"its line {number}: {line.strip()}" in explained, (script.name, number, line)
 
 
 async def test_t20_cross_tenant_calls_are_refused(fault_server: ServerFactory) -> None:
