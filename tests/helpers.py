@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from vermilion import Queue
-from vermilion._protocol import DequeueReply, Leased, OutcomeKind, OutcomeRequest
+from vermilion._wire import DequeueReply, Leased, OutcomeKind, OutcomeRequest
 
 LONG_LOCK_MS = 60_000
 """A lease that never lapses during a test."""

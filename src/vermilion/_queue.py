@@ -11,9 +11,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ._exceptions import OutcomeUnknownError, ProtocolError
+from ._keys import QueueKeys
 from ._logs import logger
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
-from ._protocol import DEFAULT_ENQUEUE_OPTIONS, Connection, EnqueueOptions, QueueKeys
+from ._protocol import ScriptClient
+from ._redis_internals import connection_settings
 from ._serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MsgpackSerializer,
@@ -23,6 +25,7 @@ from ._serialization import (
     encode_contents,
 )
 from ._validation import batch, check_mid, check_queue_name, positive_int, seconds, to_ms
+from ._wire import DEFAULT_ENQUEUE_OPTIONS, EnqueueOptions
 
 __all__ = ["DEFAULT_URL", "Queue", "clear_queues", "queue_names"]
 
@@ -56,7 +59,7 @@ def random_mids(count: int) -> list[str]:
 
 def _describe_client(client: aioredis.Redis) -> str:
     """Where a client connects, without its password."""
-    kwargs = client.connection_pool.connection_kwargs
+    kwargs = connection_settings(client)
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     scheme = "rediss" if kwargs.get("ssl") or "ssl_context" in kwargs else "redis"
@@ -114,7 +117,7 @@ class Queue:
                 url = os.environ.get("VERMILION_URL") or DEFAULT_URL
             elif not isinstance(url, str):
                 raise TypeError(f"url must be a str, not {type(url).__name__}")
-            # socket_timeout=None (redis-py would default to 5 s): Connection
+            # socket_timeout=None (redis-py would default to 5 s): the transport
             # bounds each call itself, more cheaply than a timeout per write.
             client = aioredis.Redis.from_url(
                 url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=None
@@ -126,7 +129,7 @@ class Queue:
             client = redis
             self._owns_client = False
         self._keys = QueueKeys.for_queue(self._name)
-        self._connection = Connection(
+        self._connection = ScriptClient(
             client,
             timeout=_call_timeout(client) if self._owns_client else None,
             owns_client=self._owns_client,
@@ -382,14 +385,14 @@ class Queue:
     # -- for the worker ------------------------------------------------------------
 
     @property
-    def _protocol(self) -> tuple[Connection, QueueKeys]:
+    def _protocol(self) -> tuple[ScriptClient, QueueKeys]:
         return self._connection, self._keys
 
 
 def _call_timeout(client: aioredis.Redis) -> float:
     """How long a call of a client made from a URL may take: 30 s, or a shorter
     ``socket_timeout`` given in the URL (which the calls then honour as a whole)."""
-    configured = client.connection_pool.connection_kwargs.get("socket_timeout")
+    configured = connection_settings(client).get("socket_timeout")
     return min(_CALL_TIMEOUT, float(configured)) if configured else _CALL_TIMEOUT
 
 
@@ -414,7 +417,7 @@ async def queue_names(redis: aioredis.Redis, pattern: str = "*") -> list[str]:
         raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
     if not pattern or "{" in pattern or "}" in pattern:
         raise ValueError("pattern must be a non-empty glob without braces")
-    connection = Connection(redis)
+    connection = ScriptClient(redis)
     return sorted([name async for name in connection.scan_queue_names(pattern)])
 
 
@@ -424,7 +427,7 @@ async def clear_queues(redis: aioredis.Redis, *names: str) -> int:
     Every name is checked before anything is deleted; names are exact, never patterns.
     """
     checked = [check_queue_name(name) for name in names]
-    connection = Connection(redis)
+    connection = ScriptClient(redis)
     removed = 0
     for name in checked:
         removed += await connection.clear(QueueKeys.for_queue(name))

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from ._error_mapping import is_tls_failure
 from ._exceptions import (
     OutcomeUnknownError,
     SerializationError,
@@ -47,11 +48,12 @@ from ._messages import (
     WorkerStats,
     WorkerStatus,
 )
-from ._protocol import Channel, DequeueReply, Leased, OutcomeRequest, is_tls_failure
 from ._queue import Queue
 from ._serialization import decode_payload
 from ._stats import RollingStats
+from ._transport import Channel
 from ._validation import positive_int, seconds, to_ms
+from ._wire import DequeueReply, Leased, OutcomeRequest
 
 __all__ = [  # the status types are re-exported for the modules that import them from here
     "AsyncWorker",

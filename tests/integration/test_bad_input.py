@@ -13,8 +13,9 @@ import redis.asyncio as aioredis
 from tests.conftest import QueueFactory
 from tests.helpers import scan_queue_keys
 from vermilion import JsonSerializer, Queue, ScriptError, SerializationError, clear_queues, queue_names
-from vermilion._protocol import EnqueueOptions, QueueKeys
+from vermilion._keys import QueueKeys
 from vermilion._validation import check_queue_name
+from vermilion._wire import EnqueueOptions
 
 
 class _Opaque:

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 import vermilion._queue
 from tests.helpers import eventually
 from vermilion import OutcomeUnknownError, Queue
-from vermilion._protocol import _exchange
+from vermilion._redis_internals import Wire
 
 
 def named(url: str, client_name: str) -> str:
@@ -68,7 +68,7 @@ async def test_a_connection_the_server_closed_is_replaced_before_sending(
         [old_id] = await client_ids(redis, client_name)
         await redis.client_kill_filter(_id=str(old_id))
         connection, _ = queue._protocol
-        [idle] = connection._idle
+        [idle] = [wire.connection for wire in connection.transport._idle]
 
         async def closed_seen() -> bool:  # the event loop has read the server's FIN
             return bool(idle._reader.at_eof())
@@ -99,7 +99,7 @@ async def test_a_close_the_busy_event_loop_has_not_seen_yet_is_noticed_too(
     async with Queue(queue_name, named(redis_url, client_name)) as queue:
         assert (await queue.enqueue("before", mid="before")).ok
         connection, _ = queue._protocol
-        [idle] = connection._idle
+        [idle] = [wire.connection for wire in connection.transport._idle]
         sock = idle._writer.transport.get_extra_info("socket")
         # A blocking client, so that the loop runs no callback between the kill and the enqueue.
         with sync_redis.Redis.from_url(redis_url) as killer:
@@ -255,5 +255,5 @@ async def test_a_connection_without_stream_internals_uses_the_public_methods() -
     """Should redis-py drop the attributes vermilion reads directly, its calls still go through
     the public send / read methods."""
     conn = PublicOnlyConnection()
-    assert await _exchange(conn, b"*1\r\n$4\r\nPING\r\n") == [b"added"]
+    assert await Wire(conn).exchange(b"*1\r\n$4\r\nPING\r\n") == [b"added"]
     assert conn.sent == [b"*1\r\n$4\r\nPING\r\n"]

@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import QueueFactory
 from tests.helpers import ack, dequeue, dequeue_until_handed_out, eventually, lease_one
 from vermilion import EnqueueResult, MessageStatus, Queue
-from vermilion._protocol import Connection, Leased
+from vermilion._protocol import ScriptClient
+from vermilion._wire import Leased
 
 ADDED = EnqueueResult(ok=True, mid="m", action="added")
 UPDATED = EnqueueResult(ok=True, mid="m", action="updated")
@@ -431,13 +432,13 @@ async def test_enqueue_many_answers_in_order_in_one_script_call(
     """enqueue_many sends one script call and answers one result per message, in order."""
     await queue.enqueue("old", mid="b")
     calls: list[int] = []
-    original = Connection._call_packed  # every script call goes through it
+    original = ScriptClient._call_packed  # every script call goes through it
 
-    async def counting(self: Connection, *args: Any, **kwargs: Any) -> Any:
+    async def counting(self: ScriptClient, *args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return await original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Connection, "_call_packed", counting)
+    monkeypatch.setattr(ScriptClient, "_call_packed", counting)
     results = await queue.enqueue_many(["A", "B", "C", None], mids=["a", "b", "c", None])
     monkeypatch.undo()
     assert len(calls) == 1

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from tests.conftest import QueueFactory
 from tests.helpers import ack, dequeue, eventually, lease_one, scan_queue_keys
 from vermilion import JsonSerializer, MessageStatus, Queue, QueueStatus, clear_queues, queue_names
-from vermilion._protocol import QueueKeys
+from vermilion._keys import QueueKeys
 
 
 async def test_status_counts_each_kind_of_message(queue: Queue) -> None:

@@ -21,8 +21,9 @@ from tests.helpers import (
     scan_queue_keys,
 )
 from vermilion import MessageStatus, Queue, ScriptError
-from vermilion._protocol import KEY_PARTS, OutcomeRequest, QueueKeys
+from vermilion._keys import KEY_PARTS, QueueKeys
 from vermilion._scripts import SCRIPTS
+from vermilion._wire import OutcomeRequest
 
 READY_WITHIN_MS = 50
 

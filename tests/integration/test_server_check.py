@@ -9,21 +9,21 @@ import pytest
 
 from vermilion import ConfigurationError, Queue
 from vermilion._embedded import EmbeddedServer
-from vermilion._protocol import Connection
+from vermilion._transport import Transport
 
 
 async def test_old_server_is_refused_with_a_clear_error(
     queue: Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A server that reports Redis 6.2 is refused before any script runs."""
-    real_run = Connection._run
+    real_run = Transport.run
 
-    async def old_server(self: Connection, args: Sequence[Any], **options: Any) -> Any:
+    async def old_server(self: Transport, args: Sequence[Any], **options: Any) -> Any:
         if args[:2] == ("INFO", "server"):
             return b"# Server\r\nredis_version:6.2.14\r\nrun_id:abc\r\n"
         return await real_run(self, args, **options)
 
-    monkeypatch.setattr(Connection, "_run", old_server)
+    monkeypatch.setattr(Transport, "run", old_server)
     with pytest.raises(ConfigurationError, match=r"Redis 7\.0\.0 or newer.*6\.2\.14"):
         await queue.enqueue("x")
     monkeypatch.undo()

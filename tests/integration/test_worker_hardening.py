@@ -29,7 +29,7 @@ from vermilion import (
     ScriptError,
     VermilionConnectionError,
 )
-from vermilion._protocol import QueueKeys
+from vermilion._keys import QueueKeys
 
 EXITING_WORKER = Path(__file__).with_name("exiting_worker.py")
 

@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from vermilion import Queue
-from vermilion._protocol import KEY_PARTS, QueueKeys
+from vermilion._keys import KEY_PARTS, QueueKeys
 from vermilion._scripts import _read as read_lua
 
 WORKER_PROC = Path(__file__).with_name("worker_proc.py")

@@ -49,7 +49,9 @@ from vermilion import (
     VermilionError,
     clear_queues,
 )
-from vermilion._protocol import KEY_PARTS, Connection, OutcomeRequest, QueueKeys
+from vermilion._keys import KEY_PARTS, QueueKeys
+from vermilion._transport import Transport
+from vermilion._wire import OutcomeRequest
 
 MIB = 1024 * 1024
 
@@ -127,13 +129,13 @@ def sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     Counted in the client, so that a stray client of the server changes nothing.
     """
     sent: list[int] = []
-    send_once = Connection._send_once
+    send_once = Transport._send_once
 
-    async def counting(self: Connection, *args: Any, **kwargs: Any) -> Any:
+    async def counting(self: Transport, *args: Any, **kwargs: Any) -> Any:
         sent.append(1)
         return await send_once(self, *args, **kwargs)
 
-    monkeypatch.setattr(Connection, "_send_once", counting)
+    monkeypatch.setattr(Transport, "_send_once", counting)
     return sent
 
 

@@ -38,8 +38,10 @@ from tests.reliability.conftest import ServerFactory, WorkerFactory
 from tests.reliability.harness import Truth, WorkerProcess, audit, eventually, record
 from tests.reliability.servers import chaos_seconds, chaos_size
 from vermilion import Queue
-from vermilion._protocol import KEY_PARTS, Connection, OutcomeRequest, QueueKeys
+from vermilion._keys import KEY_PARTS, QueueKeys
+from vermilion._protocol import ScriptClient
 from vermilion._scripts import SCRIPTS
+from vermilion._wire import OutcomeRequest
 
 # -- T23 sizes -------------------------------------------------------------------------
 
@@ -405,7 +407,7 @@ def pin(pid: int, cpus: set[int] | None, nice: int = 0) -> None:
 
 
 async def lease_all(
-    connection: Connection, keys: QueueKeys, count: int, lock_ms: Callable[[], int]
+    connection: ScriptClient, keys: QueueKeys, count: int, lock_ms: Callable[[], int]
 ) -> list[Any]:
     leased: list[Any] = []
     while len(leased) < count:

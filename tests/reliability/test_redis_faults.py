@@ -53,8 +53,8 @@ from vermilion import (
     VermilionConnectionError,
     VermilionError,
 )
-from vermilion._protocol import OutcomeRequest
 from vermilion._scripts import SCRIPTS
+from vermilion._wire import OutcomeRequest
 
 ProxyFactory = Callable[[int], Awaitable[FaultProxy]]
 

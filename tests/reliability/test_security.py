@@ -47,7 +47,8 @@ from vermilion import (
     clear_queues,
     queue_names,
 )
-from vermilion._protocol import KEY_PARTS, QueueKeys, _naming_a_denied_command
+from vermilion._error_mapping import naming_a_denied_command
+from vermilion._keys import KEY_PARTS, QueueKeys
 from vermilion._scripts import SCRIPTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,7 +222,7 @@ def test_t20_command_list_is_what_the_code_sends() -> None:
     # calls the commands of its LENGTH_OF table.
     assert dynamic_sites == 3
     protocol = PROTOCOL.read_text()
-    sent = {name.lower() for name in re.findall(r'_run\(\s*\(\s*b?"([A-Z]+)"', protocol)}
+    sent = {name.lower() for name in re.findall(r'\brun\(\s*\(\s*b?"([A-Z]+)"', protocol)}
     sent |= {name.lower() for name in re.findall(r'b"(EVAL(?:SHA)?(?:_RO)?)"', protocol)}
     assert sent - {"config"} <= CLIENT_COMMANDS | CHECK_COMMANDS | ADMIN_COMMANDS
     assert not (REQUIRED | CHECK_COMMANDS | ADMIN_COMMANDS) & NEVER
@@ -501,7 +502,7 @@ def test_t20_every_denied_call_site_is_explained() -> None:
             )
             error = ScriptError("Redis refused the command")
             error.__cause__ = cause
-            explained = str(_naming_a_denied_command(error, script))
+            explained = str(naming_a_denied_command(error, script))
             literal = re.search(r"redis\.p?call\(\s*'([A-Za-z]+)'", line)
             if literal:
                 assert f"+{literal.group(1).lower()}" in explained, (script.name, number, line)

@@ -50,7 +50,7 @@ from typing import Any
 import msgpack
 
 from vermilion import AsyncWorker, Failure, Message, Queue, Retry, Success
-from vermilion._protocol import Connection
+from vermilion._protocol import ScriptClient
 
 
 def skew_clock(seconds: float) -> None:
@@ -83,26 +83,26 @@ def die_at(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     if step == "after_dequeue":
-        dequeue = Connection.dequeue
+        dequeue = ScriptClient.dequeue
 
-        async def dequeue_then_die(self: Connection, *args: Any, **kwargs: Any) -> Any:
+        async def dequeue_then_die(self: ScriptClient, *args: Any, **kwargs: Any) -> Any:
             reply = await dequeue(self, *args, **kwargs)
             if reply.messages:
                 die()
             return reply
 
-        Connection.dequeue = dequeue_then_die  # type: ignore[method-assign]
+        ScriptClient.dequeue = dequeue_then_die  # type: ignore[method-assign]
     elif step in ("before_ack", "after_ack"):
-        ack = Connection.ack
+        ack = ScriptClient.ack
 
-        async def ack_and_die(self: Connection, *args: Any, **kwargs: Any) -> Any:
+        async def ack_and_die(self: ScriptClient, *args: Any, **kwargs: Any) -> Any:
             if step == "before_ack":
                 die()
             applied = await ack(self, *args, **kwargs)
             die()
             return applied
 
-        Connection.ack = ack_and_die  # type: ignore[method-assign]
+        ScriptClient.ack = ack_and_die  # type: ignore[method-assign]
     elif step != "in_handler":
         raise ValueError(f"unknown die_at step {step!r}")
 

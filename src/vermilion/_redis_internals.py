@@ -1,0 +1,151 @@
+"""The one module that reaches into redis-py: its connection objects and private attributes.
+
+Why reach in at all: redis-py's ``execute_command`` re-sends a command after a
+connection error (its retry policy belongs to the user's pool), and a re-sent
+``dequeue`` or ``enqueue`` is a wrong answer, not a retry. So vermilion sends
+each command itself, on a redis-py connection, through the small interface
+below (:class:`Wire`). Its fast path writes to the connection's stream writer
+and reads with its reply parser (``_writer``, ``_parser``): redis-py's public
+send/read methods wrap those in health checks and timeouts that vermilion's
+own clients do not use, at about a quarter of a round trip's client CPU.
+
+Every private attribute is read with a fallback to a public method, and the
+tests run on the lowest and the newest redis-py that pyproject allows, so an
+upgrade that removes one fails a test rather than a user. Nothing else in the
+package may touch a redis-py connection or a pool.
+"""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+
+__all__ = ["Wire", "connection_settings", "new_wire", "pool_of", "pooled_wire", "release_pooled"]
+
+
+class Wire:
+    """One redis-py connection, seen through the few operations vermilion's transport needs."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self.connection.is_connected)
+
+    async def connect(self) -> None:
+        await self.connection.connect()
+
+    async def disconnect(self) -> None:
+        await self.connection.disconnect()
+
+    async def is_stale(self) -> bool:
+        """Whether this connected, idle connection must be opened afresh before anything is sent.
+
+        Like redis-py's pool, a connection with unread bytes or the server's
+        EOF is not sent on: a dead connection would turn a call that never left
+        into a "maybe ran". redis-py 8.2 reports an EOF it reads here as an error.
+        """
+        if self._socket_readable():
+            return True
+        try:
+            return await self._has_unread_data_or_eof()
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+            return True
+
+    def _socket_readable(self) -> bool:
+        """Whether the socket holds bytes or an EOF that the event loop has not read yet.
+
+        An idle connection should have nothing to read: anything there is the
+        server closing it (its ``timeout``, CLIENT KILL, a proxy) or a stray
+        reply. While the loop is busy, that EOF waits in the kernel, where only
+        the socket itself shows it. A zero-timeout poll costs one system call.
+        """
+        writer = getattr(self.connection, "_writer", None)
+        if writer is None:
+            return False
+        transport = writer.transport
+        if transport.is_closing():
+            return True
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        fd = sock.fileno()
+        if fd < 0:
+            return True
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([fd], [], [], 0)
+        return bool(readable)
+
+    async def _has_unread_data_or_eof(self) -> bool:
+        # redis-py 8 renamed can_read_destructive (still there, deprecated) to can_read.
+        conn = self.connection
+        check = conn.can_read if hasattr(conn, "can_read") else conn.can_read_destructive
+        return bool(await check())
+
+    async def exchange(self, command: bytes) -> Any:
+        """Write one packed command; read its reply (undecoded), raising an error reply.
+
+        Straight to the stream writer and the reply parser where redis-py has
+        them; its public methods are the fallback for a redis-py without them.
+        """
+        writer = getattr(self.connection, "_writer", None)
+        parser = getattr(self.connection, "_parser", None)
+        if writer is None or parser is None:
+            await self.connection.send_packed_command(command)
+            return await self.connection.read_response(disable_decoding=True)
+        writer.write(command)
+        await writer.drain()
+        reply = await parser.read_response(disable_decoding=True)
+        if isinstance(reply, redis_errors.ResponseError):
+            raise reply
+        return reply
+
+    async def exchange_with_settings(self, command: bytes, read_timeout: float | None = None) -> Any:
+        """Like :meth:`exchange`, through redis-py's public methods: for a client the user made,
+        whose every setting (socket timeout, health checks) applies."""
+        await self.connection.send_packed_command(command)
+        if read_timeout is None:
+            return await self.connection.read_response(disable_decoding=True)
+        return await self.connection.read_response(disable_decoding=True, timeout=read_timeout)
+
+    def abort(self) -> bool:
+        """Close the socket at once; False while there is none (still connecting)."""
+        writer = getattr(self.connection, "_writer", None)
+        if writer is None:
+            return False
+        writer.transport.abort()
+        return True
+
+
+def new_wire(client: aioredis.Redis) -> Wire:
+    """A new connection with the client's settings, outside its pool (vermilion keeps it)."""
+    return Wire(client.connection_pool.make_connection())  # type: ignore[no-untyped-call]
+
+
+async def pooled_wire(client: aioredis.Redis) -> Wire:
+    """A connection checked out of the client's pool, within the pool's limits."""
+    return Wire(await client.connection_pool.get_connection())  # type: ignore[no-untyped-call]
+
+
+async def release_pooled(client: aioredis.Redis, wire: Wire) -> None:
+    await client.connection_pool.release(wire.connection)
+
+
+def pool_of(client: aioredis.Redis) -> object:
+    """What clients that share connections have in common (their pool)."""
+    return client.connection_pool
+
+
+def connection_settings(client: aioredis.Redis) -> Mapping[str, Any]:
+    """The keyword arguments each of the client's connections is made with."""
+    return client.connection_pool.connection_kwargs
