@@ -11,7 +11,7 @@ method="inclusive")`` call "linear"/"inclusive").
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["DEFAULT_WINDOW", "RollingStats", "Summary", "percentile"]
+__all__ = ["DEFAULT_WINDOW", "RollingStats", "Summary", "Tally", "percentile"]
 
 DEFAULT_WINDOW = 10_000
 
@@ -102,3 +102,19 @@ class RollingStats:
             p95=percentile(ordered, 0.95),
             p99=percentile(ordered, 0.99),
         )
+
+
+class Tally:
+    """Named event counts (``"handler/success"``, ``"ack/stale"``, …) that the worker's parts share."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def add(self, key: str, n: int = 1) -> None:
+        self._counts[key] = self._counts.get(key, 0) + n
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts so far, sorted by name."""
+        return dict(sorted(self._counts.items()))

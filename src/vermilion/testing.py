@@ -69,7 +69,7 @@ async def drain(
     async with worker:
         while True:
             status = await queue.status()
-            if status.nqueued + status.nlocked + status.nbackoff == 0 and worker._acks_idle.is_set():
+            if status.nqueued + status.nlocked + status.nbackoff == 0 and worker._outcomes_acknowledged():
                 return worker.stats()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"queue {queue.name!r} was not drained within {limit} s: {status}")

@@ -73,7 +73,7 @@ async def test_success_removes_the_message(queue: Queue) -> None:
     async with running(queue, handler) as worker:
         await queue.enqueue({"n": 1}, mid="m")
         await wait_until(lambda: worker.stats().counts.get("handler/success", 0) == 1)
-        await wait_until(lambda: worker._acks_idle.is_set())
+        await wait_until(lambda: worker._outcomes_acknowledged())
     assert handler.calls[0].content == {"n": 1}
     assert handler.calls[0].attempt == 1
     assert handler.calls[0].queue == queue.name
@@ -128,7 +128,7 @@ async def test_failure_is_recorded_and_not_retried(queue: Queue) -> None:
     async with running(queue, handler) as worker:
         await queue.enqueue("x", mid="m")
         await wait_until(lambda: worker.stats().counts.get("handler/error", 0) == 1)
-        await wait_until(lambda: worker._acks_idle.is_set())
+        await wait_until(lambda: worker._outcomes_acknowledged())
     assert await queue.message_status("m") == MessageStatus.FAILED
     assert (await queue.status()).nfailed == 1
     assert len(handler.calls) == 1
@@ -143,7 +143,7 @@ async def test_exception_fails_the_message_and_logs(queue: Queue, caplog: pytest
     async with running(queue, handler) as worker:
         await queue.enqueue("x", mid="m")
         await wait_until(lambda: worker.stats().counts.get("handler/error", 0) == 1)
-        await wait_until(lambda: worker._acks_idle.is_set())
+        await wait_until(lambda: worker._outcomes_acknowledged())
     assert await queue.message_status("m") == MessageStatus.FAILED
     assert worker.stats().counts["handler/exception"] == 1
     records = [r for r in caplog.records if r.exc_info and "boom" in str(r.exc_info[1])]
@@ -182,7 +182,7 @@ async def test_bad_handler_result_fails_the_message(queue: Queue) -> None:
     async with running(queue, handler) as worker:
         await queue.enqueue("x", mid="m")
         await wait_until(lambda: worker.stats().counts.get("handler/error", 0) == 1)
-        await wait_until(lambda: worker._acks_idle.is_set())
+        await wait_until(lambda: worker._outcomes_acknowledged())
     assert await queue.message_status("m") == MessageStatus.FAILED
 
 
@@ -227,7 +227,7 @@ async def test_long_handler_is_handled_once(make_queue: QueueFactory) -> None:
                 == 1
             )
         )
-        await wait_until(lambda: first._acks_idle.is_set() and second._acks_idle.is_set())
+        await wait_until(lambda: first._outcomes_acknowledged() and second._outcomes_acknowledged())
         counts = {**first.stats().counts, **second.stats().counts}
     assert len(slow.calls) == 1
     assert slow.calls[0].attempt == 1
@@ -251,7 +251,7 @@ async def test_handler_timeout_cancels_and_fails(queue: Queue) -> None:
         await queue.enqueue("x", mid="m")
         await asyncio.wait_for(cancelled.wait(), 5)
         await wait_until(lambda: worker.stats().counts.get("handler/error", 0) == 1)
-        await wait_until(lambda: worker._acks_idle.is_set())
+        await wait_until(lambda: worker._outcomes_acknowledged())
     counts = worker.stats().counts
     assert counts["handler/timeout"] == 1
     assert await queue.message_status("m") == MessageStatus.FAILED
@@ -263,7 +263,7 @@ async def test_max_attempts_fails_without_calling_the_handler(queue: Queue) -> N
     async with running(queue, handler, max_attempts=3) as worker:
         await queue.enqueue("x", mid="m")
         await wait_until(lambda: worker.stats().counts.get("message/max-attempts", 0) == 1)
-        await wait_until(lambda: worker._acks_idle.is_set())
+        await wait_until(lambda: worker._outcomes_acknowledged())
     assert [m.attempt for m in handler.calls] == [1, 2, 3]
     assert await queue.message_status("m") == MessageStatus.FAILED
 
@@ -279,7 +279,7 @@ async def test_undecodable_payload_fails_without_calling_the_handler(
     async with running(queue, handler) as worker:
         await wait_until(lambda: worker.stats().counts.get("handler/success", 0) == 1)
         await wait_until(lambda: worker.stats().counts.get("message/undecodable", 0) == 1)
-        await wait_until(lambda: worker._acks_idle.is_set())
+        await wait_until(lambda: worker._outcomes_acknowledged())
     assert [m.mid for m in handler.calls] == ["good"]
     assert await queue.message_status("bad") == MessageStatus.FAILED
 
@@ -342,7 +342,7 @@ async def test_idle_worker_picks_up_within_100_ms(queue: Queue) -> None:
             sent = time.perf_counter()
             await queue.enqueue("x")
             latencies.append(await asyncio.wait_for(received.get(), 5) - sent)
-            await wait_until(lambda: worker._acks_idle.is_set())
+            await wait_until(lambda: worker._outcomes_acknowledged())
     latencies.sort()
     assert latencies[2] < 0.1, latencies  # median: robust to one scheduling hiccup
 

@@ -125,7 +125,7 @@ async def test_an_unexpected_error_restarts_the_loop_it_hit(
     loop runs on."""
     handler = Handled(slow=frozenset({"m0"}), delay=0.4)
     w = worker(queue, handler, lock_timeout=0.3)
-    connection = w._connection
+    connection = w._client
     real = getattr(connection, loop)
     raised = asyncio.Event()
 
@@ -156,14 +156,14 @@ async def test_an_internal_error_while_handling_fails_that_message_alone(queue: 
     fails that message, once; it does not come back every lease, and others go on."""
     handler = Handled()
     w = worker(queue, handler, lock_timeout=0.3)
-    real = w._outcome_of
+    real = w._runner._outcome_of
 
     async def broken_for_bad(leased: Any, content: Any, now_ms: int) -> Any:
         if leased.mid == "bad":
             raise RuntimeError("injected")
         return await real(leased, content, now_ms)
 
-    w._outcome_of = broken_for_bad  # type: ignore[method-assign]
+    w._runner._outcome_of = broken_for_bad  # type: ignore[method-assign]
     async with w:
         await queue.enqueue_many(["x", "y"], mids=["bad", "good"])
         await until(lambda: counts(w).get("handler/error", 0) == 1, what="bad failed")
@@ -179,7 +179,7 @@ async def test_a_lost_lease_whose_ack_waits_is_not_renewed_in_a_loop(queue: Queu
     """After a Redis restart without data, a lease whose renewal answers 0 while its ack
     waits to be retried was renewed ~4,000 times a second; now it is asked for once."""
     w = worker(queue, Handled(), lock_timeout=0.3)
-    connection = w._connection
+    connection = w._client
     real_extend, real_ack = connection.extend, connection.ack
     extends = 0
     ack_failing = asyncio.Event()
@@ -247,7 +247,7 @@ async def test_stop_returns_though_a_handler_swallows_cancellation(make_queue: Q
         async with worker(queue, rescue, lock_timeout=0.5):
             await until(lambda: second.mids == ["m"], timeout=10, what="handed out again")
         assert attempts == [2]
-        assert w._busy == 0
+        assert w._slots.busy == 0
     finally:
         release.set()
         await asyncio.gather(*stubborn_tasks, return_exceptions=True)
@@ -393,7 +393,7 @@ async def test_hostile_stored_values_cost_only_their_own_message(
     async with worker(queue, handler, lock_timeout=0.5, idle_backoff=0.05) as w:
         await queue.enqueue("healthy", mid="healthy")
         await eventually(lambda: settled(queue), timeout=10, what="the queue drained")
-        await until(lambda: w._acks_idle.is_set(), what="acks sent")
+        await until(lambda: w._outcomes_acknowledged(), what="acks sent")
         assert not [name for name in counts(w) if name.endswith("internal-error")], counts(w)
     assert handler.mids.count("healthy") == 1
     assert handler.mids.count("hostile") <= 1

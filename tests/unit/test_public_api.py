@@ -43,7 +43,9 @@ def test_all_is_complete() -> None:
         "mid_arg", "mid_text", "pack_messages", "parse_content", "parse_counts", "parse_dequeue",
         "reply_int", "reply_text", "queue_name_in", "queue_name_of", "scan_pattern", "translate_errors",
         "translated", "naming_a_denied_command", "refused_as", "new_wire", "pooled_wire", "release_pooled",
-        "pool_of", "connection_settings",
+        "pool_of", "connection_settings", "Acknowledger", "HandlerRunner", "HandlerTasks", "LeaseKeeper",
+        "Poller", "Slots", "Tally", "as_delay_function", "error_backoff", "exception_to_failure",
+        "user_delay",
     }  # fmt: skip
     missing = {
         name for module, name, ident in public_in_modules if ident not in exported and name not in internal
