@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nox
@@ -17,6 +18,29 @@ def tests(session: nox.Session) -> None:
     """Run the test suite against a real server (see tests/conftest.py)."""
     session.install(".[test]")
     session.run("pytest", *session.posargs)
+
+
+def _lowest_redis_py() -> str:
+    """The lower bound of redis-py in pyproject.toml, so that this session follows it."""
+    pyproject = (Path(__file__).parent / "pyproject.toml").read_text()
+    found = re.search(r'"redis\[hiredis\]>=([0-9.]+)', pyproject)
+    if found is None:
+        raise RuntimeError("no redis-py lower bound found in pyproject.toml")
+    return found.group(1)
+
+
+@nox.session
+@nox.parametrize("bound", ["lowest", "newest"])
+def redis_py(session: nox.Session, bound: str) -> None:
+    """The unit and integration tests on the lowest and on the newest redis-py that
+    pyproject allows: vermilion reaches into redis-py's connections (_redis_internals.py),
+    and an upgrade that removes what it reads must fail here, not in a user's service."""
+    if bound == "lowest":
+        session.install(".[test]", f"redis[hiredis]=={_lowest_redis_py()}")
+    else:
+        session.install("--upgrade", ".[test]", "redis[hiredis]")
+    session.run("python", "-c", "import redis; print('redis-py', redis.__version__)")
+    session.run("pytest", "tests/unit", "tests/integration", *session.posargs)
 
 
 @nox.session
