@@ -26,7 +26,8 @@ from . import __version__
 from ._embedded import EmbeddedServer
 from ._exceptions import OutcomeUnknownError, VermilionError
 from ._messages import EnqueueResult, Failure, Message, QueueStatus, Retry, Success
-from ._queue import DEFAULT_URL, Queue, _describe_client, queue_names
+from ._queue import DEFAULT_URL, Queue, queue_names
+from ._redis_internals import describe_client as _describe_client
 from ._stats import Summary
 from ._worker import AsyncWorker, Handler, WorkerStatus
 

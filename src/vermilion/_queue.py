@@ -15,7 +15,7 @@ from ._keys import QueueKeys
 from ._logs import logger
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
 from ._protocol import ScriptClient
-from ._redis_internals import connection_settings
+from ._redis_internals import connection_settings, describe_client
 from ._serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MsgpackSerializer,
@@ -55,22 +55,6 @@ def random_mids(count: int) -> list[str]:
         f"{_VARIANT[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
         for i in range(0, 32 * count, 32)
     ]
-
-
-def _describe_client(client: aioredis.Redis) -> str:
-    """Where a client connects, without its password."""
-    kwargs = connection_settings(client)
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    scheme = "rediss" if kwargs.get("ssl") or "ssl_context" in kwargs else "redis"
-    user = kwargs.get("username")
-    auth = ""
-    if kwargs.get("password") is not None:
-        auth = f"{user or ''}:***@"
-    elif user:
-        auth = f"{user}@"
-    host = kwargs.get("host", "localhost")
-    return f"{scheme}://{auth}{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
 class Queue:
@@ -150,7 +134,7 @@ class Queue:
     @property
     def url(self) -> str:
         """Where the queue's client connects, as a URL with the password masked."""
-        return _describe_client(self._connection.client)
+        return describe_client(self._connection.client)
 
     def __repr__(self) -> str:
         return f"<Queue {self._name!r} at {self.url}>"

@@ -24,7 +24,15 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
-__all__ = ["Wire", "connection_settings", "new_wire", "pool_of", "pooled_wire", "release_pooled"]
+__all__ = [
+    "Wire",
+    "connection_settings",
+    "describe_client",
+    "new_wire",
+    "pool_of",
+    "pooled_wire",
+    "release_pooled",
+]
 
 
 class Wire:
@@ -149,3 +157,19 @@ def pool_of(client: aioredis.Redis) -> object:
 def connection_settings(client: aioredis.Redis) -> Mapping[str, Any]:
     """The keyword arguments each of the client's connections is made with."""
     return client.connection_pool.connection_kwargs
+
+
+def describe_client(client: aioredis.Redis) -> str:
+    """Where a client connects, without its password."""
+    kwargs = connection_settings(client)
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    scheme = "rediss" if kwargs.get("ssl") or "ssl_context" in kwargs else "redis"
+    user = kwargs.get("username")
+    auth = ""
+    if kwargs.get("password") is not None:
+        auth = f"{user or ''}:***@"
+    elif user:
+        auth = f"{user}@"
+    host = kwargs.get("host", "localhost")
+    return f"{scheme}://{auth}{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
