@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import pytest
 
 from tests.conftest import QueueFactory
 from tests.helpers import eventually, lease_one
-from vermilion import MessageStatus, Queue
+from vermilion import MessageStatus, Queue, QueueStatus
 
 UNREACHABLE = "redis://127.0.0.1:1/0"
 
@@ -93,12 +94,12 @@ async def test_status_table_and_json(make_queue: QueueFactory, redis_url: str) -
     assert [row["queue"] for row in data] == [b.name, a.name]
     assert {key: value for key, value in data[1].items() if key != "lag"} == {
         "queue": a.name,
-        "queued": 2,
-        "locked": 1,
-        "backoff": 1,
-        "done": 0,
-        "failed": 0,
-        "total": 4,
+        "nqueued": 2,
+        "nlocked": 1,
+        "nbackoff": 1,
+        "ndone": 0,
+        "nfailed": 0,
+        "ntotal": 4,
     }
     assert isinstance(data[1]["lag"], float) and data[1]["lag"] >= 0
 
@@ -127,7 +128,7 @@ async def test_url_defaults_to_the_environment(make_queue: QueueFactory, redis_u
         "status", queue.name, "--json", url=None, env={**os.environ, "VERMILION_URL": redis_url}
     )
     assert run.returncode == 0, run
-    assert json.loads(run.stdout)[0]["queued"] == 1
+    assert json.loads(run.stdout)[0]["nqueued"] == 1
 
 
 async def test_queues_with_pattern(make_queue: QueueFactory, redis_url: str) -> None:
@@ -268,6 +269,61 @@ async def test_bad_input(redis_url: str) -> None:
     assert_one_line_error(await vermilion("status", url="http://host"), 2, "--url")
     assert_one_line_error(await vermilion("status", "--frobnicate", url=redis_url), 2, "--frobnicate")
     assert_one_line_error(await vermilion(url=None), 2, "COMMAND")
+
+
+# -- global options ------------------------------------------------------------------------
+
+
+async def test_status_json_uses_the_field_names_of_queue_status(queue: Queue, redis_url: str) -> None:
+    """`status --json` rows are the queue's name plus every QueueStatus field, by its own name."""
+    await queue.enqueue("x")
+    run = await vermilion("status", queue.name, "--json", url=redis_url)
+    assert run.returncode == 0, run
+    [row] = json.loads(run.stdout)
+    assert set(row) == {"queue"} | {field.name for field in dataclasses.fields(QueueStatus)}
+    assert row["nqueued"] == 1 and row["ntotal"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["status"], list),
+        (["queues"], list),
+        (["enqueue", "{queue}", "1", "--mid", "g1"], dict),
+        (["message-status", "{queue}", "g1"], dict),
+        (["clear", "{queue}", "--yes"], list),
+    ],
+    ids=lambda value: value[0] if isinstance(value, list) else "",
+)
+async def test_global_options_before_the_command(
+    queue: Queue, redis_url: str, args: list[str], expected: type
+) -> None:
+    """`vermilion --url URL --json COMMAND ...` works for every command that takes them."""
+    command = [arg.format(queue=queue.name) for arg in args]
+    run = await vermilion("--url", redis_url, "--json", *command, url=None, env=without_vermilion_url())
+    assert run.returncode == 0, run
+    assert isinstance(json.loads(run.stdout), expected)
+
+
+async def test_an_option_after_the_command_wins(queue: Queue, redis_url: str) -> None:
+    """Given before and after the command, the one after the command is used."""
+    await queue.enqueue("x", mid="m")
+    run = await vermilion("--url", UNREACHABLE, "message-status", queue.name, "m", url=redis_url)
+    assert (run.returncode, run.stdout.strip()) == (0, "queued"), run
+    run = await vermilion("--url", redis_url, "message-status", queue.name, "m", url=UNREACHABLE)
+    assert_one_line_error(run, 1, "Redis connection failed")
+
+
+@pytest.mark.parametrize("command", [["worker", "app:handle", "--queue", "q"], ["demo"]], ids=str)
+async def test_json_is_refused_for_a_command_without_it(command: list[str]) -> None:
+    """`--json` before a command that prints no JSON is a usage error, not silently ignored."""
+    run = await vermilion("--json", *command, url=None)
+    assert_one_line_error(run, 2, "--json is not an option of " + command[0])
+
+
+def without_vermilion_url() -> dict[str, str]:
+    """The environment without $VERMILION_URL, so that only the command line names the server."""
+    return {key: value for key, value in os.environ.items() if key != "VERMILION_URL"}
 
 
 # -- worker ------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ import subprocess
 import sys
 import uuid
 
-from vermilion._cli import format_table, run_demo
+from vermilion._cli._demo import run_demo
+from vermilion._cli._format import format_table
 
 
 async def test_demo_handles_every_message(redis_url: str) -> None:

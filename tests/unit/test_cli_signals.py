@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from vermilion._cli import _StopSignals
+from vermilion._cli._serve import _StopSignals
 
 
 def _no_loop_signal_handlers(*args: Any) -> None:

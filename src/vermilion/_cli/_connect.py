@@ -1,0 +1,54 @@
+"""The CLI's way to Redis: the server a command uses, its client, its queues, and JSON output.
+
+Owns ``--url`` and ``$VERMILION_URL`` resolution and the timeouts of the CLI's
+client; the commands get their ``Queue`` objects here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Sequence
+
+import redis.asyncio as aioredis
+
+from vermilion._queue import DEFAULT_URL, Queue
+
+from ._exit import EXIT_USAGE, CommandError
+
+__all__ = ["connect", "named_queues", "print_json", "redis_url"]
+
+_CONNECT_TIMEOUT = 5.0
+_SOCKET_TIMEOUT = 30.0
+
+
+def redis_url(args: argparse.Namespace) -> str:
+    url: str | None = args.url
+    return url or os.environ.get("VERMILION_URL") or DEFAULT_URL
+
+
+@contextlib.asynccontextmanager
+async def connect(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
+    """A Redis client for ``--url``; a malformed URL is a usage error."""
+    try:
+        client = aioredis.Redis.from_url(
+            redis_url(args), socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT
+        )
+    except ValueError as exc:  # redis-py's message names the accepted schemes
+        raise CommandError(f"bad --url: {exc}", EXIT_USAGE) from None
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+
+
+def named_queues(names: Sequence[str], client: aioredis.Redis) -> list[Queue]:
+    """One ``Queue`` per distinct name, every name checked before any is used."""
+    return [Queue(name, redis=client) for name in dict.fromkeys(names)]
+
+
+def print_json(value: object) -> None:
+    print(json.dumps(value))

@@ -1,0 +1,137 @@
+"""Text for people: the tables and lines the commands print. Pure: no I/O, no Redis.
+
+Owns how values look (numbers right-aligned with thousands separators, ``-`` for
+none) and which column of ``vermilion status`` shows which ``QueueStatus`` field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vermilion._messages import EnqueueResult, QueueStatus
+from vermilion._stats import Summary
+from vermilion._worker import WorkerStatus
+
+__all__ = [
+    "STATUS_COLUMNS",
+    "format_enqueue_result",
+    "format_queue_statuses",
+    "format_table",
+    "format_worker_status",
+    "status_row",
+]
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table: left-aligned text, right-aligned numbers."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [len(header) for header in headers]
+    for row in cells:
+        for i, text in enumerate(row):
+            widths[i] = max(widths[i], len(text))
+    numeric = [all(_is_number(row[i]) for row in rows) and bool(rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            value.rjust(widths[i]) if numeric[i] else value.ljust(widths[i]) for i, value in enumerate(values)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in cells)])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+        return f"{value:,.2f}"
+    return str(value)
+
+
+def format_worker_status(status: WorkerStatus) -> str:
+    """The worker's status as readable tables."""
+    state = "running" if status.running else "stopped"
+    out = [
+        f"worker on queue {status.queue!r}: {state},"
+        f" concurrency {status.concurrency}, in flight {status.in_flight}"
+    ]
+    if status.queue_status is not None:
+        counts = status.queue_status
+        headers = [header for header, _ in STATUS_COLUMNS]
+        out += ["", format_table(headers, [[getattr(counts, field) for _, field in STATUS_COLUMNS]])]
+    summaries: list[tuple[str, Summary | None]] = [
+        ("queue size", status.stats.queue_size),
+        ("queueing time (ms)", status.stats.queueing_time_ms),
+        ("handling time (ms)", status.stats.handling_time_ms),
+    ]
+    out += [
+        "",
+        format_table(
+            ["measure", "n", "min", "mean", "p50", "p90", "p95", "p99", "max", "last"],
+            [
+                [name]
+                + (
+                    [None] * 9
+                    if s is None
+                    else [
+                        s.n,
+                        float(s.min),
+                        s.mean,
+                        float(s.p50),
+                        float(s.p90),
+                        float(s.p95),
+                        float(s.p99),
+                        float(s.max),
+                        float(s.last),
+                    ]
+                )
+                for name, s in summaries
+            ],
+        ),
+        "",
+        format_table(["count", "value"], sorted(status.stats.counts.items())),
+    ]
+    return "\n".join(out)
+
+
+# The table's column headers for the QueueStatus fields (``status --json`` uses the field
+# names themselves); docs/cli.md shows the same mapping.
+STATUS_COLUMNS = (
+    ("queued", "nqueued"),
+    ("locked", "nlocked"),
+    ("backoff", "nbackoff"),
+    ("done", "ndone"),
+    ("failed", "nfailed"),
+    ("total", "ntotal"),
+    ("lag (s)", "lag"),
+)
+
+
+def status_row(name: str, status: QueueStatus) -> dict[str, object]:
+    """One queue's line of ``status --json``: its name and the ``QueueStatus`` fields."""
+    return {"queue": name, **{field: getattr(status, field) for _, field in STATUS_COLUMNS}}
+
+
+def format_queue_statuses(rows: Sequence[dict[str, object]]) -> str:
+    """Rows of ``status --json`` as the table ``vermilion status`` prints."""
+    headers = ["queue", *(header for header, _ in STATUS_COLUMNS)]
+    return format_table(
+        headers, [[row["queue"], *(row[field] for _, field in STATUS_COLUMNS)] for row in rows]
+    )
+
+
+def format_enqueue_result(result: EnqueueResult) -> str:
+    if result.ok:
+        return f"{result.action} {result.mid}"
+    return f"refused {result.mid}: {result.error}"

@@ -1,0 +1,302 @@
+"""The command line's arguments: the parser, one function per command, the argument types.
+
+Owns every option, its help text and its checks (a bad value is a one-line
+usage error, exit code 2), and the global options ``--url`` and ``--json``,
+which may stand before the command or after it. It runs no command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn
+
+from vermilion import __version__
+from vermilion._queue import DEFAULT_URL
+
+from . import _commands
+from ._demo import run_demo_command
+from ._exit import EXIT_USAGE
+from ._serve import LOG_LEVELS, run_worker
+
+__all__ = ["parse_args"]
+
+_URL_HELP = f"Redis URL (default: $VERMILION_URL, else {DEFAULT_URL})"
+_JSON_HELP = "print JSON instead of text"
+
+_ABOUT = {
+    "status": (
+        "counts and lag of every queue, or of the named ones",
+        "Counts and lag of the named queues, or of every queue with data in Redis."
+        " lag is how long (s) the oldest ready message has waited.",
+    ),
+    "queues": (
+        "names of the queues that have data in Redis",
+        "Names of the queues that have data in Redis, sorted, one a line.",
+    ),
+    "enqueue": (
+        "add one message, given as JSON",
+        "Add one message. Prints 'added MID' or 'updated MID' (exit code 0), or"
+        " 'refused MID: REASON' when the mid is busy (exit code 3).",
+    ),
+    "message-status": (
+        "the status of one message",
+        "The status of one message (queued, locked, done-with-backoff, failed, ...), or"
+        " 'unknown' for a mid the queue does not know. Exit code 0 either way.",
+    ),
+    "clear": (
+        "delete every message and all state of the named queues",
+        "Delete every message and all state of the named queues (exact names, never"
+        " patterns). Refuses without --yes.",
+    ),
+}
+"""The commands that read or feed queues: their one-line help and their description."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("vermilion").strip()
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_USAGE, f"vermilion: {where}{message} (see '{self.prog} --help')\n")
+
+
+def _duration(text: str) -> float:
+    """Seconds: a finite number, not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite, non-negative number of seconds, got {text!r}")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    """Seconds above zero."""
+    value = _duration(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _run_async(
+    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(command(args))
+
+    return run
+
+
+def _command(
+    commands: Any, name: str, run: Callable[[argparse.Namespace], int], **options: Any
+) -> argparse.ArgumentParser:
+    """A subcommand's parser, whose parsed arguments carry the function that runs it."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, **options)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _queue_command(
+    commands: Any, name: str, command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+) -> argparse.ArgumentParser:
+    """A command that reads or feeds queues: ``--url`` and ``--json``, its help from ``_ABOUT``."""
+    help_text, description = _ABOUT[name]
+    return _command(
+        commands, name, _run_async(command), parents=_with_output(), help=help_text, description=description
+    )
+
+
+def _with_server() -> list[argparse.ArgumentParser]:
+    """The parents of a command that talks to Redis: ``--url`` after the command too.
+
+    SUPPRESS as the default, so that a command without it keeps the global one.
+    """
+    server = _Parser(add_help=False)
+    server.add_argument("--url", default=argparse.SUPPRESS, help=_URL_HELP)
+    return [server]
+
+
+def _with_output() -> list[argparse.ArgumentParser]:
+    """The parents of a command that can print JSON: ``--url`` and ``--json``."""
+    output = _Parser(add_help=False)
+    output.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=_JSON_HELP)
+    output.set_defaults(prints_json=True)
+    return [*_with_server(), output]
+
+
+def _add_worker(commands: Any) -> None:
+    worker = _command(
+        commands,
+        "worker",
+        run_worker,
+        parents=_with_server(),
+        help="handle a queue's messages with an async function, until SIGTERM or SIGINT",
+        description="Import MODULE:HANDLER (the current directory is on sys.path) and run an AsyncWorker"
+        " on QUEUE. The first SIGTERM or SIGINT stops it gracefully: no new messages, running handlers"
+        " get --stop-timeout seconds to finish, the rest are left to their leases; exit code 0. A second"
+        " signal stops it at once (exit code 4). Logs go to stderr.",
+    )
+    worker.add_argument("handler", metavar="MODULE:HANDLER", help="for example myapp.tasks:handle")
+    worker.add_argument("--queue", required=True, metavar="NAME", help="the queue to serve")
+    worker.add_argument(
+        "--concurrency", type=_positive_int, default=10, metavar="N", help="handlers at once (default 10)"
+    )
+    worker.add_argument(
+        "--lock-timeout",
+        type=_positive_duration,
+        default=30.0,
+        metavar="S",
+        help="the lease in seconds, renewed while a handler runs (default 30)",
+    )
+    worker.add_argument(
+        "--handler-timeout",
+        type=_positive_duration,
+        metavar="S",
+        help="cancel a handler after S seconds and fail its message (default: no limit)",
+    )
+    worker.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        metavar="N",
+        help="fail a message handed out more than N times without calling the handler (default: no limit)",
+    )
+    worker.add_argument(
+        "--stop-timeout",
+        type=_duration,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM/SIGINT, wait up to S seconds for running handlers (default 30)",
+    )
+    worker.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default="info",
+        metavar="LEVEL",
+        help=f"one of {', '.join(LOG_LEVELS)} (default info)",
+    )
+
+
+def _add_status(commands: Any) -> None:
+    status = _queue_command(commands, "status", _commands.status)
+    status.add_argument("queues", nargs="*", metavar="QUEUE", help="queue names (default: every queue)")
+
+
+def _add_queues(commands: Any) -> None:
+    queues = _queue_command(commands, "queues", _commands.list_queues)
+    queues.add_argument(
+        "--pattern", default="*", metavar="GLOB", help="only names matching this Redis glob (default *)"
+    )
+
+
+def _add_enqueue(commands: Any) -> None:
+    enqueue = _queue_command(commands, "enqueue", _commands.enqueue)
+    enqueue.add_argument("queue", metavar="QUEUE")
+    enqueue.add_argument("content", metavar="JSON", help="the content as JSON; - reads it from stdin")
+    enqueue.add_argument("--mid", help="message id for de-duplication (default: a random UUID)")
+    enqueue.add_argument(
+        "--delay",
+        type=_duration,
+        default=0.0,
+        metavar="S",
+        help="seconds before it may be handled (default 0)",
+    )
+    enqueue.add_argument(
+        "--lock-timeout",
+        type=_positive_duration,
+        metavar="S",
+        help="this message's lease in seconds (default: the worker's)",
+    )
+    enqueue.add_argument(
+        "--can-update", action="store_true", help="if the mid is still queued, replace its content"
+    )
+    enqueue.add_argument(
+        "--can-requeue",
+        action="store_true",
+        help="if the mid is being handled or in its backoff window, handle this content again after",
+    )
+    enqueue.add_argument(
+        "--reset-delay", action="store_true", help="if the mid is still queued, restart its delay from now"
+    )
+
+
+def _add_message_status(commands: Any) -> None:
+    message_status = _queue_command(commands, "message-status", _commands.message_status)
+    message_status.add_argument("queue", metavar="QUEUE")
+    message_status.add_argument("mid", metavar="MID")
+
+
+def _add_clear(commands: Any) -> None:
+    clear = _queue_command(commands, "clear", _commands.clear)
+    clear.add_argument("queues", nargs="+", metavar="QUEUE")
+    clear.add_argument("--yes", action="store_true", help="really delete")
+
+
+def _add_demo(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo", help="enqueue and handle 10,000 messages, then show the worker's status"
+    )
+    demo.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="Redis URL (default: $VERMILION_URL, else an embedded Valkey server)",
+    )
+    demo.add_argument(
+        "--messages", type=_positive_int, default=10_000, help="messages to enqueue (default 10,000)"
+    )
+    demo.add_argument("--concurrency", type=_positive_int, default=50, help="handlers at once (default 50)")
+    demo.add_argument(
+        "--queue", default="vermilion-demo", help="queue name (default vermilion-demo); cleared first"
+    )
+    demo.set_defaults(run=run_demo_command)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vermilion",
+        description="A durable Redis message queue for asyncio.",
+        epilog="Global options go before or after the command (after wins). Exit codes: 0 ok; 1 error"
+        " (Redis unreachable or refusing, or the handler's module raised); 2 bad input; 3 enqueue"
+        " refused; 4 worker stopped by a second signal; 130 interrupted; 141 stdout closed.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--url", help=_URL_HELP)
+    parser.add_argument(
+        "--json", action="store_true", help=f"{_JSON_HELP} (status, queues, enqueue, message-status, clear)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_worker,
+        _add_status,
+        _add_queues,
+        _add_enqueue,
+        _add_message_status,
+        _add_clear,
+        _add_demo,
+    ):
+        add(commands)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line; exits with a usage error for what no command takes."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.json and not getattr(args, "prints_json", False):
+        parser.error(f"--json is not an option of {args.command}")
+    return args
