@@ -38,7 +38,7 @@ TIMES = "\u00d7"  # multiplication sign, for ratios
 LIBRARIES = ("vermilion", "arq", "saq", "taskiq", "streaq", "bullmq", "bare-list")
 PEERS = ("arq", "saq", "taskiq", "streaq", "bullmq")
 CEILING = "bare-list"
-MEASURES = ("enqueue", "batch", "drain", "latency", "idle", "memory")
+MEASURES = ("enqueue", "batch", "drain", "latency", "idle", "memory", "footprint")
 SCRIPTS = {
     "enqueue": "enqueue.py",
     "batch": "enqueue_batch.py",
@@ -46,6 +46,7 @@ SCRIPTS = {
     "latency": "latency.py",
     "idle": "idle.py",
     "memory": "memory.py",
+    "footprint": "footprint.py",
 }
 PACKAGES = (
     "vermilion",
@@ -103,6 +104,12 @@ def metrics(sizes: Sizes) -> list[Metric]:
         Metric("latency", "latency_max_ms", "… max", "ms", False, 2),
         Metric("idle", "idle_cmds_per_s", "idle worker: client commands", "cmd/s", False, 2),
         Metric("idle", "idle_all_cmds_per_s", "… incl. commands inside scripts", "cmd/s", False, 2),
+        Metric("footprint", "redis_bytes_per_msg", "Redis memory per queued message", "B", False, 0),
+        Metric("footprint", "redis_cpu_enqueue_us", "Redis CPU per single enqueue", "µs", False, 1),
+        Metric(
+            "footprint", "redis_cmds_per_enqueue", "… commands per enqueue, incl. in scripts", "cmd", False, 1
+        ),
+        Metric("footprint", "redis_cpu_handled_us", "Redis CPU per handled message", "µs", False, 1),
     ]
     out += [
         Metric("memory", f"rss_{n}_mb", f"worker RSS after {n:,} messages", "MiB", False, 1)
@@ -174,6 +181,8 @@ def measure_arguments(measure: str, sizes: Sizes) -> list[str]:
         return ["--n", str(sizes.latency), "--rate", str(sizes.rate)]
     if measure == "idle":
         return ["--warmup", str(sizes.idle_warmup), "--window", str(sizes.idle_window)]
+    if measure == "footprint":
+        return ["--n", str(sizes.batch), "--singles", str(sizes.enqueue // 4)]
     return ["--checkpoints", ",".join(str(n) for n in sizes.memory)]
 
 
@@ -185,6 +194,7 @@ def measure_timeout(measure: str, sizes: Sizes) -> float:
         "latency": 90 + sizes.latency / sizes.rate,
         "idle": 60 + sizes.idle_warmup + sizes.idle_window,
         "memory": 300 + sizes.memory[-1] / 100,
+        "footprint": 120 + sizes.batch / 50 + sizes.enqueue / 400,
     }[measure]
 
 
