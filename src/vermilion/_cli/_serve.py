@@ -18,7 +18,6 @@ import traceback
 from typing import cast
 
 from vermilion._queue import Queue
-from vermilion._redis_internals import describe_client
 from vermilion._worker import AsyncWorker, Handler
 
 from ._connect import connect
@@ -160,7 +159,7 @@ async def serve(args: argparse.Namespace, handler: Handler) -> int:
                 "serving queue %r at %s with %s (concurrency %d, lock timeout %g s, handler timeout %s,"
                 " max attempts %s, stop timeout %g s)",
                 queue.name,
-                describe_client(client),
+                queue.url,
                 args.handler,
                 worker.concurrency,
                 worker.lock_timeout,
