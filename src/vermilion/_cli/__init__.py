@@ -3,7 +3,8 @@
 ``main`` parses the arguments (:mod:`._parser`), runs the command, and turns
 what went wrong into one ``vermilion: ...`` line on stderr and an exit code
 (:mod:`._exit`). The commands live in :mod:`._commands` (queues),
-:mod:`._serve` (``worker``) and :mod:`._demo`.
+:mod:`._serve` (``worker``) and :mod:`._demo`. It must not grow options or
+commands of its own: those belong to the modules named here.
 """
 
 from __future__ import annotations

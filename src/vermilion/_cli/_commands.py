@@ -1,8 +1,8 @@
 """The commands that read or feed queues: status, queues, enqueue, message-status, clear.
 
 Each takes the parsed arguments and returns an exit code; text goes through
-:mod:`._format`, JSON through :func:`._connect.print_json`. They use the public
-``Queue`` API only.
+:mod:`._format`, JSON through :func:`._connect.print_json`. They must not reach
+past the public ``Queue`` API, nor build tables themselves.
 """
 
 from __future__ import annotations

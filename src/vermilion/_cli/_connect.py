@@ -1,7 +1,9 @@
 """The CLI's way to Redis: the server a command uses, its client, its queues, and JSON output.
 
 Owns ``--url`` and ``$VERMILION_URL`` resolution and the timeouts of the CLI's
-client; the commands get their ``Queue`` objects here.
+client; the commands get their ``Queue`` objects here. It must not run a
+command or format text, nor read redis-py's connection internals (those stay
+in ``vermilion._redis_internals``).
 """
 
 from __future__ import annotations

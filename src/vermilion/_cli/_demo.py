@@ -2,7 +2,8 @@
 
 Owns the demo's handler (some retries, some failures), its data (duplicates and
 delayed batches included) and its progress line; it runs on the embedded Valkey
-server when no Redis is given.
+server when no Redis is given. No other command may depend on it, and it uses
+``Queue`` and ``AsyncWorker`` through their public API only.
 """
 
 from __future__ import annotations

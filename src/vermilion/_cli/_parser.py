@@ -2,7 +2,8 @@
 
 Owns every option, its help text and its checks (a bad value is a one-line
 usage error, exit code 2), and the global options ``--url`` and ``--json``,
-which may stand before the command or after it. It runs no command.
+which may stand before the command or after it. It runs no command and talks
+to no server.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """``vermilion worker``: import the user's handler, serve a queue until a signal, stop gracefully.
 
 Owns loading ``MODULE:HANDLER`` (with one-line reasons for what goes wrong),
-the two-signal stop (graceful, then at once), and the worker's log lines.
+the two-signal stop (graceful, then at once), and the worker's log lines. It
+must not parse options (:mod:`._parser` does) nor reach into the worker's or
+the queue's insides: ``AsyncWorker`` and ``Queue`` are used through their
+public API.
 """
 
 from __future__ import annotations
