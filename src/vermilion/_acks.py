@@ -21,13 +21,11 @@ from ._logs import logger
 from ._policies import error_backoff
 from ._protocol import ScriptClient
 from ._stats import Tally
-from ._wire import OutcomeRequest
+from ._wire import LeaseKey, OutcomeRequest
 
 __all__ = ["Acknowledger"]
 
 _ACK_BATCH = 500
-
-LeaseKey = tuple[str, int]
 
 
 @dataclass(eq=False)

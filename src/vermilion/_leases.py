@@ -20,10 +20,9 @@ from ._logs import logger
 from ._policies import error_backoff
 from ._protocol import ScriptClient
 from ._stats import Tally
+from ._wire import LeaseKey
 
 __all__ = ["LeaseKeeper"]
-
-LeaseKey = tuple[str, int]
 
 
 @dataclass(slots=True)
@@ -59,9 +58,6 @@ class LeaseKeeper:
     def new_events(self) -> None:
         """Events bound to the running event loop (made again by every start)."""
         self._added = asyncio.Event()
-
-    def __len__(self) -> int:
-        return len(self._leases)
 
     def hold(self, mid: str, token: int, lock_ms: int, task: asyncio.Task[None]) -> None:
         lease = _Lease(mid, token, lock_ms, time.monotonic(), task)

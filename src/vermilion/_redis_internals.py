@@ -24,6 +24,8 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
+from ._error_mapping import CONNECTION_ERRORS
+
 __all__ = [
     "Wire",
     "connection_settings",
@@ -64,7 +66,7 @@ class Wire:
             return True
         try:
             return await self._has_unread_data_or_eof()
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+        except CONNECTION_ERRORS:
             return True
 
     def _socket_readable(self) -> bool:

@@ -20,6 +20,7 @@ __all__ = [
     "Counts",
     "DequeueReply",
     "EnqueueOptions",
+    "LeaseKey",
     "Leased",
     "OutcomeKind",
     "OutcomeRequest",
@@ -158,6 +159,10 @@ class DequeueReply:
 
 OutcomeKind = Literal["s", "r", "f"]
 """The ack script's outcome codes: success, retry, failure."""
+
+
+LeaseKey = tuple[str, int]
+"""A lease as the worker tracks it: (mid, fencing token)."""
 
 
 class OutcomeRequest(NamedTuple):

@@ -170,27 +170,47 @@ class AsyncWorker:
         self._channel: Channel | None = None
         self._stopping = asyncio.Event()
 
-    # The handler's options, as given (read-only: the running parts hold them).
+    # The handler's options live in the parts that use them; these read and set them there.
 
     @property
     def handler(self) -> Handler:
         return self._runner.handler
 
+    @handler.setter
+    def handler(self, value: Handler) -> None:
+        self._runner.handler = value
+
     @property
     def handler_timeout(self) -> float | None:
         return self._runner.handler_timeout
+
+    @handler_timeout.setter
+    def handler_timeout(self, value: float | None) -> None:
+        self._runner.handler_timeout = value
 
     @property
     def max_attempts(self) -> int | None:
         return self._runner.max_attempts
 
+    @max_attempts.setter
+    def max_attempts(self, value: int | None) -> None:
+        self._runner.max_attempts = value
+
     @property
     def on_exception(self) -> ExceptionMapper:
         return self._runner.on_exception
 
+    @on_exception.setter
+    def on_exception(self, value: ExceptionMapper) -> None:
+        self._runner.on_exception = value
+
     @property
     def monitor(self) -> Callable[[PollInfo], object] | None:
         return self._poller.monitor
+
+    @monitor.setter
+    def monitor(self, value: Callable[[PollInfo], object] | None) -> None:
+        self._poller.monitor = value
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"

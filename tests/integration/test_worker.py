@@ -635,3 +635,24 @@ async def test_sync_handler_fails_its_message_with_a_clear_reason(queue: Queue) 
         await queue.enqueue("x")
         await wait_until(lambda: worker.stats().counts.get("handler/error", 0) == 1)
     assert "must be async functions" in reasons[0]
+
+
+async def test_options_set_after_construction_take_effect(queue: Queue) -> None:
+    """The handler and its options stay plain settable attributes of the worker: a value set
+    after construction is the one the running worker uses."""
+    calls: list[str] = []
+
+    async def first(message: Message) -> None:
+        calls.append("first")
+
+    async def second(message: Message) -> None:
+        calls.append("second")
+
+    worker = AsyncWorker(queue, first, monitor=None)
+    worker.handler = second
+    worker.max_attempts = 1
+    worker.monitor = None
+    assert (worker.handler, worker.max_attempts, worker.monitor) == (second, 1, None)
+    async with worker:
+        await queue.enqueue("x", mid="m")
+        await wait_until(lambda: calls == ["second"])
