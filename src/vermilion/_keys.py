@@ -1,4 +1,4 @@
-"""The key layout of a queue in Redis: ``vermilion:{<queue>}:<part>``.
+"""The key layout of a queue in Redis: ``vermilion:{<queue>}:v2:<part>``.
 
 Owns the key names and their order, which is the ``KEYS`` order every Lua
 script reads (see ``lua/_common.lua``), and recognising a queue's name in a
@@ -12,11 +12,35 @@ from dataclasses import dataclass
 from ._logs import logger
 from ._validation import check_queue_name
 
-__all__ = ["KEY_PARTS", "KEY_PREFIX", "QueueKeys", "queue_name_in", "queue_name_of", "scan_pattern"]
+__all__ = [
+    "KEY_PARTS",
+    "KEY_PREFIX",
+    "PROTOCOL_VERSION",
+    "V1_KEY_PARTS",
+    "QueueKeys",
+    "queue_name_in",
+    "queue_name_of",
+    "scan_pattern",
+]
 
 KEY_PREFIX = "vermilion"
+PROTOCOL_VERSION = 2
 # Order matters: it is the KEYS order documented in lua/_common.lua.
 KEY_PARTS = (
+    "mids",
+    "ready",
+    "records",
+    "delayed",
+    "locks",
+    "done",
+    "requeue",
+    "failed",
+    "errors",
+    "notify",
+    "meta",
+)
+# Protocol version 1's keys, in its KEYS order: read only to refuse or migrate them.
+V1_KEY_PARTS = (
     "messages",
     "requeue",
     "attempts",
@@ -39,22 +63,33 @@ KEY_PARTS = (
 
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
-    """Every Redis key of one queue: ``vermilion:{<queue>}:<part>``.
+    """Every Redis key of one queue: ``vermilion:{<queue>}:v2:<part>``.
 
     The braces are a Redis Cluster hash tag: every key of a queue lives in
-    one slot, so every script touches one slot.
+    one slot, so every script touches one slot. ``v1`` names the keys of
+    protocol version 1, which only the version check and ``migrate`` read.
     """
 
     name: str
     keys: tuple[bytes, ...]
+    v1: tuple[bytes, ...]
 
     @classmethod
     def for_queue(cls, name: str) -> QueueKeys:
-        prefix = f"{KEY_PREFIX}:{{{name}}}:"
-        return cls(name, tuple(f"{prefix}{part}".encode() for part in KEY_PARTS))
+        tag = f"{KEY_PREFIX}:{{{name}}}:"
+        return cls(
+            name,
+            tuple(f"{tag}v{PROTOCOL_VERSION}:{part}".encode() for part in KEY_PARTS),
+            tuple(f"{tag}{part}".encode() for part in V1_KEY_PARTS),
+        )
 
     def key(self, part: str) -> bytes:
         return self.keys[KEY_PARTS.index(part)]
+
+    def with_test_clock(self) -> QueueKeys:
+        """These keys plus the test-only clock key the scripts read instead of TIME."""
+        clock = f"{KEY_PREFIX}:{{{self.name}}}:test-clock".encode()
+        return QueueKeys(self.name, (*self.keys, clock), self.v1)
 
 
 def scan_pattern(pattern: str) -> str:
@@ -64,7 +99,7 @@ def scan_pattern(pattern: str) -> str:
 
 def queue_name_of(key: bytes) -> bytes | None:
     """The raw queue name inside a key ``SCAN`` found, or None for a key no live queue keeps."""
-    if key.endswith(b"}:seq"):  # kept by clear(): not a sign of a live queue
+    if key.endswith((b"}:v2:meta", b"}:seq")):  # kept by clear(): not a sign of a live queue
         return None
     return key[len(KEY_PREFIX) + 2 :].partition(b"}")[0]
 

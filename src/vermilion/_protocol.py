@@ -28,7 +28,7 @@ import redis.exceptions as redis_errors
 
 from ._error_mapping import naming_a_denied_command, refused_as
 from ._exceptions import ConfigurationError, OutcomeUnknownError, ProtocolError, ScriptError
-from ._keys import QueueKeys, queue_name_in, queue_name_of, scan_pattern
+from ._keys import PROTOCOL_VERSION, QueueKeys, queue_name_in, queue_name_of, scan_pattern
 from ._logs import logger
 from ._redis_internals import pool_of
 from ._scripts import SCRIPTS, Script
@@ -71,6 +71,7 @@ class ScriptClient:
         self.client = client
         self.transport = Transport(client, timeout=timeout, owns_client=owns_client)
         self._checked = False
+        self._versions_checked: set[str] = set()
         # EVALSHA <sha> <numkeys> <keys...> of each (script, queue), packed once.
         self._heads: dict[tuple[str, str], tuple[int, bytes]] = {}
 
@@ -110,6 +111,25 @@ class ScriptClient:
         _warn_if_evicting(fields)
         self._mark_checked()
 
+    async def _ensure_version(self, keys: QueueKeys) -> None:
+        """Refuse a queue whose data another protocol version wrote (once per queue)."""
+        if keys.name in self._versions_checked:
+            return
+        probe = QueueKeys(keys.name, (keys.key("meta"), *keys.v1[:15], keys.v1[16]), keys.v1)
+        reply = await self._call_checked(SCRIPTS["version"], probe, (), replayable=True)
+        version, v1_keys = reply_int(reply[0]), reply_int(reply[1])
+        if version > PROTOCOL_VERSION or version < 0:
+            raise ConfigurationError(
+                f"queue {keys.name!r} holds data of protocol version {version}, which this vermilion"
+                f" (protocol {PROTOCOL_VERSION}) cannot read: upgrade vermilion"
+            )
+        if v1_keys:
+            raise ConfigurationError(
+                f"queue {keys.name!r} holds data written by protocol version 1 (an older vermilion):"
+                f" run `vermilion migrate {keys.name}` to upgrade it in place"
+            )
+        self._versions_checked.add(keys.name)
+
     def _mark_checked(self) -> None:
         self._checked = True
         _CHECKED_POOLS.add(pool_of(self.client))
@@ -128,6 +148,13 @@ class ScriptClient:
         body = b"".join([bulk(arg) for arg in argv])
         return await self._call_packed(script, keys, len(argv), body, replayable=replayable, channel=channel)
 
+    async def _call_checked(
+        self, script: Script, keys: QueueKeys, argv: Sequence[Any], *, replayable: bool
+    ) -> Any:
+        """Call ``script`` without the version check (the check itself, and migrate)."""
+        body = b"".join([bulk(arg) for arg in argv])
+        return await self._call_packed(script, keys, len(argv), body, replayable=replayable, versioned=False)
+
     async def _call_packed(
         self,
         script: Script,
@@ -137,9 +164,12 @@ class ScriptClient:
         *,
         replayable: bool,
         channel: Channel | None = None,
+        versioned: bool = True,
     ) -> Any:
         """Call ``script`` with ``argc`` arguments already packed as RESP bulk strings."""
         await self._ensure_checked()
+        if versioned:
+            await self._ensure_version(keys)
         count, head = self._head(script, keys)
         try:
             return await self.transport.run(
@@ -243,7 +273,18 @@ class ScriptClient:
         return parse_content(await self.call_script(SCRIPTS["content"], keys, (), replayable=True))
 
     async def clear(self, keys: QueueKeys) -> int:
-        return reply_int(await self.call_script(SCRIPTS["clear"], keys, (), replayable=True))
+        # No version check: clear is the repair of a damaged queue (a `meta` of the
+        # wrong type fails the check), and it deletes only this version's keys.
+        reply = await self._call_checked(SCRIPTS["clear"], keys, (), replayable=True)
+        self._versions_checked.discard(keys.name)
+        return reply_int(reply)
+
+    async def migrate(self, keys: QueueKeys, limit: int) -> tuple[int, int]:
+        """Move up to ``limit`` mids of each kind from protocol version 1: (moved, left)."""
+        both = QueueKeys(keys.name, keys.keys + keys.v1, keys.v1)
+        reply = await self._call_checked(SCRIPTS["migrate"], both, (limit,), replayable=False)
+        self._versions_checked.discard(keys.name)
+        return reply_int(reply[0]), reply_int(reply[1])
 
     async def wait_for_wakeup(self, keys: QueueKeys, timeout: float, channel: Channel | None = None) -> bool:
         """Block until an enqueue pushes a wake-up token, or ``timeout`` seconds pass.

@@ -15,7 +15,18 @@ from importlib import resources
 
 __all__ = ["SCRIPTS", "Script"]
 
-_OPERATIONS = ("enqueue", "dequeue", "ack", "extend", "status", "counts", "content", "clear")
+_OPERATIONS = (
+    "enqueue",
+    "dequeue",
+    "ack",
+    "extend",
+    "status",
+    "counts",
+    "content",
+    "clear",
+    "version",
+    "migrate",
+)
 
 
 @dataclass(frozen=True, slots=True)

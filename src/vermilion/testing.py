@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from ._embedded import EmbeddedServer
 from ._messages import Message
-from ._queue import Queue
+from ._queue import Queue, random_mids
 from ._validation import check_mid, positive_int, seconds
 from ._worker import AsyncWorker, Handler, WorkerStats
 
@@ -40,7 +39,7 @@ def make_message(
     """A ``Message`` as a worker would hand it to a handler."""
     return Message(
         content=content,
-        mid=str(uuid.uuid4()) if mid is None else check_mid(mid),
+        mid=random_mids(1)[0] if mid is None else check_mid(mid),
         queue=queue,
         attempt=positive_int(attempt, "attempt"),
         lock_timeout=seconds(lock_timeout, "lock_timeout", allow_zero=False),

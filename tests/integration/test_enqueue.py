@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import re
 from typing import Any
 
 import pytest
@@ -18,6 +18,8 @@ UPDATED = EnqueueResult(ok=True, mid="m", action="updated")
 ALREADY_QUEUED = EnqueueResult(ok=False, mid="m", error="already-queued")
 LOCKED = EnqueueResult(ok=False, mid="m", error="locked")
 BACKOFF = EnqueueResult(ok=False, mid="m", error="backoff")
+
+RANDOM_MID = re.compile(r"[A-Za-z0-9_-]{12}")
 
 
 def content_of(queue: Queue, leased: Leased) -> Any:
@@ -56,14 +58,14 @@ async def test_new_mid_with_delay_is_added_with_backoff(queue: Queue) -> None:
     assert (await dequeue(queue)).messages == []
 
 
-async def test_enqueue_without_mid_gets_a_random_uuid(queue: Queue) -> None:
-    """Without a mid, each enqueue gets a fresh UUID and is added."""
+async def test_enqueue_without_mid_gets_a_random_mid(queue: Queue) -> None:
+    """Without a mid, each enqueue gets a fresh random mid (12 URL-safe characters) and is added."""
     first = await queue.enqueue(1)
     second = await queue.enqueue(1)
     assert first.ok
     assert second.ok
     assert first.mid != second.mid
-    assert str(uuid.UUID(first.mid)) == first.mid
+    assert RANDOM_MID.fullmatch(first.mid)
     assert await queue.message_status(first.mid) == MessageStatus.QUEUED
 
 
@@ -448,7 +450,7 @@ async def test_enqueue_many_answers_in_order_in_one_script_call(
         ("c", True, "added", None),
     ]
     assert results[3].ok
-    assert str(uuid.UUID(results[3].mid)) == results[3].mid
+    assert RANDOM_MID.fullmatch(results[3].mid)
     reply = await dequeue(queue, 10)
     assert [leased.mid for leased in reply.messages] == ["b", "a", "c", results[3].mid]
     assert [content_of(queue, leased) for leased in reply.messages] == ["old", "A", "C", None]

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from tests.conftest import QueueFactory
 from tests.helpers import ack, dequeue, eventually, lease_one, scan_queue_keys
+from tests.layout import payload, record
 from vermilion import JsonSerializer, MessageStatus, Queue, QueueStatus, clear_queues, queue_names
 from vermilion._keys import QueueKeys
 
@@ -134,7 +135,9 @@ async def test_content_shows_undecodable_payloads_as_bytes(queue: Queue) -> None
     """Content that cannot be decoded is listed as its raw bytes instead of failing."""
     _, keys = queue._protocol
     await queue.enqueue("x", mid="m")
-    await queue.redis.hset(keys.key("messages"), "m", b"\xc1")
+    [fresh] = await queue.redis.lrange(keys.key("ready"), 0, -1)
+    assert isinstance(fresh, bytes)
+    await queue.redis.lset(keys.key("ready"), 0, fresh[: -len(queue.serializer.dumps("x"))] + b"\xc1")  # type: ignore[arg-type]
     [entry] = await queue.content()
     assert (entry.mid, entry.content) == ("m", b"\xc1")
 
@@ -155,8 +158,8 @@ async def test_clear_removes_every_key_but_the_lease_counter(queue: Queue, redis
     _, keys = queue._protocol
     assert len(await scan_queue_keys(redis, queue.name)) > 5
     assert await queue.clear() == 2
-    # Only the lease counter stays, so that tokens never repeat across a clear.
-    assert await scan_queue_keys(redis, queue.name) == [keys.key("seq")]
+    # Only the lease counter stays (with the protocol version), so that tokens never repeat.
+    assert await scan_queue_keys(redis, queue.name) == [keys.key("meta")]
     assert await queue.status() == QueueStatus(0, 0, 0, 0, 0, 0, 0.0)
     for mid in "abc":
         assert await queue.message_status(mid) is None
@@ -206,7 +209,7 @@ async def test_clear_queues_deletes_named_queues(make_queue: QueueFactory, redis
     await two.enqueue(3, delay=60)
     await kept.enqueue(4)
     assert await clear_queues(redis, one.name, two.name) == 3
-    assert await scan_queue_keys(redis, one.name) == [QueueKeys.for_queue(one.name).key("seq")]
+    assert await scan_queue_keys(redis, one.name) == [QueueKeys.for_queue(one.name).key("meta")]
     assert await scan_queue_keys(redis, two.name) == []
     assert await one.status() == QueueStatus(0, 0, 0, 0, 0, 0, 0.0)
     assert await kept.size() == 1
@@ -228,7 +231,7 @@ async def test_queue_with_json_serializer(make_queue: QueueFactory) -> None:
     queue = await make_queue(serializer=JsonSerializer())
     _, keys = queue._protocol
     await queue.enqueue({"a": [1, "b"]}, mid="m")
-    assert await queue.redis.hget(keys.key("messages"), "m") == b'{"a":[1,"b"]}'
+    assert await payload(queue.redis, keys, "m") == b'{"a":[1,"b"]}'
     [entry] = await queue.content()
     assert entry.content == {"a": [1, "b"]}
 
@@ -241,16 +244,17 @@ async def test_enqueue_accepts_timedelta_durations(queue: Queue) -> None:
     due = await queue.redis.zscore(keys.key("delayed"), "m")
     assert due is not None
     assert now_ms + 59_000 <= due <= now_ms + 60_000
-    assert await queue.redis.hget(keys.key("lock_ms"), "m") == b"4000"
+    found = await record(queue.redis, keys, "m")
+    assert found is not None and found.lock_ms == 4000
 
 
 def test_queue_name_and_keys() -> None:
-    """A Queue exposes its name and uses the `vermilion:{name}:<part>` keys."""
+    """A Queue exposes its name and uses the `vermilion:{name}:v2:<part>` keys."""
     queue = Queue("emails", "redis://127.0.0.1:6379/0")
     assert queue.name == "emails"
     _, keys = queue._protocol
     assert keys == QueueKeys.for_queue("emails")
-    assert keys.key("messages") == b"vermilion:{emails}:messages"
+    assert keys.key("ready") == b"vermilion:{emails}:v2:ready"
 
 
 async def test_repr_never_shows_the_password() -> None:

@@ -20,6 +20,7 @@ from tests.helpers import (
     lease_one,
     scan_queue_keys,
 )
+from tests.layout import attempts, encode_pointer, is_suspect, lease_token, payload, ready_mids, record
 from vermilion import MessageStatus, Queue, ScriptError
 from vermilion._keys import KEY_PARTS, QueueKeys
 from vermilion._scripts import SCRIPTS
@@ -69,11 +70,14 @@ async def test_dequeue_skips_duplicate_and_stale_ready_hints(queue: Queue) -> No
     """A mid listed twice in `ready` is handed out once; a hint without a message is dropped."""
     _, keys = queue._protocol
     await queue.enqueue("a", mid="a")
-    await queue.redis.rpush(keys.key("ready"), "a", "ghost", "a")
+    garbage = [b"garbage", b"\x00", b"\x01\x05ab", b"\x00\x01a-too-long"]
+    await queue.redis.rpush(
+        keys.key("ready"), encode_pointer("a"), encode_pointer("ghost"), *garbage, encode_pointer("a")
+    )
     reply = await dequeue(queue, 10)
     assert [leased.mid for leased in reply.messages] == ["a"]
     assert await queue.redis.llen(keys.key("ready")) == 0
-    assert await queue.redis.hget(keys.key("attempts"), "a") == b"1"
+    assert await attempts(queue.redis, keys, "a") == 1
 
 
 async def test_dequeue_next_due_reports_the_earliest_event(queue: Queue) -> None:
@@ -107,15 +111,24 @@ async def test_wakeup_tokens_are_capped(queue: Queue) -> None:
     assert await queue.redis.llen(keys.key("notify")) == 64
 
 
-async def test_single_enqueues_cap_wakeup_tokens_too(queue: Queue) -> None:
-    """One-message enqueues stop pushing wake-up tokens once 64 wait, and push again below."""
+async def test_single_enqueues_wake_once_and_a_full_dequeue_passes_a_token_on(queue: Queue) -> None:
+    """v2 (replaces the cap of tokens pushed by single enqueues): a one-message enqueue pushes a
+    wake-up token only when its message makes `ready` non-empty; a dequeue that hands out all it
+    asked for and leaves work behind leaves one token, so that the next idle worker wakes for
+    the rest; one that runs the queue dry drops them."""
     _, keys = queue._protocol
     for i in range(70):
         await queue.enqueue(i)
-    assert await queue.redis.llen(keys.key("notify")) == 64
-    await queue.redis.ltrim(keys.key("notify"), 0, 9)
+    assert await queue.redis.llen(keys.key("notify")) == 1
+    await queue.redis.delete(keys.key("notify"))  # taken by a worker's BLPOP
+    assert len((await dequeue(queue, 10)).messages) == 10
+    assert await queue.redis.llen(keys.key("notify")) == 1
+    assert len((await dequeue(queue, 10)).messages) == 10
+    assert await queue.redis.llen(keys.key("notify")) == 1  # never more than one passed on
+    assert len((await dequeue(queue, 100)).messages) == 50
+    assert await queue.redis.llen(keys.key("notify")) == 0
     await queue.enqueue("one more")
-    assert await queue.redis.llen(keys.key("notify")) == 11
+    assert await queue.redis.llen(keys.key("notify")) == 1
 
 
 async def test_wait_for_wakeup_times_out_on_an_idle_queue(queue: Queue) -> None:
@@ -198,7 +211,8 @@ async def test_stale_hints_never_hide_the_work_behind_them(queue: Queue) -> None
     """Hints whose message is gone (evicted, say) are popped past: a dequeue of 2 finds the two
     live messages behind 300 dead hints, and the dead hints are gone afterwards."""
     _, keys = queue._protocol
-    await queue.redis.rpush(keys.key("ready"), *[f"ghost-{i}" for i in range(300)])
+    dead = [encode_pointer(f"ghost-{i}") if i % 2 else b"\x07garbage-%d" % i for i in range(300)]
+    await queue.redis.rpush(keys.key("ready"), *dead)
     await queue.enqueue_many(["x", "y"], mids=["live-1", "live-2"])
     reply = await dequeue(queue, 2)
     assert [leased.mid for leased in reply.messages] == ["live-1", "live-2"]
@@ -230,7 +244,7 @@ async def test_one_suspect_per_dequeue_and_the_rest_wait_behind_ready_work(queue
         ("n2", 1, False),
     ]
     assert reply.suspects_held_back == 2
-    assert await queue.redis.lrange(keys.key("ready"), 0, -1) == [b"s2", b"s3"]
+    assert await ready_mids(queue.redis, keys) == ["s2", "s3"]
     # Fewer than asked for: the tokens now announce the held-back suspects, one each.
     assert await queue.redis.llen(keys.key("notify")) == 2
 
@@ -244,9 +258,9 @@ async def test_a_worker_holding_a_suspect_gets_none_and_an_ack_clears_one(queue:
     first = await conn.dequeue(keys, 5, LONG_LOCK_MS, HOUSEKEEPING_LIMIT, max_suspects=1)
     [leased] = first.messages
     assert leased.suspect and first.suspects_held_back == 1
-    assert await queue.redis.sismember(keys.key("suspects"), leased.mid)
+    assert await is_suspect(queue.redis, keys, leased.mid)
     assert await ack(queue, leased, "r")  # a retry: back in line, no longer a suspect
-    assert not await queue.redis.sismember(keys.key("suspects"), leased.mid)
+    assert not await is_suspect(queue.redis, keys, leased.mid)
     again = await conn.dequeue(keys, 5, LONG_LOCK_MS, HOUSEKEEPING_LIMIT, max_suspects=1)
     assert sorted((m.mid, m.suspect) for m in again.messages) == sorted(
         [(leased.mid, False), ("s2" if leased.mid == "s1" else "s1", True)]
@@ -333,19 +347,20 @@ async def test_late_ack_after_a_lapse_is_stale_and_changes_nothing(queue: Queue)
     assert await conn.extend(keys, [("m", a.token, LONG_LOCK_MS)]) == [False]
     assert await queue.message_status("m") == MessageStatus.LOCKED
     assert await queue.redis.zscore(keys.key("locks"), "m") == b_end
-    assert await queue.redis.hget(keys.key("leases"), "m") == str(b.token).encode()
-    assert await queue.redis.hget(keys.key("attempts"), "m") == b"2"
+    assert await lease_token(queue.redis, keys, "m") == b.token
+    assert await attempts(queue.redis, keys, "m") == 2
     assert (await queue.status()).nfailed == 0
 
     assert await ack(queue, b, "s") is True
     assert await queue.message_status("m") is None
     assert await ack(queue, a, "s") is False
     assert await ack(queue, b, "s") is False
-    for part in ("messages", "requeue", "attempts", "enqueued", "due", "lock_ms", "leases", "errors"):
+    for part in ("records", "requeue", "errors"):
         assert not await queue.redis.hexists(keys.key(part), "m"), part
     for part in ("delayed", "locks", "done", "failed"):
         assert await queue.redis.zscore(keys.key(part), "m") is None, part
-    assert await queue.redis.lpos(keys.key("ready"), "m") is None
+    assert not await queue.redis.sismember(keys.key("mids"), "m")
+    assert "m" not in await ready_mids(queue.redis, keys)
 
     assert (await queue.enqueue("v2", mid="m")).action == "added"
     assert await queue.message_status("m") == MessageStatus.QUEUED
@@ -423,7 +438,8 @@ async def test_success_with_backoff_keeps_the_mid_until_its_window_ends(queue: Q
     await queue.enqueue("x", mid="m")
     assert await ack(queue, await lease_one(queue), "s", backoff_ms=100)
     assert await queue.message_status("m") == MessageStatus.DONE_WITH_BACKOFF
-    assert not await queue.redis.hexists(keys.key("messages"), "m")
+    assert not await queue.redis.hexists(keys.key("records"), "m")
+    assert await payload(queue.redis, keys, "m") is None
     assert (await queue.status()).ndone == 1
 
     async def collected() -> bool:
@@ -443,7 +459,8 @@ async def test_failure_is_recorded_with_its_reason(queue: Queue) -> None:
     status = await queue.status()
     assert (status.nfailed, status.nqueued, status.nlocked, status.ntotal) == (1, 0, 0, 0)
     assert await queue.redis.hget(keys.key("errors"), "m") == b"boom: bad input"
-    assert not await queue.redis.hexists(keys.key("messages"), "m")
+    assert not await queue.redis.hexists(keys.key("records"), "m")
+    assert await payload(queue.redis, keys, "m") is None
     assert (await dequeue(queue)).messages == []
 
 
@@ -517,7 +534,7 @@ async def test_ack_checks_every_outcome_before_writing(
     with pytest.raises(ScriptError, match=message):
         await conn.ack(keys, [OutcomeRequest("a", a.token, "s"), bad], 10)
     assert await queue.message_status("a") == MessageStatus.LOCKED
-    assert await queue.redis.hget(keys.key("leases"), "a") == str(a.token).encode()
+    assert await lease_token(queue.redis, keys, "a") == a.token
 
 
 @pytest.mark.parametrize(
@@ -539,8 +556,9 @@ async def test_dequeue_refuses_bad_arguments_before_writing(
     with pytest.raises(ScriptError, match=message):
         await conn.dequeue(keys, *args)
     assert await queue.message_status("m") == MessageStatus.QUEUED
-    assert not await queue.redis.hexists(keys.key("attempts"), "m")
-    assert await queue.redis.llen(keys.key("ready")) == 1
+    assert await record(queue.redis, keys, "m") is None
+    assert await attempts(queue.redis, keys, "m") == 0
+    assert await ready_mids(queue.redis, keys) == ["m"]
 
 
 async def test_extend_refuses_bad_arguments_before_writing(queue: Queue) -> None:
@@ -636,8 +654,8 @@ def test_cluster_slot_helper_matches_the_redis_spec() -> None:
 def test_every_key_of_a_queue_hashes_to_one_slot(name: str) -> None:
     """Every key of a queue lives in the slot of its name, through the `{<queue>}` hash tag."""
     keys = QueueKeys.for_queue(name)
-    assert len(keys.keys) == len(KEY_PARTS) == len(set(keys.keys)) == 17
-    assert [key.decode() for key in keys.keys] == [f"vermilion:{{{name}}}:{part}" for part in KEY_PARTS]
+    assert len(keys.keys) == len(KEY_PARTS) == len(set(keys.keys)) == 11
+    assert [key.decode() for key in keys.keys] == [f"vermilion:{{{name}}}:v2:{part}" for part in KEY_PARTS]
     assert {key_slot(key) for key in keys.keys} == {crc16_xmodem(name.encode()) % 16384}
 
 
@@ -665,10 +683,9 @@ async def test_scripts_touch_only_the_queue_keys(queue: Queue) -> None:
 
 # The type of each key (docs/redis-layout.md), and a collection of another type.
 KEY_TYPES = {
-    "messages": "hash", "requeue": "hash", "attempts": "hash", "enqueued": "hash", "due": "hash",
-    "lock_ms": "hash", "requeue_lock_ms": "hash", "ready": "list", "delayed": "zset",
-    "locks": "zset", "leases": "hash", "done": "zset", "failed": "zset", "errors": "hash",
-    "notify": "list", "seq": "string", "suspects": "set",
+    "mids": "set", "ready": "list", "records": "hash", "delayed": "zset", "locks": "zset",
+    "done": "zset", "requeue": "hash", "failed": "zset", "errors": "hash", "notify": "list",
+    "meta": "hash",
 }  # fmt: skip
 OTHER_COLLECTION = {"hash": "list", "list": "hash", "zset": "hash", "set": "list", "string": "hash"}
 
@@ -685,12 +702,8 @@ async def overwrite(redis: aioredis.Redis, key: bytes, kind: str) -> None:
         raise AssertionError(kind)
 
 
-async def dumps(redis: aioredis.Redis, keys: QueueKeys) -> dict[bytes, bytes | None]:
-    return {key: await redis.dump(key) for key in keys.keys}
-
-
 async def queue_with_history(queue: Queue) -> None:
-    """Every key of the queue exists, seq included: a message of each kind has passed."""
+    """Every key of the queue exists, meta (seq) included: a message of each kind has passed."""
     for mid in ("done", "failed", "locked"):
         await queue.enqueue(mid, mid=mid, lock_timeout=60)
     leased = {m.mid: m for m in (await dequeue(queue, 3)).messages}
@@ -701,33 +714,78 @@ async def queue_with_history(queue: Queue) -> None:
     await queue.enqueue("ready", mid="ready")
 
 
-@pytest.mark.parametrize("part", [part for part in KEY_PARTS if part != "seq"])
-async def test_one_new_message_refuses_a_string_at_any_key(queue: Queue, part: str) -> None:
-    """A key overwritten with a string fails a one-message enqueue, named, before any write."""
+async def contents(redis: aioredis.Redis, keys: QueueKeys) -> dict[bytes, object]:
+    """Every key's type and logical contents: what a write that was undone must leave as it was.
+
+    (DUMP would differ after an undone SADD: a set's encoding keeps its insertion history.)
+    """
+    found: dict[bytes, object] = {}
+    for key in keys.keys:
+        kind = str(await redis.type(key), "ascii")  # type: ignore[arg-type]
+        if kind == "set":
+            found[key] = (kind, sorted(await redis.smembers(key)))
+        elif kind == "list":
+            found[key] = (kind, await redis.lrange(key, 0, -1))
+        elif kind == "hash":
+            found[key] = (kind, sorted((await redis.hgetall(key)).items()))
+        elif kind == "zset":
+            found[key] = (kind, await redis.zrange(key, 0, -1, withscores=True))
+        else:
+            found[key] = (kind, await redis.dump(key))
+    return found
+
+
+# The keys the one-message path of a new mid, ready now, touches (`notify` only when the
+# message makes `ready` non-empty).
+FAST_PATH_KEYS = ("mids", "ready")
+
+
+@pytest.mark.parametrize("part", [*FAST_PATH_KEYS, "notify"])
+async def test_one_new_message_refuses_a_string_at_a_key_it_touches(queue: Queue, part: str) -> None:
+    """A key the one-message path touches overwritten with a string fails the enqueue, named,
+    and leaves every key's contents as they were (a write before the failing command is undone)."""
+    _, keys = queue._protocol
+    await queue_with_history(queue)
+    if part == "notify":
+        await queue.redis.delete(keys.key("ready"))  # the new message then wakes a worker
+    await overwrite(queue.redis, keys.key(part), "string")
+    before = await contents(queue.redis, keys)
+    with pytest.raises(ScriptError, match=f"{keys.key(part).decode()} holds a string, not a"):
+        await queue.enqueue("new", mid="new")
+    assert await contents(queue.redis, keys) == before
+
+
+@pytest.mark.parametrize("part", [p for p in KEY_PARTS if p not in (*FAST_PATH_KEYS, "notify")])
+async def test_one_new_message_passes_a_string_at_a_key_it_does_not_touch(queue: Queue, part: str) -> None:
+    """Documented limit (v2: the one-message path reads only the keys it writes, which v1 checked
+    for strings with one MGET of all): the message is added whole; the next dequeue refuses the
+    queue, naming the key, and writes nothing."""
     _, keys = queue._protocol
     await queue_with_history(queue)
     await overwrite(queue.redis, keys.key(part), "string")
-    before = await dumps(queue.redis, keys)
+    result = await queue.enqueue("new", mid="new")
+    assert (result.ok, result.action) == (True, "added")
+    before = await contents(queue.redis, keys)
     with pytest.raises(ScriptError, match=f"{keys.key(part).decode()} holds a string, not a"):
-        await queue.enqueue("new", mid="new")
-    assert await dumps(queue.redis, keys) == before
+        await dequeue(queue, 1)
+    assert await contents(queue.redis, keys) == before
 
 
 # The keys a one-message enqueue of a new mid touches, and the options that make it touch them.
+# (v2: the payload, enqueue time and own lease are in the fresh entry in `ready`; `mids` says
+# whether the mid is known, which v1 read from `enqueued`, `done` and `failed`.)
 TOUCHED: list[tuple[str, dict[str, float]]] = [
-    ("messages", {}),
-    ("enqueued", {}),
-    ("due", {}),
+    ("mids", {}),
     ("ready", {}),
-    ("notify", {}),
-    ("done", {}),
-    ("failed", {}),
-    ("lock_ms", {"lock_timeout": 30}),
+    ("ready", {"lock_timeout": 30}),
+    ("records", {"delay": 60}),
     ("delayed", {"delay": 60}),
 ]
 
 
-@pytest.mark.parametrize(("part", "options"), TOUCHED, ids=[part for part, _ in TOUCHED])
+@pytest.mark.parametrize(
+    ("part", "options"), TOUCHED, ids=[part + "".join(f"-{o}" for o in options) for part, options in TOUCHED]
+)
 async def test_one_new_message_refuses_another_collection_at_a_key_it_touches(
     queue: Queue, part: str, options: dict[str, float]
 ) -> None:
@@ -737,10 +795,10 @@ async def test_one_new_message_refuses_another_collection_at_a_key_it_touches(
     await queue_with_history(queue)
     wrong = OTHER_COLLECTION[KEY_TYPES[part]]
     await overwrite(queue.redis, keys.key(part), wrong)
-    before = await dumps(queue.redis, keys)
+    before = await contents(queue.redis, keys)
     with pytest.raises(ScriptError, match=f"{keys.key(part).decode()} holds a {wrong}, not a"):
         await queue.enqueue("new", mid="new", **options)  # type: ignore[arg-type]
-    assert await dumps(queue.redis, keys) == before
+    assert await contents(queue.redis, keys) == before
 
 
 async def test_one_new_message_passes_a_collection_of_another_type_it_does_not_touch(
@@ -753,12 +811,13 @@ async def test_one_new_message_passes_a_collection_of_another_type_it_does_not_t
     await overwrite(queue.redis, keys.key("locks"), "hash")
     result = await queue.enqueue("new", mid="new")
     assert (result.ok, result.action) == (True, "added")
-    assert await queue.redis.hget(keys.key("messages"), "new") is not None
+    assert await payload(queue.redis, keys, "new") is not None
+    assert await ready_mids(queue.redis, keys) == ["ready", "new"]
     with pytest.raises(ScriptError, match=f"{keys.key('locks').decode()} holds a hash, not a zset"):
         await dequeue(queue, 1)
 
 
-@pytest.mark.parametrize("part", ["messages", "ready", "locks", "notify"])
+@pytest.mark.parametrize("part", ["mids", "records", "ready", "locks", "notify"])
 async def test_a_batch_of_new_mids_refuses_a_wrong_typed_key_before_any_write(
     queue: Queue, part: str
 ) -> None:
@@ -767,7 +826,7 @@ async def test_a_batch_of_new_mids_refuses_a_wrong_typed_key_before_any_write(
     _, keys = queue._protocol
     await queue_with_history(queue)
     await overwrite(queue.redis, keys.key(part), "string")
-    before = await dumps(queue.redis, keys)
+    before = await contents(queue.redis, keys)
     with pytest.raises(ScriptError, match=f"{keys.key(part).decode()} holds a string, not a"):
         await queue.enqueue_many(["a", "b", "c"])
-    assert await dumps(queue.redis, keys) == before
+    assert await contents(queue.redis, keys) == before

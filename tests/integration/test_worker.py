@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import QueueFactory
+from tests.layout import encode_record, make_ready_with_record
 from vermilion import (
     AsyncWorker,
     Failure,
@@ -24,6 +25,7 @@ from vermilion import (
     Retry,
     Success,
 )
+from vermilion._keys import QueueKeys
 
 Outcome = Success | Retry | Failure | None
 
@@ -273,7 +275,8 @@ async def test_undecodable_payload_fails_without_calling_the_handler(
 ) -> None:
     """Stored bytes that cannot be decoded fail their message; the worker carries on."""
     await queue.enqueue("placeholder", mid="bad")
-    await redis.hset(f"vermilion:{{{queue.name}}}:messages", "bad", b"\xc1")  # 0xc1: never valid msgpack
+    keys = QueueKeys.for_queue(queue.name)
+    await make_ready_with_record(redis, keys, "bad", encode_record("r", b"\xc1"))  # 0xc1: never valid msgpack
     await queue.enqueue("fine", mid="good")
     handler = Recorder()
     async with running(queue, handler) as worker:

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.conftest import QueueFactory
 from tests.helpers import eventually
+from tests.layout import encode_fresh, encode_record, make_ready_with_record
 from vermilion import (
     AsyncWorker,
     Failure,
@@ -78,14 +79,20 @@ async def settled(queue: Queue) -> bool:
 # -- 2. the poll loop must not die on a bad reply ---------------------------------------
 
 
-@pytest.mark.parametrize("value", [b"oops", b"-5", b"1e400", b"0.5", b"nan"])
+@pytest.mark.parametrize("value", [0, 1, 2**48 - 1])
 async def test_a_hand_written_enqueued_time_costs_nothing_but_its_age(
-    queue: Queue, redis: aioredis.Redis, value: bytes
+    queue: Queue, redis: aioredis.Redis, value: int
 ) -> None:
     """`enqueued` = 'oops' made parse_dequeue raise and killed the poll loop; now the
-    message is handled (its age counted from now) and so is everything after it."""
+    message is handled (its age counted from now) and so is everything after it.
+    (v2: the enqueue time is a 6-byte field of the record; the hostile values are the
+    extremes it can hold, the epoch and a time 8,000 years ahead.)"""
     await queue.enqueue("bad", mid="bad")
-    await redis.hset(key(queue, "enqueued"), "bad", value)
+    keys = QueueKeys.for_queue(queue.name)
+    payload = queue.serializer.dumps("bad")
+    await make_ready_with_record(
+        redis, keys, "bad", encode_record("r", payload, enqueued_ms=value, due_ms=value)
+    )
     handler = Handled()
     async with worker(queue, handler) as w:
         await until(lambda: "bad" in handler.mids, what="bad handled")
@@ -101,9 +108,8 @@ async def test_a_mid_that_is_not_utf8_is_failed_and_the_worker_goes_on(
     """A non-UTF-8 mid (written by hand) made parse_dequeue raise UnicodeDecodeError,
     and every worker that leased it died the same way; now it fails, by its exact bytes."""
     raw = b"\xff\xfebad"
-    await redis.hset(key(queue, "messages"), raw, queue.serializer.dumps("x"))
-    await redis.hset(key(queue, "enqueued"), raw, b"1")
-    await redis.rpush(key(queue, "ready"), raw)
+    await redis.sadd(key(queue, "mids"), raw)
+    await redis.rpush(key(queue, "ready"), encode_fresh(raw, 1, queue.serializer.dumps("x")))
     handler = Handled()
     async with worker(queue, handler) as w:
         await queue.enqueue("good", mid="good")
@@ -312,9 +318,10 @@ async def test_a_damaged_seq_stops_hand_outs_without_stranding_and_clear_repairs
 ) -> None:
     """`seq` = 'abc' or 2^63-1 made INCRBY fail after LPOP had taken the messages out of
     `ready`: status said 0 while message_status said queued. Now dequeue refuses before
-    its first write, and clear() (which kept the bad seq) resets the counter."""
+    its first write, and clear() (which kept the bad seq) resets the counter.
+    (v2: the counter is the field `seq` of `meta`.)"""
     await queue.enqueue_many(["a", "b", "c"], mids=["a", "b", "c"])
-    await redis.set(key(queue, "seq"), seq)
+    await redis.hset(key(queue, "meta"), "seq", seq)
     connection, keys = queue._protocol
     with pytest.raises(ScriptError, match="not a lease counter"):
         await connection.dequeue(keys, 3, 30_000, 100)
@@ -322,7 +329,7 @@ async def test_a_damaged_seq_stops_hand_outs_without_stranding_and_clear_repairs
     assert await redis.llen(key(queue, "ready")) == 3
     assert await queue.message_status("a") == MessageStatus.QUEUED
     await queue.clear()
-    repaired = await redis.get(key(queue, "seq"))
+    repaired = await redis.hget(key(queue, "meta"), "seq")
     assert repaired is not None and int(repaired) > 10**15  # above any token handed out before
     handler = Handled()
     async with worker(queue, handler):
@@ -331,35 +338,42 @@ async def test_a_damaged_seq_stops_hand_outs_without_stranding_and_clear_repairs
 
 
 async def test_clear_repairs_a_seq_of_the_wrong_type(queue: Queue, redis: aioredis.Redis) -> None:
-    await redis.hset(key(queue, "seq"), "x", "1")
-    with pytest.raises(ScriptError, match="seq"):
+    """(v2: the counter lives in the hash `meta`; a `meta` overwritten with a string.)"""
+    await redis.set(key(queue, "meta"), "x")
+    with pytest.raises(ScriptError, match="meta"):
         await queue.status()
     await queue.clear()
-    assert await redis.type(key(queue, "seq")) == b"string"
+    assert await redis.type(key(queue, "meta")) == b"hash"
+    repaired = await redis.hget(key(queue, "meta"), "seq")
+    assert repaired is not None and int(repaired) > 10**15
     await queue.enqueue("x", mid="m")
     assert (await queue.status()).nqueued == 1
 
 
 async def test_clear_keeps_a_healthy_seq(queue: Queue, redis: aioredis.Redis) -> None:
-    await redis.set(key(queue, "seq"), b"41")
+    await redis.hset(key(queue, "meta"), "seq", b"41")
     await queue.clear()
-    assert await redis.get(key(queue, "seq")) == b"41"
+    assert await redis.hget(key(queue, "meta"), "seq") == b"41"
 
 
 # -- 6. one message's bad data never touches another's lease ------------------------------
 
 
-@pytest.mark.parametrize("lock_ms", [b"-100", b"0.5", b"1e400", b"abc", b"0"])
+@pytest.mark.parametrize("lock_ms", [0, 315_360_000_001, 2**40 - 1])
 async def test_a_bad_lock_ms_costs_its_message_the_default_lease_only(
-    make_queue: QueueFactory, redis: aioredis.Redis, lock_ms: bytes
+    make_queue: QueueFactory, redis: aioredis.Redis, lock_ms: int
 ) -> None:
     """lock_ms = -100 made its message handed out 117 times in 6 s, and the renewal
     batch it shared was refused, so a healthy long message lost its lease and ran
-    twice. Now the bad one gets the worker's lease, and each runs once."""
+    twice. Now the bad one gets the worker's lease, and each runs once.
+    (v2: the lease is a 5-byte field of the record, so it cannot be negative or a
+    fraction; the hostile values are 0 and leases beyond the ten-year maximum.)"""
     queue = await make_queue()
     await queue.enqueue("bad", mid="bad")
     await queue.enqueue("long", mid="long", lock_timeout=0.3)
-    await redis.hset(key(queue, "lock_ms"), "bad", lock_ms)
+    keys = QueueKeys.for_queue(queue.name)
+    payload = queue.serializer.dumps("bad")
+    await make_ready_with_record(redis, keys, "bad", encode_record("r", payload, lock_ms=lock_ms))
     handler = Handled(slow=frozenset({"bad", "long"}), delay=1.2)
     async with worker(queue, handler, concurrency=4, lock_timeout=0.3) as w:
         await eventually(lambda: settled(queue), timeout=10, what="both handled")
@@ -369,13 +383,34 @@ async def test_a_bad_lock_ms_costs_its_message_the_default_lease_only(
 
 # -- the property: hostile values of every stored field ------------------------------------
 
-FIELDS = ["attempts", "enqueued", "due", "lock_ms", "leases", "requeue_lock_ms", "messages", "errors"]
+# v2: a message's stored fields are the bytes of its record (or of its entry in `ready`);
+# hostile values are any bytes in place of the record, any value of each header field, and
+# any bytes in place of its entry, or beside it in the failure reasons.
+FIELD_WIDTHS = {"flags": 1, "enqueued": 6, "due": 6, "attempts": 4, "lock": 5, "token": 7}
+FIELDS = ["record", "entry", "errors", *FIELD_WIDTHS]
 HOSTILE = st.one_of(
-    st.sampled_from([b"", b"oops", b"-1", b"0", b"0.5", b"1e400", b"-1e400", b"inf", b"nan", b"9" * 30]),
-    st.integers(min_value=-(2**70), max_value=2**70).map(lambda n: str(n).encode()),
-    st.floats(allow_nan=True, allow_infinity=True).map(lambda f: repr(f).encode()),
-    st.binary(max_size=16),
+    st.sampled_from([b"", b"oops", b"\x00" * 30, b"\xff" * 30, b"l" + b"\xff" * 40, b"r" + b"\x00" * 29]),
+    st.binary(max_size=64),
 )
+
+
+async def write_hostile(queue: Queue, redis: aioredis.Redis, field: str, value: bytes) -> None:
+    """Put ``value`` where ``field`` of the message `hostile` is stored."""
+    keys = QueueKeys.for_queue(queue.name)
+    payload = queue.serializer.dumps("hostile")
+    if field == "record":
+        await make_ready_with_record(redis, keys, "hostile", value)
+    elif field == "entry":
+        await redis.delete(keys.key("ready"))
+        await redis.rpush(keys.key("ready"), value)
+    elif field == "errors":
+        await redis.hset(keys.key(field), "hostile", value)
+    else:
+        width = FIELD_WIDTHS[field]
+        number = int.from_bytes(value[:width].ljust(width, b"\x00"), "big")
+        header = {"flags": 0, "enqueued_ms": 1, "due_ms": 1, "attempts": 0, "lock_ms": 0, "token": 0}
+        header[{"enqueued": "enqueued_ms", "due": "due_ms", "lock": "lock_ms"}.get(field, field)] = number
+        await make_ready_with_record(redis, keys, "hostile", encode_record("r", payload, **header))
 
 
 @given(field=st.sampled_from(FIELDS), value=HOSTILE)
@@ -388,7 +423,7 @@ async def test_hostile_stored_values_cost_only_their_own_message(
     the hostile one ends (handled once or failed) and the queue drains."""
     queue = await make_queue()
     await queue.enqueue("hostile", mid="hostile")
-    await redis.hset(key(queue, field), "hostile", value)
+    await write_hostile(queue, redis, field, value)
     handler = Handled()
     async with worker(queue, handler, lock_timeout=0.5, idle_backoff=0.05) as w:
         await queue.enqueue("healthy", mid="healthy")

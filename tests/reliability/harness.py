@@ -17,9 +17,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from tests.layout import OVERRIDES, POINTER, decode_entry, decode_record
 from vermilion import Queue
 from vermilion._keys import KEY_PARTS, QueueKeys
-from vermilion._scripts import _read as read_lua
+from vermilion._scripts import _read as read_lua, _with_includes as with_includes
 
 WORKER_PROC = Path(__file__).with_name("worker_proc.py")
 
@@ -128,10 +129,6 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _texts(values: Any) -> set[str]:
-    return {_text(value) for value in values}
-
-
 # One read-only script that reads every part the audit checks, and the counts
 # of counts.lua, in one atomic step. A script flagged no-writes also runs while
 # memory is over maxmemory (T12), where MULTI refuses to queue commands.
@@ -140,11 +137,12 @@ _SNAPSHOT_SOURCE = "\n".join(
         "#!lua flags=no-writes",
         read_lua("_common"),
         "local function counts()",
-        read_lua("counts").partition("\n")[2],
+        with_includes(read_lua("counts").partition("\n")[2]),
         "end",
-        "return {redis.call('HKEYS', K_MESSAGES), redis.call('LRANGE', K_READY, 0, -1),",
-        "  redis.call('ZRANGE', K_DELAYED, 0, -1), redis.call('ZRANGE', K_LOCKS, 0, -1),",
-        "  redis.call('HKEYS', K_LEASES), redis.call('ZRANGE', K_DONE, 0, -1), counts()}",
+        "return {redis.call('SMEMBERS', K_MIDS), redis.call('LRANGE', K_READY, 0, -1),",
+        "  redis.call('HGETALL', K_RECORDS), redis.call('ZRANGE', K_DELAYED, 0, -1),",
+        "  redis.call('ZRANGE', K_LOCKS, 0, -1), redis.call('ZRANGE', K_DONE, 0, -1),",
+        "  redis.call('ZRANGE', K_FAILED, 0, -1), redis.call('HKEYS', K_REQUEUE), counts()}",
     ]
 )
 
@@ -157,56 +155,102 @@ async def audit(client: aioredis.Redis, name: str, *, atomic: bool = False) -> l
     the queue is under load.
     """
     keys = QueueKeys.for_queue(name)
-    problems: list[str] = []
     counts: list[Any] | None = None
     if atomic:
         snapshot = await client.execute_command(  # type: ignore[no-untyped-call]
             "EVAL_RO", _SNAPSHOT_SOURCE, len(keys.keys), *keys.keys
         )
-        raw_messages, raw_ready, raw_delayed, raw_locks, raw_leases, raw_done, counts = snapshot
+        (
+            raw_mids,
+            raw_ready,
+            flat_records,
+            raw_delayed,
+            raw_locks,
+            raw_done,
+            raw_failed,
+            raw_requeue,
+            counts,
+        ) = snapshot
+        records = dict(zip(flat_records[::2], flat_records[1::2], strict=True))
     else:
-        raw_messages = await client.hkeys(keys.key("messages"))
+        raw_mids = await client.smembers(keys.key("mids"))
         raw_ready = await client.lrange(keys.key("ready"), 0, -1)
+        records = await client.hgetall(keys.key("records"))
         raw_delayed = await client.zrange(keys.key("delayed"), 0, -1)
         raw_locks = await client.zrange(keys.key("locks"), 0, -1)
-        raw_leases = await client.hkeys(keys.key("leases"))
         raw_done = await client.zrange(keys.key("done"), 0, -1)
-    messages = _texts(raw_messages)
-    ready_list = [_text(m) for m in raw_ready]
-    delayed = _texts(raw_delayed)
-    locks = _texts(raw_locks)
-    leases = _texts(raw_leases)
-    done = _texts(raw_done)
+        raw_failed = await client.zrange(keys.key("failed"), 0, -1)
+        raw_requeue = await client.hkeys(keys.key("requeue"))
+    problems = layout_problems(
+        set(raw_mids), raw_ready, records, set(raw_delayed), set(raw_locks), set(raw_done), set(raw_failed)
+    )
+    live_count = len(set(raw_mids) - set(raw_done) - set(raw_failed))
+    strays = set(raw_requeue) - (set(raw_mids) - set(raw_failed))
+    if strays:
+        problems.append(f"pending requeues of mids neither live nor done: {sorted(strays)[:5]}")
+    prefix = f"vermilion:{{{name}}}:v2:"
+    async for key in client.scan_iter(match=f"vermilion:{{{name}}}:*", count=1000):
+        text = _text(key)
+        if not text.startswith(prefix) or text[len(prefix) :] not in KEY_PARTS:
+            problems.append(f"unknown key {text!r}")
+    if counts is not None:
+        live = sum(int(count) for count in counts[:3])
+        if live != live_count:
+            problems.append(f"counts {counts} do not add up to {live_count} live messages")
+        return problems
+    async with Queue(name, redis=client) as queue:
+        status = await queue.status()
+    if status.nqueued + status.nlocked + status.nbackoff != live_count:
+        problems.append(f"status counts {status} do not add up to {live_count} live messages")
+    return problems
+
+
+def layout_problems(
+    mids: set[bytes],
+    ready_entries: list[bytes],
+    records: dict[bytes, bytes],
+    delayed: set[bytes],
+    locks: set[bytes],
+    done: set[bytes],
+    failed: set[bytes],
+) -> list[str]:
+    """The invariants of lua/_common.lua that these contents break (empty: none)."""
+    problems: list[str] = []
+    if (done | failed) - mids:
+        problems.append(f"done or failed mids missing from mids: {sorted((done | failed) - mids)[:5]}")
+    if done & failed:
+        problems.append(f"mids both done and failed: {sorted(done & failed)[:5]}")
+    live = mids - done - failed
+    entries = [decode_entry(raw) for raw in ready_entries]
+    ready_list = [entry.mid.encode() for entry in entries]
     ready = set(ready_list)
     if len(ready) != len(ready_list):
         dupes = [m for m, n in collections.Counter(ready_list).items() if n > 1]
         problems.append(f"mids twice in ready: {dupes[:5]}")
-    for mid in messages:
+    for mid in live:
         places = (mid in ready) + (mid in delayed) + (mid in locks)
         if places != 1:
-            problems.append(f"live mid {mid} is in {places} of ready/delayed/locks")
+            problems.append(f"live mid {mid!r} is in {places} of ready/delayed/locks")
     for place, members in (("ready", ready), ("delayed", delayed), ("locks", locks)):
-        strays = members - messages
-        if strays:
-            problems.append(f"{place} holds mids without a message: {sorted(strays)[:5]}")
-    if leases != locks:
-        problems.append(f"leases and locks differ: {sorted(leases ^ locks)[:5]}")
-    if done & messages:
-        problems.append(f"mids both done and live: {sorted(done & messages)[:5]}")
-    prefix = f"vermilion:{{{name}}}:"
-    async for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        part = _text(key)[len(prefix) :]
-        if part not in KEY_PARTS:
-            problems.append(f"unknown key part {part!r}")
-    if counts is not None:
-        live = sum(int(count) for count in counts[:3])
-        if live != len(messages):
-            problems.append(f"counts {counts} do not add up to {len(messages)} live messages")
-        return problems
-    async with Queue(name, redis=client) as queue:
-        status = await queue.status()
-    if status.nqueued + status.nlocked + status.nbackoff != len(messages):
-        problems.append(f"status counts {status} do not add up to {len(messages)} live messages")
+        if members - live:
+            problems.append(f"{place} holds mids not live: {sorted(members - live)[:5]}")
+    states = {b"r": ready, b"d": delayed, b"l": locks}
+    for mid, raw in records.items():
+        found = decode_record(raw)
+        if mid not in states[found.state.encode()]:
+            problems.append(f"record of {mid!r} says {found.state!r}, which its place does not")
+        if (found.token != 0) != (found.state == "l"):
+            problems.append(f"record of {mid!r} in state {found.state!r} has token {found.token}")
+    problems.extend(
+        f"delayed or leased mid {mid!r} has no record" for mid in (delayed | locks) - records.keys()
+    )
+    for entry in entries:
+        mid = entry.mid.encode()
+        held = decode_record(records[mid]) if mid in records else None
+        if entry.kind == POINTER and (held is None or held.flags & OVERRIDES):
+            problems.append(f"pointer to {mid!r} without its record")
+        if entry.kind != POINTER and held is not None and not held.flags & OVERRIDES:
+            problems.append(f"fresh entry of {mid!r} beside a record that does not override it")
     return problems
 
 

@@ -34,6 +34,7 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
+from tests.layout import POINTER, decode_entry, encode_fresh
 from tests.reliability.conftest import ServerFactory, WorkerFactory
 from tests.reliability.harness import Truth, audit, eventually, record, whole_lines
 from tests.reliability.proxy import FaultProxy
@@ -88,6 +89,37 @@ def proc_memory(pid: int) -> dict[str, int]:
 
 async def queue_keys(client: aioredis.Redis, name: str) -> list[bytes]:
     return sorted([key async for key in client.scan_iter(match=f"vermilion:{{{name}}}:*", count=1000)])
+
+
+async def live_count(client: aioredis.Redis, name: str) -> int:
+    """How many messages of the queue are live (queued, delayed or leased).
+
+    Protocol version 1 kept each live message's payload in `messages` (HLEN);
+    version 2 keeps every mid it knows in `mids`, the done and failed among them.
+    """
+    keys = QueueKeys.for_queue(name)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.scard(keys.key("mids"))
+        pipe.zcard(keys.key("done"))
+        pipe.zcard(keys.key("failed"))
+        known, done, failed = await pipe.execute()
+    return int(known) - int(done) - int(failed)
+
+
+async def stored_mids(client: aioredis.Redis, name: str) -> set[str]:
+    """The mids whose message is still stored: in a record, or in a fresh entry of `ready`.
+
+    The counterpart of protocol version 1's `messages` hash under eviction, where any
+    key (`mids` included) may be gone: the payload's holder is what makes a message
+    handleable.
+    """
+    keys = QueueKeys.for_queue(name)
+    found = {text(mid) for mid in await client.hkeys(keys.key("records"))}
+    for raw in await client.lrange(keys.key("ready"), 0, -1):
+        entry = decode_entry(raw)
+        if entry.kind != POINTER:
+            found.add(entry.mid)
+    return found
 
 
 def start_digests(truth_log: Path) -> dict[str, list[str]]:
@@ -196,14 +228,14 @@ async def test_t12_oom_refuses_enqueues_whole_and_acks_still_drain(
 
         # Hold memory over the limit for a while: lower maxmemory below what is used
         # by a quarter of the payloads still queued. Acks must keep applying meanwhile.
-        start_count = await client.hlen(f"vermilion:{{{name}}}:messages")
+        start_count = await live_count(client, name)
         used, limit = await used_memory(client)
         await client.config_set("maxmemory", str(used - start_count * len(T12_PAYLOAD) // 4))
         over_limit_drained = 0
         probe_refused = False
         while True:
             used, limit = await used_memory(client)
-            live = await client.hlen(f"vermilion:{{{name}}}:messages")
+            live = await live_count(client, name)
             if used <= limit:
                 break
             over_limit_drained = start_count - live
@@ -236,7 +268,7 @@ async def test_t12_oom_refuses_enqueues_whole_and_acks_still_drain(
         await eventually(drained, 60, "every accepted message was handled")
 
         async def idle() -> bool:
-            return await client.hlen(f"vermilion:{{{name}}}:messages") == 0
+            return await live_count(client, name) == 0
 
         await eventually(idle, 10, "the queue emptied")
         final_audit = await audit(client, name)
@@ -412,8 +444,8 @@ async def test_t13_worker_survives_evicted_keys(
         evicted = int((await info_fields(client, "stats"))["evicted_keys"])
         assert evicted > 0, "nothing was evicted: the fault did not happen"
         await client.config_set("maxmemory", "0")
-        hints = await client.llen(f"vermilion:{{{name}}}:ready")
-        messages_left = await client.hlen(f"vermilion:{{{name}}}:messages")
+        hints = await client.llen(QueueKeys.for_queue(name).key("ready"))
+        messages_left = len(await stored_mids(client, name))
         after = [result.mid for result in await queue.enqueue_many([{"kind": "after"}] * 20)]
 
         async def handled_after() -> bool:
@@ -425,7 +457,7 @@ async def test_t13_worker_survives_evicted_keys(
         problems = await audit(client, name)
         status = await queue.status()
         content = await queue.content()
-        live = {text(mid) for mid in await client.hkeys(f"vermilion:{{{name}}}:messages")}
+        live = await stored_mids(client, name)
     await client.aclose()
     alive = worker.alive()
     truth = Truth.read(truth_log)
@@ -460,7 +492,9 @@ async def test_t13_worker_survives_evicted_keys(
     )
 
 
-T13_VANISHING = ("messages", "ready", "locks", "leases", "attempts", "enqueued", "due", "seq", "notify")
+# Protocol version 1's messages, leases, attempts, enqueued and due are parts of the
+# records (and of the fresh entries of `ready`) now; seq is a field of `meta`.
+T13_VANISHING = ("mids", "ready", "records", "locks", "meta", "notify")
 T13_BACKLOG = 200
 T13_IN_FLIGHT = 4
 
@@ -505,7 +539,7 @@ async def test_t13_worker_survives_a_vanished_key(
                 return len(handled) >= T13_IN_FLIGHT
 
             await eventually(held, 10, "the worker holds four messages")
-            await client.delete(f"vermilion:{{{name}}}:{part}")
+            await client.delete(QueueKeys.for_queue(name).key(part))
             caplog.clear()
             release.set()
             after = {result.mid for result in await queue.enqueue_many(["after"] * 20)}
@@ -577,6 +611,25 @@ async def dump_keys(client: aioredis.Redis, keys: QueueKeys) -> dict[bytes, byte
     return {key: await client.dump(key) for key in keys.keys}
 
 
+async def key_contents(client: aioredis.Redis, keys: QueueKeys) -> dict[bytes, object]:
+    """What each key holds, in a form that does not depend on how Redis laid it out.
+
+    For comparing before and after a RESTORE: the DUMP of a set kept as a hash table
+    (every set of strings on Redis 7.0, so `mids`) lists its members in bucket order,
+    which a RESTORE of the same members need not reproduce.
+    """
+    contents: dict[bytes, object] = {}
+    for key in keys.keys:
+        kind = str(await client.type(key), "ascii")  # type: ignore[arg-type]
+        if kind == "set":
+            contents[key] = (kind, sorted(await client.smembers(key)))
+        elif kind == "hash":
+            contents[key] = (kind, sorted((await client.hgetall(key)).items()))
+        else:
+            contents[key] = (kind, await client.dump(key))
+    return contents
+
+
 async def restore_keys(client: aioredis.Redis, dumps: dict[bytes, bytes | None]) -> None:
     for key, value in dumps.items():
         if value is None:
@@ -586,7 +639,7 @@ async def restore_keys(client: aioredis.Redis, dumps: dict[bytes, bytes | None])
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("target", ["locks", "messages", "ready"])
+@pytest.mark.parametrize("target", ["locks", "records", "ready"])
 async def test_t14_wrong_typed_key_fails_every_operation_before_any_write(
     target: str, kind: str, fault_server: ServerFactory
 ) -> None:
@@ -607,6 +660,7 @@ async def test_t14_wrong_typed_key_fails_every_operation_before_any_write(
         tokens = await t14_state(queue)
         await client.set(keys.key(target), b"not a " + target.encode())
         before = await dump_keys(client, keys)
+        before_contents = await key_contents(client, keys)
         live, lapsed = tokens["locked-live"], tokens["locked-lapsed"]
         operations: dict[str, Callable[[], Awaitable[object]]] = {
             "enqueue a new mid": lambda: queue.enqueue("n", mid="new"),
@@ -652,8 +706,10 @@ async def test_t14_wrong_typed_key_fails_every_operation_before_any_write(
             else:
                 outcomes[label] = f"succeeded: {result!r}"[:160]
                 failures.append(f"{label}: succeeded on a queue with a damaged {target!r} key")
-            after = await dump_keys(client, keys)
-            changed = [key.decode().rsplit(":", 1)[1] for key in keys.keys if after[key] != before[key]]
+            after = await key_contents(client, keys)
+            changed = [
+                key.decode().rsplit(":", 1)[1] for key in keys.keys if after[key] != before_contents[key]
+            ]
             if changed:
                 failures.append(f"{label}: wrote {changed}")
 
@@ -678,8 +734,8 @@ async def test_t14_wrong_typed_key_fails_every_operation_before_any_write(
             failed_polls = polls()[0]
         if failed_polls == 0:
             failures.append("worker: no poll failed")
-        after = await dump_keys(client, keys)
-        changed = [key.decode().rsplit(":", 1)[1] for key in keys.keys if after[key] != before[key]]
+        after = await key_contents(client, keys)
+        changed = [key.decode().rsplit(":", 1)[1] for key in keys.keys if after[key] != before_contents[key]]
         if changed:
             failures.append(f"worker: wrote {changed}")
 
@@ -689,7 +745,7 @@ async def test_t14_wrong_typed_key_fails_every_operation_before_any_write(
         except VermilionError as exc:
             failures.append(f"clear: raised {exc}")
         left = await queue_keys(client, name)
-        if left != [keys.key("seq")]:
+        if left != [keys.key("meta")]:
             failures.append(f"clear: left {left}")
     await client.aclose()
     record(f"t14-{kind}-{target}", {"outcomes": outcomes, "failures": failures})
@@ -1093,10 +1149,30 @@ def t18_cases() -> tuple[dict[str, bytes], dict[str, bytes]]:
     return hostile, decodable
 
 
+async def replace_fresh_payloads(client: aioredis.Redis, name: str, raw: dict[str, bytes]) -> None:
+    """Give each fresh message of `ready` named in ``raw`` those bytes as its payload, by hand
+    (keeping its place, enqueue time and lease): what writing `messages` was in version 1."""
+    key = QueueKeys.for_queue(name).key("ready")
+    entries = await client.lrange(key, 0, -1)
+    rewritten = []
+    for entry_bytes in entries:
+        entry = decode_entry(entry_bytes)
+        if entry.kind != POINTER and entry.mid in raw:
+            assert entry.enqueued_ms is not None
+            entry_bytes = encode_fresh(entry.mid.encode(), entry.enqueued_ms, raw[entry.mid], entry.lock_ms)
+        rewritten.append(entry_bytes)
+    assert {decode_entry(e).mid for e in rewritten} >= set(raw), "a placeholder is not in ready"
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        pipe.rpush(key, *rewritten)
+        await pipe.execute()
+
+
 async def test_t18_hostile_stored_bytes_fail_once_without_the_handler(
     fault_server: ServerFactory, worker_process: WorkerFactory, truth_log: Path, tmp_path: Path
 ) -> None:
-    """T18: raw bytes written straight into the `messages` hash, under a 1 MiB decode cap.
+    """T18: raw bytes written straight in as the payloads (of the fresh entries in `ready`),
+    under a 1 MiB decode cap.
 
     Pass: each hostile value ends `failed` with a decode reason after one
     attempt (one "cannot be decoded" log line) and 0 handler calls; valid
@@ -1134,7 +1210,7 @@ async def test_t18_hostile_stored_bytes_fail_once_without_the_handler(
         worker.pause()
         try:
             await queue.enqueue_many(["placeholder"] * len(raw), mids=list(raw))
-            await client.hset(f"vermilion:{{{name}}}:messages", mapping=raw)  # type: ignore[arg-type]
+            await replace_fresh_payloads(client, name, raw)
             after = [result.mid for result in await queue.enqueue_many([{"kind": "normal"}] * 20)]
         finally:
             worker.resume()
@@ -1147,7 +1223,7 @@ async def test_t18_hostile_stored_bytes_fail_once_without_the_handler(
 
         await eventually(settled, 30, "every hostile message settled")
         statuses = {mid: await queue.message_status(mid) for mid in raw}
-        errors = await client.hgetall(f"vermilion:{{{name}}}:errors")
+        errors = await client.hgetall(QueueKeys.for_queue(name).key("errors"))
         reasons = {text(mid): text(reason) for mid, reason in errors.items()}
     await client.aclose()
     alive = worker.alive()
@@ -1264,7 +1340,7 @@ def refused(exc: BaseException, argument: str) -> bool:
 
 def would_be_keys(name: object) -> list[str]:
     """The keys a queue of this name would have (for names vermilion refuses too)."""
-    return [f"vermilion:{{{name}}}:{part}" for part in KEY_PARTS]
+    return [f"vermilion:{{{name}}}:v2:{part}" for part in KEY_PARTS]
 
 
 @pytest.fixture

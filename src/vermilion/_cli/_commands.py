@@ -1,8 +1,9 @@
-"""The commands that read or feed queues: status, queues, enqueue, message-status, clear.
+"""The commands that read or feed queues: status, queues, enqueue, message-status, clear, migrate.
 
 Each takes the parsed arguments and returns an exit code; text goes through
 :mod:`._format`, JSON through :func:`._connect.print_json`. They must not reach
-past the public ``Queue`` API, nor build tables themselves.
+past the public ``Queue`` API (but ``migrate``, which drives
+``vermilion._migration``), nor build tables themselves.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import json
 import sys
 
 from vermilion._exceptions import OutcomeUnknownError
+from vermilion._migration import migrate_queue, v1_queue_names
+from vermilion._protocol import ScriptClient
 from vermilion._queue import Queue, queue_names
+from vermilion._validation import check_queue_name
 
 from ._connect import connect, named_queues, print_json
 from ._exit import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, CommandError
-from ._format import format_enqueue_result, format_queue_statuses, status_row
+from ._format import format_enqueue_result, format_migration, format_queue_statuses, status_row
 
-__all__ = ["clear", "enqueue", "list_queues", "message_status", "parse_content", "status"]
+__all__ = ["clear", "enqueue", "list_queues", "message_status", "migrate", "parse_content", "status"]
 
 
 async def status(args: argparse.Namespace) -> int:
@@ -107,4 +111,25 @@ async def clear(args: argparse.Namespace) -> int:
     else:
         for name, n in removed:
             print(f"cleared {name}: removed {n:,} live message{'' if n == 1 else 's'}")
+    return EXIT_OK
+
+
+async def migrate(args: argparse.Namespace) -> int:
+    if bool(args.queues) == args.all:
+        raise CommandError("migrate takes queue names or --all, not both nor neither", EXIT_USAGE)
+    names = list(dict.fromkeys(check_queue_name(name) for name in args.queues))
+    async with connect(args) as client:
+        scripts = ScriptClient(client)
+        if args.all:
+            names = await v1_queue_names(scripts)
+        reports = []
+        for name in names:
+            report = await migrate_queue(scripts, name, batch=args.batch)
+            reports.append(report)
+            if not args.json:
+                print(format_migration(report), flush=True)  # a long run shows each queue as it ends
+    if args.json:
+        print_json([{"queue": r.queue, "migrated": r.found, "moved": r.moved} for r in reports])
+    elif not reports:
+        print("no queue holds version-1 data: nothing to migrate")
     return EXIT_OK

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vermilion._messages import EnqueueResult, QueueStatus
+from vermilion._migration import MigrationReport
 from vermilion._stats import Summary
 from vermilion._worker import WorkerStatus
 
 __all__ = [
     "STATUS_COLUMNS",
     "format_enqueue_result",
+    "format_migration",
     "format_queue_statuses",
     "format_table",
     "format_worker_status",
@@ -135,3 +137,11 @@ def format_enqueue_result(result: EnqueueResult) -> str:
     if result.ok:
         return f"{result.action} {result.mid}"
     return f"refused {result.mid}: {result.error}"
+
+
+def format_migration(report: MigrationReport) -> str:
+    """One line per migrated queue: how many mids moved, or that it held no version-1 data."""
+    if not report.found:
+        return f"{report.queue}: nothing to migrate (no version-1 data)"
+    n = report.moved
+    return f"migrated {report.queue}: moved {n:,} message{'' if n == 1 else 's'} to protocol version 2"

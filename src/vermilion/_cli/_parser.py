@@ -52,6 +52,12 @@ _ABOUT = {
         "Delete every message and all state of the named queues (exact names, never"
         " patterns). Refuses without --yes.",
     ),
+    "migrate": (
+        "upgrade queues written by protocol version 1 (an older vermilion) in place",
+        "Move the data of the named queues, or with --all of every queue that holds"
+        " version-1 keys, to protocol version 2, keeping every message's state. Safe to"
+        " repeat and to interrupt; stop version-1 workers first.",
+    ),
 }
 """The commands that read or feed queues: their one-line help and their description."""
 
@@ -209,7 +215,7 @@ def _add_enqueue(commands: Any) -> None:
     enqueue = _queue_command(commands, "enqueue", _commands.enqueue)
     enqueue.add_argument("queue", metavar="QUEUE")
     enqueue.add_argument("content", metavar="JSON", help="the content as JSON; - reads it from stdin")
-    enqueue.add_argument("--mid", help="message id for de-duplication (default: a random UUID)")
+    enqueue.add_argument("--mid", help="message id for de-duplication (default: a random 12-character id)")
     enqueue.add_argument(
         "--delay",
         type=_duration,
@@ -248,6 +254,19 @@ def _add_clear(commands: Any) -> None:
     clear.add_argument("--yes", action="store_true", help="really delete")
 
 
+def _add_migrate(commands: Any) -> None:
+    migrate = _queue_command(commands, "migrate", _commands.migrate)
+    migrate.add_argument("queues", nargs="*", metavar="QUEUE", help="queue names (exact, never patterns)")
+    migrate.add_argument("--all", action="store_true", help="every queue that holds version-1 keys")
+    migrate.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="at most N messages of each kind moved per atomic step (default 1000)",
+    )
+
+
 def _add_demo(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="enqueue and handle 10,000 messages, then show the worker's status"
@@ -278,7 +297,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--url", help=_URL_HELP)
     parser.add_argument(
-        "--json", action="store_true", help=f"{_JSON_HELP} (status, queues, enqueue, message-status, clear)"
+        "--json",
+        action="store_true",
+        help=f"{_JSON_HELP} (status, queues, enqueue, message-status, clear, migrate)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
@@ -288,6 +309,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_enqueue,
         _add_message_status,
         _add_clear,
+        _add_migrate,
         _add_demo,
     ):
         add(commands)

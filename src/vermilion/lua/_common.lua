@@ -1,157 +1,81 @@
--- _common.lua: helpers shared by every vermilion script.
+-- _common.lua: helpers shared by every vermilion script (protocol version 2).
 --
 -- _scripts.py places this text after a script's optional `#!lua` line and
--- before the script's own body, so every operation sees the same key names and
--- the same state rules. It performs no command when loaded. The helpers that
--- read and change messages' states are in _state.lua, included where needed.
+-- before the script's own body. It performs no command when loaded, and holds
+-- only what enqueue's one-new-message path needs: defining a helper costs
+-- server time on every call, so the encodings and checks are in _layout.lua
+-- and the state rules in _state.lua, included by the scripts that need them.
 --
--- KEYS (identical order in every script; all share the hash tag `{<queue>}`):
---   1  messages         hash   mid -> payload bytes of a live (queued/delayed/locked) message
---   2  requeue          hash   mid -> payload of a pending requeue (while locked or done)
---   3  attempts         hash   mid -> times handed out in the current life
---   4  enqueued         hash   mid -> ms when the current life began (enqueue or requeue)
---   5  due              hash   mid -> ms when the message became (or becomes) ready
---   6  lock_ms          hash   mid -> per-message lease in ms (absent: worker default)
---   7  requeue_lock_ms  hash   mid -> lease in ms for the pending requeue
---   8  ready            list   mids ready now, handed out from the head (LPOP)
---   9  delayed          zset   mid -> ms its delay or retry backoff ends
---   10 locks            zset   mid -> ms its lease lapses
---   11 leases           hash   mid -> token of the current lease (the ack/extend fence)
---   12 done             zset   mid -> ms its de-duplication window ends
---   13 failed           zset   mid -> ms it failed (bounded history)
---   14 errors           hash   mid -> reason of its failure
---   15 notify           list   wake-up tokens for idle workers (at most 64)
---   16 seq              string last lease token handed out (kept by clear, so that a
---                              token is never handed out twice by a queue)
---   17 suspects         set    mids whose lease lapsed (their worker may have died on them)
---                              and that no ack has cleared since: handed out one per call
+-- KEYS (identical order in every script; all share the hash tag `{<queue>}`,
+-- and are named vermilion:{<queue>}:v2:<part>):
+--   1  mids     set    every mid the queue knows: live, inside a de-dup window, or failed
+--   2  ready    list   entries of the messages ready now, handed out from the head
+--   3  records  hash   mid -> record of a message that was handed out, is delayed, or was
+--                      updated while ready (a fresh message waiting in `ready` has none)
+--   4  delayed  zset   mid -> ms its delay or retry backoff ends
+--   5  locks    zset   mid -> ms its lease lapses
+--   6  done     zset   mid -> ms its de-duplication window ends
+--   7  requeue  hash   mid -> pending requeue (while the mid is locked or done)
+--   8  failed   zset   mid -> ms it failed (bounded history)
+--   9  errors   hash   mid -> reason of its failure
+--   10 notify   list   wake-up tokens for idle workers (at most 64)
+--   11 meta     hash   `version` (2) and `seq` (the last lease token handed out)
+--   12 clock    string TESTS ONLY, optional: the time in ms the script uses instead
+--                      of TIME; a script given a 12th key refuses to run without it
 --
--- Invariants every script keeps:
---   * a live mid is in `messages` and in exactly one of `ready`, `delayed`, `locks`;
---   * a finished mid still inside its de-dup window is only in `done` (plus
---     `requeue` when a requeue is pending); its payload is gone;
---   * `leases[mid]` exists exactly while the mid is in `locks`;
---   * a mid appears in `ready` at most once.
---   * every script but clear starts with check_key_types(): a queue with a key of
---     the wrong type is refused before anything is written. (enqueue's one-message
---     fast path checks less, as cheaply: see refuse_string_keys.)
+-- Encodings (big-endian integers, struct formats in brackets):
+--   entry of `ready`: kind [B] (0 pointer, 1 fresh, 2 fresh with its own lease),
+--     mid length [B] (255: a [>I2] length follows), mid; a fresh entry then holds
+--     enqueued ms [>I6], (kind 2) lock ms [>I5], and the payload (the rest).
+--     A pointer's message is in `records`.
+--   record: state [B] ('r' ready, 'd' delayed, 'l' leased), flags [B] (1 suspect,
+--     2 overrides: the message's fresh entry still waits in `ready`, and this
+--     record's payload and lease replace the entry's), enqueued ms [>I6], due ms
+--     [>I6] (when it became or becomes ready), attempts [>I4], lock ms [>I5] (0:
+--     the worker's default), lease token [>I7] (0: none), then the payload.
+--   pending requeue: lock ms [>I5] (0: default), then the payload.
+--
+-- Invariants every script keeps (tests/checker verifies them after every call):
+--   * `mids` holds exactly the live mids and those in `done` or `failed`; a mid is
+--     in at most one of: live, `done`, `failed`;
+--   * a live mid is in exactly one of: `ready` (one entry), `delayed`, `locks`;
+--     its record, if any, says which ('r', 'd', 'l'); delayed and leased mids have
+--     a record; a fresh entry's mid has no record, or an overriding one;
+--   * a lease token is non-zero exactly in the record of a leased mid;
+--   * `requeue[mid]` exists only while the mid is live or in `done` (it waits out a retry
+--     or a reclaimed lease, and starts when the life ends).
 -- Time is read from the server (TIME) only, in whole milliseconds.
 
-local K_MESSAGES, K_REQUEUE, K_ATTEMPTS, K_ENQUEUED = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_DUE, K_LOCK_MS, K_REQUEUE_LOCK_MS, K_READY = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local K_DELAYED, K_LOCKS, K_LEASES, K_DONE = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
-local K_FAILED, K_ERRORS, K_NOTIFY, K_SEQ = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
-local K_SUSPECTS = KEYS[17]
+local K_MIDS, K_READY, K_RECORDS, K_DELAYED = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_LOCKS, K_DONE, K_REQUEUE, K_FAILED = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local K_ERRORS, K_NOTIFY, K_META, K_CLOCK = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 
 local MAX_NOTIFY_TOKENS = 64
-
--- The type each key must have, in KEYS order ('none' is always fine). A
--- function rather than a table built with every script: enqueue's
--- one-new-message path never needs it.
-local function key_types()
-  return { 'hash', 'hash', 'hash', 'hash', 'hash', 'hash', 'hash', 'list', 'zset',
-    'zset', 'hash', 'zset', 'zset', 'hash', 'list', 'string', 'set' }
-end
-
-local function name_wrong_typed_key()
-  local types = key_types()
-  for i = 1, #KEYS do
-    local found = redis.call('TYPE', KEYS[i])['ok']
-    if found ~= 'none' and found ~= types[i] then
-      error(redis.error_reply('VERMILION queue key ' .. KEYS[i] .. ' holds a ' .. found
-        .. ', not a ' .. types[i] .. ': the queue is damaged (clear() deletes its keys)'))
-    end
-  end
-end
-
--- A command that reads the length of each type (and fails on any other). The
--- string `seq` has none among the commands a least-privilege user is given
--- (docs/redis-layout.md): TYPE checks it.
-local function read_every_length()
-  local types = key_types()
-  local LENGTH_OF = { hash = 'HLEN', list = 'LLEN', zset = 'ZCARD', set = 'SCARD' }
-  for i = 1, #KEYS do
-    local length = LENGTH_OF[types[i]]
-    if length then
-      redis.call(length, KEYS[i])
-    else
-      local found = redis.call('TYPE', KEYS[i])['ok']
-      if found ~= 'none' and found ~= types[i] then error('wrong type') end
-    end
-  end
-end
-
--- Refuse a queue one of whose keys was overwritten with another type, before
--- the first write: Redis would raise WRONGTYPE only at the command touching
--- that key, after the script's earlier writes had been kept, and leave the
--- queue half-changed. A length read per key finds it (WRONGTYPE), at about
--- two thirds of the cost of TYPE, whose reply is a table; TYPE then names it.
-local function check_key_types()
-  if not pcall(read_every_length) then name_wrong_typed_key() end
-end
-
--- The cheap half of check_key_types, for a call that reads, before its first
--- write, every key it touches (a read of the wrong type fails it there): a key
--- overwritten with a string, the usual foreign write, is found among all 17 by
--- a single MGET, which answers nil for every other type.
-local function refuse_string_keys()
-  local values = redis.call('MGET', unpack(KEYS))
-  for i = 1, #KEYS do
-    if values[i] and KEYS[i] ~= K_SEQ then name_wrong_typed_key() end
-  end
-end
-
--- read(arg)'s result; a WRONGTYPE there is reported as check_key_types() would
--- report it, naming the key (any other error is raised as it is).
-local function read_or_name_key(read, arg)
-  local ok, result = pcall(read, arg)
-  if not ok then
-    name_wrong_typed_key()
-    error(result)
-  end
-  return result
-end
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- An integer as the decimal string Redis would store. Hand these, not Lua
--- numbers, to redis.call: Redis turns a number argument into text with a
--- "%.17g" printf, and that conversion was the largest single cost of the
--- hot scripts (found with callgrind).
-local function int_str(n)
-  return string.format('%d', n)
-end
+local READY, DELAYED, LEASED = 114, 100, 108 -- string.byte of 'r', 'd', 'l'
+local SUSPECT, OVERRIDES = 1, 2
+local POINTER, FRESH, FRESH_WITH_LEASE = 0, 1, 2
+local RECORD_HEADER = '>BBI6I6I4I5I7'
+local RECORD_HEADER_BYTES = 30
 
 -- Raise a script error that _protocol.py turns into a ScriptError.
 local function fail(message)
   return redis.error_reply('VERMILION ' .. message)
 end
 
--- A number read from a message's field or a score, if it is a whole number
--- within [min, max]; else nil. The scripts write only such numbers, but a
--- value written by hand ('oops', -100, '1e400') must cost at most its own
--- message a default, never a script error that stops the queue's neighbours.
--- (tonumber accepts 'inf' and 'nan': the comparisons refuse both.)
-local function stored_int(value, min, max)
-  local n = tonumber(value)
-  if n == nil or n ~= n or n < min or n > max or n ~= math.floor(n) then return nil end
-  return n
-end
-
--- Bounds of the numbers the scripts store: times in ms since the epoch and
--- leases stay exact in a double; ten years is the longest lease the client
--- sends; a lease token stays exact in a double after a full batch is added.
-local MAX_EXACT = 9007199254740991
-local MAX_LOCK_MS = 315360000000
-local MAX_TOKEN = MAX_EXACT - 1000
-
-local function to_int(value, name, min)
-  local n = tonumber(value)
-  if n == nil or n ~= math.floor(n) or n < min then
-    error(fail('bad ' .. name .. ': ' .. tostring(value)))
+local function now_ms()
+  if K_CLOCK then
+    local fake = redis.call('GET', K_CLOCK)
+    if not fake then error(fail('test clock key ' .. K_CLOCK .. ' is not set')) end
+    return tonumber(fake)
   end
-  return n
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+
+-- An integer as the decimal string Redis would store. Hand these, not Lua
+-- numbers, to redis.call: Redis formats a number argument with "%.17g", which
+-- was the largest single cost of the hot scripts (found with callgrind).
+local function int_str(n)
+  return string.format('%d', n)
+end
+

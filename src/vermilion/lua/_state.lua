@@ -2,10 +2,9 @@
 --
 -- A script that needs them has the line `--#include _state` where they are to
 -- be defined, and _scripts.py puts this text there. They are kept apart from
--- _common.lua (which every script starts with) because defining a helper costs
--- server time on every call: enqueue's one-new-message path returns before
--- these are defined, and counts and clear never need them. Like _common.lua,
--- it performs no command when loaded.
+-- _common.lua because defining a helper costs server time on every call:
+-- enqueue's one-new-message path returns before these are defined. Like
+-- _common.lua, it performs no command when loaded.
 
 -- int_str(base + offset) for offsets that repeat within a call (leases and
 -- windows of the same length): each distinct value is formatted once.
@@ -21,33 +20,35 @@ local function offset_strings(base)
   end
 end
 
--- The mid's state as of `now`:
+-- The mid's state as of `now`, and its record (if any):
 --   'locked'  lease running        'lapsed'  lease ended, not yet reclaimed
 --   'delayed' waiting for its time 'due'     delay ended, not yet moved to ready
---   'ready'   in the ready list
+--   'ready'   waiting in `ready` (record nil: a fresh entry holds it all)
 --   'done'    inside its de-dup window          'expired' window ended, not yet collected
 --   'failed'  failed and kept in the history   nil       unknown
 local function state_of(mid, now)
-  if redis.call('HEXISTS', K_MESSAGES, mid) == 1 then
-    local lease_end = redis.call('ZSCORE', K_LOCKS, mid)
-    if lease_end then
-      if tonumber(lease_end) > now then return 'locked' end
-      return 'lapsed'
+  local record = parse_record(redis.call('HGET', K_RECORDS, mid))
+  if record then
+    if record.state == LEASED then
+      local lease_end = tonumber(redis.call('ZSCORE', K_LOCKS, mid))
+      if lease_end and lease_end <= now then return 'lapsed', record end
+      return 'locked', record
     end
-    local due = redis.call('ZSCORE', K_DELAYED, mid)
-    if due then
-      if tonumber(due) > now then return 'delayed' end
-      return 'due'
+    if record.state == DELAYED then
+      local due = tonumber(redis.call('ZSCORE', K_DELAYED, mid))
+      if due and due <= now then return 'due', record end
+      return 'delayed', record
     end
-    return 'ready'
+    return 'ready', record
   end
+  if redis.call('SISMEMBER', K_MIDS, mid) == 0 then return nil end
   local window_end = redis.call('ZSCORE', K_DONE, mid)
   if window_end then
     if tonumber(window_end) > now then return 'done' end
     return 'expired'
   end
   if redis.call('ZSCORE', K_FAILED, mid) then return 'failed' end
-  return nil
+  return 'ready'
 end
 
 local function has_requeue(mid)
@@ -106,21 +107,48 @@ local function wake_workers(count)
   end
 end
 
--- Start a new life for a mid from its pending requeue: ready now, attempt 1.
--- Pre: the mid is in no live set and `requeue[mid]` exists.
+local function pending_requeue_of(mid)
+  local bytes = redis.call('HGET', K_REQUEUE, mid)
+  if not bytes then return nil end
+  if #bytes < 5 then return { lock = 0, payload = bytes } end
+  local lock = struct.unpack('>I5', bytes)
+  return { lock = lock, payload = string.sub(bytes, 6) }
+end
+
+-- Start a new life for a mid from its pending requeue: a fresh entry at the
+-- tail of `ready`, attempt 1. Pre: the mid has no record and is in no live set
+-- nor in `done`, and `requeue[mid]` exists; it stays in `mids`.
 local function apply_requeue(mid, now)
-  local payload = redis.call('HGET', K_REQUEUE, mid)
-  local lock = redis.call('HGET', K_REQUEUE_LOCK_MS, mid)
+  local requeue = pending_requeue_of(mid)
   redis.call('HDEL', K_REQUEUE, mid)
-  redis.call('HDEL', K_REQUEUE_LOCK_MS, mid)
-  redis.call('HDEL', K_ATTEMPTS, mid)
-  if lock then
-    redis.call('HSET', K_LOCK_MS, mid, lock)
-  else
-    redis.call('HDEL', K_LOCK_MS, mid)
+  local lock = nil
+  if requeue.lock > 0 then lock = requeue.lock end
+  redis.call('RPUSH', K_READY, fresh_entry(mid, now, lock, requeue.payload))
+end
+
+-- The index and bytes of the fresh entry of `mid` in `ready`, found by reading
+-- the list in slices (O(n), as LREM is): only a reschedule of a message that
+-- was never handed out needs it.
+local function find_fresh_entry(mid)
+  local prefix_len = #mid_prefix(mid) + 1
+  local slice = 1000
+  local first = 0
+  while true do
+    local part = redis.call('LRANGE', K_READY, first, first + slice - 1)
+    for _, entry in ipairs(part) do
+      if string.byte(entry, 1) ~= POINTER and #entry >= prefix_len then
+        local e = parse_entry(entry)
+        if e and e.mid == mid then return entry, e end
+      end
+    end
+    if #part < slice then return nil end
+    first = first + slice
   end
-  redis.call('HSET', K_MESSAGES, mid, payload)
-  redis.call('HSET', K_ENQUEUED, mid, int_str(now))
-  redis.call('HSET', K_DUE, mid, int_str(now))
-  redis.call('RPUSH', K_READY, mid)
+end
+
+-- The payload, lease and enqueue time of a ready message whose entry is fresh,
+-- with its overriding record (if any) applied.
+local function merge_fresh(entry, record)
+  if record then return record.payload, record.lock end
+  return entry.payload, entry.lock
 end

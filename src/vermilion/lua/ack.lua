@@ -1,7 +1,7 @@
 -- ack.lua: record the outcomes of a batch of handled messages, each fenced by
 -- its lease token.
 --
--- KEYS: the seventeen queue keys listed in _common.lua.
+-- KEYS: the queue keys listed in _common.lua.
 -- ARGV:
 --   1 max_failed   integer >= 0: how many failures the `failed` history keeps
 --   2 count        integer >= 0: how many outcomes follow
@@ -12,26 +12,27 @@
 --                by a backoff in integer ms ('s60000': a 60 s de-dup window;
 --                'r500': retry after 0.5 s)
 --   then one reason (string, may be empty) per failure, in order
--- (Three arguments per outcome, not five: a batch of acks is mostly successes.)
 -- Reply: one integer per outcome: 1 applied, 0 stale (the lease is no longer
 -- current: it lapsed and was reclaimed, or the message was cleared).
 --
 -- Effects of an applied outcome:
---   success, no window  -> the message is gone, or starts its pending requeue
+--   success, no window  -> the message is forgotten, or starts its pending requeue
 --   success, window s   -> done for s ms (enqueue of the mid answers 'backoff')
 --   retry, no backoff   -> ready again at the tail, wake-up token pushed
 --   retry, backoff s    -> delayed for s ms, wake-up token pushed
---   failure             -> starts its pending requeue if there is one; else gone
---                          and recorded in `failed`/`errors` (oldest trimmed
---                          beyond max_failed)
+--   failure             -> starts its pending requeue if there is one; else
+--                          recorded in `failed`/`errors` (oldest trimmed beyond
+--                          max_failed, and forgotten)
+-- A retried message keeps its attempts and loses its suspect mark.
 -- The batch is applied with a few commands per key, not per outcome: one HMGET
--- checks every fence, then the removals of all applied outcomes, then the
--- additions.
+-- of the records checks every fence, then the removals of all applied
+-- outcomes, then the additions.
 -- Invariants: every argument is checked before the first write; all removals
--- (leases, then per-life fields) come before any addition, so that under
--- `noeviction` with memory full the script's first write frees memory and the
--- ack is not refused. A stale outcome writes nothing.
+-- come before any addition, so that under `noeviction` with memory full the
+-- script's first write frees memory and the ack is not refused. A stale
+-- outcome writes nothing.
 
+--#include _layout
 --#include _state
 
 check_key_types()
@@ -43,29 +44,26 @@ if #ARGV < first_reason - 1 then
   return fail('ack expects ' .. count .. ' groups of ' .. GROUP .. ' arguments')
 end
 
-local outcomes = {}
+-- The outcomes in parallel arrays (no table per outcome: an ack of a batch is
+-- the hot path, and Lua's garbage is its cost).
+local o_mid, o_token, o_kind, o_backoff, o_reason = {}, {}, {}, {}, {}
 local next_reason = first_reason
 for i = 3, first_reason - 1, GROUP do
-  to_int(ARGV[i + 1], 'token', 1)
+  local n = #o_mid + 1
+  o_mid[n], o_token[n] = ARGV[i], to_int(ARGV[i + 1], 'token', 1)
   local code = ARGV[i + 2]
   local kind = string.sub(code, 1, 1)
   if kind ~= 's' and kind ~= 'r' and kind ~= 'f' then
     return fail('bad outcome: ' .. tostring(code))
   end
-  local backoff, reason = 0, ''
-  if #code > 1 then backoff = to_int(string.sub(code, 2), 'backoff_ms', 0) end
+  o_kind[n], o_backoff[n], o_reason[n] = kind, 0, ''
+  if #code > 1 then o_backoff[n] = to_int(string.sub(code, 2), 'backoff_ms', 0) end
   if kind == 'f' then
-    reason = ARGV[next_reason]
+    local reason = ARGV[next_reason]
     if reason == nil then return fail('missing failure reason') end
+    o_reason[n] = reason
     next_reason = next_reason + 1
   end
-  outcomes[#outcomes + 1] = {
-    mid = ARGV[i],
-    token = ARGV[i + 1],
-    kind = kind,
-    backoff = backoff,
-    reason = reason,
-  }
 end
 if next_reason ~= #ARGV + 1 then return fail('extra arguments after the failure reasons') end
 
@@ -75,74 +73,91 @@ local function trim_failed()
     local oldest = redis.call('ZRANGE', K_FAILED, 0, excess - 1)
     call_in_slices('ZREM', K_FAILED, oldest)
     call_in_slices('HDEL', K_ERRORS, oldest)
+    call_in_slices('SREM', K_MIDS, oldest)
   end
 end
 
 local now = now_ms()
 local woken = 0
 
--- Which outcomes hold the current lease: one HMGET for the whole batch. The
--- same lease named twice in a batch is applied once.
-local mids = {}
-for i, o in ipairs(outcomes) do mids[i] = o.mid end
-local holders = fetch_in_slices('HMGET', K_LEASES, mids)
+-- Which outcomes hold the current lease: one HMGET for the whole batch, and a
+-- look at each record's state and token only. The same lease named twice in a
+-- batch is applied once.
+local records = {}
+if #o_mid > 0 then records = fetch_in_slices('HMGET', K_RECORDS, o_mid) end
 local replies, current, claimed = {}, {}, {}
-for i, o in ipairs(outcomes) do
-  local key = o.mid .. '\0' .. o.token
-  if holders[i] == o.token and not claimed[key] then
-    claimed[key] = true
-    current[#current + 1] = o
+for i = 1, #o_mid do
+  local state, token = record_state_and_token(records[i] or nil)
+  if state == LEASED and token == o_token[i] and not claimed[o_mid[i]] then
+    claimed[o_mid[i]] = true
+    current[#current + 1] = i
     replies[i] = 1
   else
     replies[i] = 0
   end
 end
 
--- Removals first, for the whole batch: the leases, then the per-life fields of
--- every message that leaves (finished, or done with a de-dup window).
-local released, leaving = {}, {}
-for _, o in ipairs(current) do
-  released[#released + 1] = o.mid
-  if o.kind ~= 'r' then leaving[#leaving + 1] = o.mid end
-end
-call_in_slices('ZREM', K_LOCKS, released)
-call_in_slices('HDEL', K_LEASES, released)
-call_in_slices('SREM', K_SUSPECTS, released)
-for _, key in ipairs({ K_MESSAGES, K_ATTEMPTS, K_ENQUEUED, K_DUE, K_LOCK_MS }) do
-  call_in_slices('HDEL', key, leaving)
+-- Which finished messages have a pending requeue (one EXISTS when none has).
+local requeued = {}
+if #current > 0 and redis.call('EXISTS', K_REQUEUE) == 1 then
+  for _, i in ipairs(current) do
+    requeued[i] = o_kind[i] ~= 'r' and has_requeue(o_mid[i])
+  end
 end
 
+-- Removals first, for the whole batch: the leases, the records of messages
+-- that leave, and the mids the queue forgets.
+local released, leaving, forgotten = {}, {}, {}
+for _, i in ipairs(current) do
+  local mid, kind = o_mid[i], o_kind[i]
+  released[#released + 1] = mid
+  if kind ~= 'r' then leaving[#leaving + 1] = mid end
+  if kind == 's' and o_backoff[i] == 0 and not requeued[i] then forgotten[#forgotten + 1] = mid end
+end
+call_in_slices('ZREM', K_LOCKS, released)
+call_in_slices('HDEL', K_RECORDS, leaving)
+call_in_slices('SREM', K_MIDS, forgotten)
+
 -- Then the additions.
-local any_requeue = redis.call('HLEN', K_REQUEUE) > 0
 local after = offset_strings(now)
-local windows, failures, reasons = {}, {}, {}
-for _, o in ipairs(current) do
-  if o.kind == 'r' then
-    local due = after(o.backoff)
-    redis.call('HSET', K_DUE, o.mid, due)
-    if o.backoff > 0 then
-      redis.call('ZADD', K_DELAYED, due, o.mid)
+local windows, failures, reasons, retried, pointers, delayed = {}, {}, {}, {}, {}, {}
+for _, i in ipairs(current) do
+  local mid, kind, backoff = o_mid[i], o_kind[i], o_backoff[i]
+  if kind == 'r' then
+    local r = parse_record(records[i])
+    r.token, r.due = 0, now + backoff
+    if has_flag(r.flags, SUSPECT) then r.flags = r.flags - SUSPECT end
+    if backoff > 0 then
+      r.state = DELAYED
+      delayed[#delayed + 1] = after(backoff)
+      delayed[#delayed + 1] = mid
     else
-      redis.call('RPUSH', K_READY, o.mid)
+      r.state = READY
+      pointers[#pointers + 1] = pointer_entry(mid)
     end
+    retried[#retried + 1] = mid
+    retried[#retried + 1] = pack_record(r)
     -- Even a delayed retry wakes idle workers: they learn its due time from
     -- their next dequeue instead of sleeping past it.
     woken = woken + 1
-  elseif o.kind == 's' and o.backoff > 0 then
-    windows[#windows + 1] = after(o.backoff)
-    windows[#windows + 1] = o.mid
-  elseif any_requeue and has_requeue(o.mid) then
+  elseif kind == 's' and backoff > 0 then
+    windows[#windows + 1] = after(backoff)
+    windows[#windows + 1] = mid
+  elseif requeued[i] then
     -- The mid lives on with its new content; a failure record would claim
     -- that the new life failed too.
-    apply_requeue(o.mid, now)
+    apply_requeue(mid, now)
     woken = woken + 1
-  elseif o.kind == 'f' then
+  elseif kind == 'f' then
     failures[#failures + 1] = after(0)
-    failures[#failures + 1] = o.mid
-    reasons[#reasons + 1] = o.mid
-    reasons[#reasons + 1] = o.reason
+    failures[#failures + 1] = mid
+    reasons[#reasons + 1] = mid
+    reasons[#reasons + 1] = o_reason[i]
   end
 end
+call_in_slices('HSET', K_RECORDS, retried)
+call_in_slices('RPUSH', K_READY, pointers)
+call_in_slices('ZADD', K_DELAYED, delayed)
 call_in_slices('ZADD', K_DONE, windows)
 if #failures > 0 then
   call_in_slices('ZADD', K_FAILED, failures)

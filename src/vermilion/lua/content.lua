@@ -3,7 +3,7 @@
 --
 -- For debugging and small queues only: the script runs to completion while the
 -- server waits, so do not call it on a queue with millions of messages.
--- KEYS: the seventeen queue keys listed in _common.lua.
+-- KEYS: the queue keys listed in _common.lua.
 -- ARGV: none.
 -- Reply: [now_ms, then eight entries per message:
 --   mid, status, attempts, enqueued_ms (or -1), backoff_end_ms (or -1),
@@ -11,21 +11,37 @@
 --   error (the failure reason of a failed message, else '')]
 -- Live messages show their payload; finished ones show their pending requeue
 -- payload, if any; failed ones show their reason.
--- A stored number that is not a whole number in range (written by hand) is
--- answered as absent (0 attempts, -1 times) rather than failing the listing.
 -- Invariants: writes nothing (flags=no-writes).
 
+--#include _layout
 --#include _state
 
 check_key_types()
 local now = now_ms()
 local reply = { now }
 
+-- The fresh entries of `ready`, by mid: a new message's payload is only there.
+local fresh = {}
+for _, entry in ipairs(redis.call('LRANGE', K_READY, 0, -1)) do
+  local e = parse_entry(entry)
+  if e and e.kind ~= POINTER then fresh[e.mid] = e end
+end
+
 local function add(mid)
-  local state = state_of(mid, now)
+  local state, record = state_of(mid, now)
   local status = public_status(state, mid)
   if status == nil then return end
-  local payload = redis.call('HGET', K_MESSAGES, mid) or redis.call('HGET', K_REQUEUE, mid)
+  local payload, attempts, enqueued = nil, 0, -1
+  local entry = fresh[mid]
+  if record then
+    payload, attempts, enqueued = record.payload, record.attempts, record.enqueued
+    if has_flag(record.flags, OVERRIDES) and entry then enqueued = entry.enqueued end
+  elseif entry then
+    payload, enqueued = entry.payload, entry.enqueued
+  else
+    local requeue = pending_requeue_of(mid)
+    if requeue then payload = requeue.payload end
+  end
   local backoff_end = -1
   if state == 'delayed' then
     backoff_end = stored_int(redis.call('ZSCORE', K_DELAYED, mid), 0, MAX_EXACT) or -1
@@ -34,8 +50,8 @@ local function add(mid)
   end
   reply[#reply + 1] = mid
   reply[#reply + 1] = status
-  reply[#reply + 1] = stored_int(redis.call('HGET', K_ATTEMPTS, mid), 0, MAX_EXACT) or 0
-  reply[#reply + 1] = stored_int(redis.call('HGET', K_ENQUEUED, mid), 0, MAX_EXACT) or -1
+  reply[#reply + 1] = attempts
+  reply[#reply + 1] = enqueued
   reply[#reply + 1] = backoff_end
   if payload then
     reply[#reply + 1] = 1
@@ -51,7 +67,5 @@ local function add(mid)
   end
 end
 
-for _, mid in ipairs(redis.call('HKEYS', K_MESSAGES)) do add(mid) end
-for _, mid in ipairs(redis.call('ZRANGE', K_DONE, 0, -1)) do add(mid) end
-for _, mid in ipairs(redis.call('ZRANGE', K_FAILED, 0, -1)) do add(mid) end
+for _, mid in ipairs(redis.call('SMEMBERS', K_MIDS)) do add(mid) end
 return reply

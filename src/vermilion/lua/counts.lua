@@ -1,7 +1,7 @@
 #!lua flags=no-writes
 -- counts.lua: O(log n) counts of a queue's messages and its lag (read-only).
 --
--- KEYS: the seventeen queue keys listed in _common.lua.
+-- KEYS: the queue keys listed in _common.lua.
 -- ARGV: none.
 -- Reply: [nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms]
 --   nqueued   ready now: in `ready`, plus ended delays and lapsed leases that a
@@ -12,7 +12,9 @@
 --   nfailed   failures kept in the history
 --   lag_ms    how long the longest-waiting ready message has been ready (0: none)
 -- Invariants: writes nothing (flags=no-writes); nqueued + nlocked + nbackoff
--- equals the number of live messages.
+-- equals the number of live messages (one entry in `ready` per ready message).
+
+--#include _layout
 
 check_key_types()
 local now = now_ms()
@@ -28,14 +30,25 @@ local function head_score(key)
   return nil
 end
 
+-- When the message at the head of `ready` became ready: a fresh entry holds its
+-- enqueue time, a pointer's record its due time.
+local function head_ready_since()
+  local head = redis.call('LINDEX', K_READY, 0)
+  if not head then return nil end
+  local e = parse_entry(head)
+  if e == nil then return nil end
+  if e.kind ~= POINTER then return e.enqueued end
+  local r = parse_record(redis.call('HGET', K_RECORDS, e.mid))
+  if r then return r.due end
+  return nil
+end
+
 -- The oldest "ready since" among the three places a ready message can be.
 local oldest = nil
 local function consider(ms)
   if ms and ms <= now and (oldest == nil or ms < oldest) then oldest = ms end
 end
-local head = redis.call('LINDEX', K_READY, 0)
--- A `due` written by hand that is no time (or a time to come) is no evidence of lag.
-if head then consider(stored_int(redis.call('HGET', K_DUE, head), 0, MAX_EXACT)) end
+consider(head_ready_since())
 consider(head_score(K_DELAYED))
 consider(head_score(K_LOCKS))
 local lag = 0

@@ -1,6 +1,6 @@
 -- dequeue.lua: bounded housekeeping, then lease up to N ready messages.
 --
--- KEYS: the seventeen queue keys listed in _common.lua.
+-- KEYS: the queue keys listed in _common.lua.
 -- ARGV:
 --   1 max_messages       integer 0..1000: how many messages to hand out at most
 --   2 default_lock_ms    integer ms > 0: lease for messages without their own lock_ms
@@ -14,60 +14,92 @@
 --   then seven entries per handed-out message:
 --   mid, payload, attempt, lease ms, enqueued ms, lease token, suspect (1/0).
 --
+-- An idle queue (no ready, delayed, leased or done message, no wake-up token)
+-- is answered by one EXISTS: an idle worker's poll costs two commands.
 -- Housekeeping, in order: delayed mids whose time has come join the tail of
 -- `ready`; lapsed leases are reclaimed to the head of `ready` (they are the
--- oldest work); mids whose de-dup window ended are collected, or start their
--- pending requeue. Hand-out pops from the head of `ready` (FIFO), skips hints
--- that lost their message, moves suspects beyond max_suspects to the tail
--- (popping on in their place), and leases each mid: attempt + 1, a fresh
--- token, `locks` score = now + lease.
--- Stored per-message numbers that are not whole numbers in range (written by
--- hand) are replaced, for that message only: a bad lock_ms by the default
--- lease, a bad attempts count by 0, a bad enqueued time by now.
--- Invariants: arguments and `seq` are checked before the first write; no mid is handed
--- out twice by one call; when fewer than max_messages could be handed out the
--- wake-up tokens are replaced by one per held-back suspect (the others
--- announced work that is gone), so an idle worker blocks instead of spinning
--- on stale tokens.
+-- oldest work) and marked suspect; mids whose de-dup window ended are
+-- forgotten, or start their pending requeue. Hand-out pops entries from the
+-- head of `ready` (FIFO), drops entries no message stands behind, moves
+-- suspects beyond max_suspects to the tail (popping on in their place), and
+-- leases each: attempt + 1, a fresh token, `locks` score = now + lease.
+-- A record no script wrote (bytes written by hand) is handed out as the
+-- payload of its message, which the worker then fails as undecodable: it costs
+-- that message only, and strands nothing.
+-- Invariants: arguments and `seq` are checked before the first write; no mid is
+-- handed out twice by one call; when fewer than max_messages could be handed
+-- out the wake-up tokens are replaced by one per held-back suspect (the others
+-- announced work that is gone), so an idle worker blocks instead of spinning.
 
---#include _state
+--#include _layout
 
-check_key_types()
 local max_messages = to_int(ARGV[1], 'max_messages', 0)
 local default_lock = to_int(ARGV[2], 'default_lock_ms', 1)
 local limit = to_int(ARGV[3], 'housekeeping_limit', 1)
 local max_suspects = to_int(ARGV[4] or '1', 'max_suspects', 0)
 if max_messages > 1000 then return fail('max_messages above 1000') end
 
--- INCRBY fails on a `seq` that is no integer or would pass 2^63, and only
--- after the housekeeping and the LPOPs below have written: check it first, so
--- that a damaged counter stops hand-outs without stranding popped messages.
-local seq = redis.call('MGET', K_SEQ)[1]  -- MGET: in the ACL list already (docs/redis-layout.md)
+if redis.call('EXISTS', K_READY, K_DELAYED, K_LOCKS, K_DONE, K_NOTIFY) == 0 then
+  return { now_ms(), 0, -1, 0, 0 }
+end
+
+--#include _state
+
+check_key_types()
+-- HINCRBY fails on a `seq` that is no integer or would pass 2^63, and only
+-- after the housekeeping and the LPOPs below have written: check it first.
+local seq = redis.call('HGET', K_META, 'seq')
 if seq and not (string.find(seq, '^%d+$') and stored_int(seq, 0, MAX_TOKEN)) then
-  return fail('queue key ' .. K_SEQ .. ' holds ' .. string.format('%q', string.sub(seq, 1, 40))
+  return fail('queue key ' .. K_META .. ' holds seq ' .. string.format('%q', string.sub(seq, 1, 40))
     .. ', not a lease counter below 2^53: the queue is damaged (clear() resets the counter)')
 end
 
 local now = now_ms()
 
+local function records_of(mids)
+  if #mids == 0 then return {} end
+  return fetch_in_slices('HMGET', K_RECORDS, mids)
+end
+
 local function move_due_delays()
   local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, limit)
+  if #due == 0 then return end
   call_in_slices('ZREM', K_DELAYED, due)
-  call_in_slices('RPUSH', K_READY, due)
+  local records = records_of(due)
+  local writes, pointers = {}, {}
+  for i, mid in ipairs(due) do
+    local r = parse_record(records[i])
+    if r then
+      r.state = READY
+      writes[#writes + 1], writes[#writes + 2] = mid, pack_record(r)
+      pointers[#pointers + 1] = pointer_entry(mid)
+    end
+  end
+  call_in_slices('HSET', K_RECORDS, writes)
+  call_in_slices('RPUSH', K_READY, pointers)
 end
 
 local function reclaim_lapsed_leases()
   local lapsed = redis.call('ZRANGEBYSCORE', K_LOCKS, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
   local n = #lapsed / 2
-  -- Walk backwards so that the earliest lapsed lease ends up at the head.
-  for i = #lapsed - 1, 1, -2 do
-    local mid = lapsed[i]
-    redis.call('ZREM', K_LOCKS, mid)
-    redis.call('HDEL', K_LEASES, mid)
-    redis.call('HSET', K_DUE, mid, lapsed[i + 1])
-    redis.call('SADD', K_SUSPECTS, mid)
-    redis.call('LPUSH', K_READY, mid)
+  if n == 0 then return 0 end
+  local mids = {}
+  for i = 1, n do mids[i] = lapsed[2 * i - 1] end
+  call_in_slices('ZREM', K_LOCKS, mids)
+  local records = records_of(mids)
+  local writes, pointers = {}, {}
+  -- Latest first, so that one LPUSH leaves the earliest lapsed at the head.
+  for i = n, 1, -1 do
+    local r = parse_record(records[i])
+    if r then
+      r.state, r.token, r.due = READY, 0, tonumber(lapsed[2 * i])
+      if not has_flag(r.flags, SUSPECT) then r.flags = r.flags + SUSPECT end
+      writes[#writes + 1], writes[#writes + 2] = mids[i], pack_record(r)
+      pointers[#pointers + 1] = pointer_entry(mids[i])
+    end
   end
+  call_in_slices('HSET', K_RECORDS, writes)
+  call_in_slices('LPUSH', K_READY, pointers)
   return n
 end
 
@@ -75,7 +107,11 @@ local function collect_ended_windows()
   local ended = redis.call('ZRANGEBYSCORE', K_DONE, '-inf', now, 'LIMIT', 0, limit)
   for _, mid in ipairs(ended) do
     redis.call('ZREM', K_DONE, mid)
-    if has_requeue(mid) then apply_requeue(mid, now) end
+    if has_requeue(mid) then
+      apply_requeue(mid, now)
+    else
+      redis.call('SREM', K_MIDS, mid)
+    end
   end
 end
 
@@ -91,58 +127,86 @@ local function next_due_ms()
   local best = first_score(K_DELAYED)
   local lease = first_score(K_LOCKS)
   if lease and (best == nil or lease < best) then best = lease end
-  if redis.call('HLEN', K_REQUEUE) > 0 then
+  if redis.call('EXISTS', K_REQUEUE) == 1 then
     local window = first_score(K_DONE)
     if window and (best == nil or window < best) then best = window end
   end
   return best or -1
 end
 
--- Pop from the head of `ready` until max_messages mids can be handed out, with
--- their payloads and suspect flags.
--- A hint whose message is gone (evicted, or its hash deleted by hand) is
--- dropped, and a suspect beyond max_suspects is held back (moved to the tail);
--- popping goes on in their place, so that neither hides the work behind it.
--- Bounded per call: at most DEAD_HINT_BUDGET dead hints, and at most
--- max_messages held-back suspects (a long run of suspects is walked over by
--- successive calls, so each call stays cheap).
--- A poison message kills its worker, and the messages it held lapse with it:
--- all of them become suspects. Handing out at most max_suspects of them per
--- call (the worker asks for none while it holds one) keeps a poison message
--- from taking its former neighbours down with it again.
-local DEAD_HINT_BUDGET = 1000
+-- The messages chosen by pop_candidates(), in parallel arrays (no table per
+-- message: the hand-out is the hot path, and Lua's garbage is its cost).
+local mids, flags, enqueued, dues, attempts, locks, payloads = {}, {}, {}, {}, {}, {}, {}
+
+local function choose(mid, f, e, d, a, l, p)
+  local i = #mids + 1
+  mids[i], flags[i], enqueued[i], dues[i], attempts[i], locks[i], payloads[i] = mid, f, e, d, a, l, p
+end
+
+-- Pop from the head of `ready` until max_messages messages are chosen. An
+-- entry no message stands behind (pushed by hand, or whose message moved on)
+-- is dropped, and a suspect beyond max_suspects is held back (moved to the
+-- tail); popping goes on in their place, so that neither hides the work
+-- behind. Bounded per call: at most DEAD_ENTRY_BUDGET dead entries, and at
+-- most max_messages held-back suspects (a long run of suspects is walked over
+-- by successive calls). A poison message kills its worker, and the messages
+-- it held lapse with it: all become suspects. Handing out at most
+-- max_suspects of them per call (the worker asks for none while it holds one)
+-- keeps a poison message from taking its former neighbours down with it.
+-- A record whose bytes no script wrote is handed out with those bytes as the
+-- payload: the worker fails it as undecodable, and nothing is stranded.
+local DEAD_ENTRY_BUDGET = 1000
 local function pop_candidates()
-  local mids, payloads, suspect, held_back = {}, {}, {}, {}
-  local seen = {}
-  local any_suspects = redis.call('SCARD', K_SUSPECTS) > 0
+  local held_back, seen = {}, {}
   local suspects_taken, dead = 0, 0
   while #mids < max_messages do
     local wanted = max_messages - #mids
     local popped = redis.call('LPOP', K_READY, wanted)
     if not popped then break end
-    local found = redis.call('HMGET', K_MESSAGES, unpack(popped))
-    local flags = any_suspects and redis.call('SMISMEMBER', K_SUSPECTS, unpack(popped)) or {}
-    for i, mid in ipairs(popped) do
-      if not found[i] then
+    local kinds, pmids, penq, plock, ppay = {}, {}, {}, {}, {}
+    for i, raw in ipairs(popped) do
+      local kind, mid, e, l, p = entry_fields(raw)
+      kinds[i], pmids[i], penq[i], plock[i], ppay[i] = kind or -1, mid or '', e, l, p
+    end
+    local records = redis.call('HMGET', K_RECORDS, unpack(pmids))
+    for i = 1, #popped do
+      local kind, mid, raw = kinds[i], pmids[i], records[i]
+      local ok, f, e, d, a, l, p = false, 0, penq[i], penq[i], 0, plock[i], ppay[i]
+      if kind == -1 or seen[mid] then
+        ok = false
+      elseif not raw then
+        ok = kind ~= POINTER
+      else
+        local r = parse_record(raw)
+        if r == nil then
+          ok = true
+          if kind == POINTER then e, d, l, p = now, now, 0, raw end
+        elseif kind == POINTER then
+          ok = r.state == READY and not has_flag(r.flags, OVERRIDES)
+          f, e, d, a, l, p = r.flags, r.enqueued, r.due, r.attempts, r.lock, r.payload
+        else
+          ok = r.state == READY and has_flag(r.flags, OVERRIDES)
+          f, a, l, p = r.flags - OVERRIDES, r.attempts, r.lock, r.payload
+        end
+      end
+      if not ok then
         dead = dead + 1
-      elseif not seen[mid] then
+      else
         seen[mid] = true
-        local is_suspect = flags[i] == 1
+        local is_suspect = has_flag(f, SUSPECT)
         if is_suspect and suspects_taken >= max_suspects then
-          held_back[#held_back + 1] = mid
+          held_back[#held_back + 1] = pointer_entry(mid)
         else
           if is_suspect then suspects_taken = suspects_taken + 1 end
-          mids[#mids + 1] = mid
-          payloads[#mids] = found[i]
-          suspect[#mids] = is_suspect
+          choose(mid, f, e, d, a, l, p)
         end
       end
     end
-    if #popped < wanted or dead >= DEAD_HINT_BUDGET or #held_back >= max_messages then break end
+    if #popped < wanted or dead >= DEAD_ENTRY_BUDGET or #held_back >= max_messages then break end
   end
   -- Held-back suspects wait behind the work that is ready now.
   call_in_slices('RPUSH', K_READY, held_back)
-  return mids, payloads, suspect, #held_back
+  return #held_back
 end
 
 local held_back_count = 0
@@ -150,37 +214,28 @@ local held_back_count = 0
 local function hand_out()
   local out = {}
   if max_messages == 0 then return out end
-  local mids, payloads, suspect, held_back = pop_candidates()
-  held_back_count = held_back
-  if #mids == 0 then return out end
-  local enqueued = redis.call('HMGET', K_ENQUEUED, unpack(mids))
-  local locks = redis.call('HMGET', K_LOCK_MS, unpack(mids))
-  local attempts = redis.call('HMGET', K_ATTEMPTS, unpack(mids))
-  local token = redis.call('INCRBY', K_SEQ, #mids) - #mids
-  local lock_args, lease_args, attempt_args = {}, {}, {}
+  held_back_count = pop_candidates()
+  local n = #mids
+  if n == 0 then return out end
+  if not seq then redis.call('HSETNX', K_META, 'version', '2') end
+  local token = redis.call('HINCRBY', K_META, 'seq', n) - n
   local lease_end = offset_strings(now)
-  local small = offset_strings(0)
-  for i, mid in ipairs(mids) do
+  local writes, lock_args = {}, {}
+  for i = 1, n do
     local lock = stored_int(locks[i], 1, MAX_LOCK_MS) or default_lock
-    local attempt = (stored_int(attempts[i], 0, MAX_EXACT - 1) or 0) + 1
-    attempt_args[#attempt_args + 1] = mid
-    attempt_args[#attempt_args + 1] = small(attempt)
+    local attempt = math.min(attempts[i] + 1, 4294967295)
     token = token + 1
-    lock_args[#lock_args + 1] = lease_end(lock)
-    lock_args[#lock_args + 1] = mid
-    lease_args[#lease_args + 1] = mid
-    lease_args[#lease_args + 1] = int_str(token)
-    out[#out + 1] = mid
-    out[#out + 1] = payloads[i]
-    out[#out + 1] = attempt
-    out[#out + 1] = lock
-    out[#out + 1] = stored_int(enqueued[i], 0, MAX_EXACT) or now
-    out[#out + 1] = token
-    out[#out + 1] = suspect[i] and 1 or 0
+    writes[2 * i - 1] = mids[i]
+    writes[2 * i] = struct.pack(RECORD_HEADER, LEASED, flags[i], enqueued[i], dues[i], attempt,
+      locks[i], token) .. payloads[i]
+    lock_args[2 * i - 1] = lease_end(lock)
+    lock_args[2 * i] = mids[i]
+    local at = 7 * i - 6
+    out[at], out[at + 1], out[at + 2], out[at + 3] = mids[i], payloads[i], attempt, lock
+    out[at + 4], out[at + 5], out[at + 6] = enqueued[i], token, has_flag(flags[i], SUSPECT) and 1 or 0
   end
-  redis.call('HSET', K_ATTEMPTS, unpack(attempt_args))
+  redis.call('HSET', K_RECORDS, unpack(writes))
   redis.call('ZADD', K_LOCKS, unpack(lock_args))
-  redis.call('HSET', K_LEASES, unpack(lease_args))
   return out
 end
 
@@ -188,13 +243,18 @@ move_due_delays()
 local reclaimed = reclaim_lapsed_leases()
 collect_ended_windows()
 local handed = hand_out()
+local left = redis.call('LLEN', K_READY)
 if #handed / 7 < max_messages then
   -- The tokens announced work that is gone, except for held-back suspects:
   -- those are announced again, for idle workers that hold no suspect.
   redis.call('DEL', K_NOTIFY)
   wake_workers(held_back_count)
+elseif left > 0 and redis.call('EXISTS', K_NOTIFY) == 0 then
+  -- This worker took its fill and left work behind: pass a token on, since an
+  -- enqueue announces only the message that makes `ready` non-empty.
+  redis.call('LPUSH', K_NOTIFY, '1')
 end
 
-local reply = { now, redis.call('LLEN', K_READY), next_due_ms(), reclaimed, held_back_count }
+local reply = { now, left, next_due_ms(), reclaimed, held_back_count }
 for _, v in ipairs(handed) do reply[#reply + 1] = v end
 return reply

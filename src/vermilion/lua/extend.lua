@@ -1,7 +1,7 @@
 #!lua flags=allow-oom
 -- extend.lua: renew a batch of leases, each fenced by its lease token.
 --
--- KEYS: the seventeen queue keys listed in _common.lua.
+-- KEYS: the queue keys listed in _common.lua.
 -- ARGV: groups of three, one per lease:
 --   mid        message id
 --   token      integer lease token the message was handed out with
@@ -16,6 +16,7 @@
 -- place), and refusing it when memory is full would let running handlers lose
 -- their leases to a second worker.
 
+--#include _layout
 --#include _state
 
 check_key_types()
@@ -23,21 +24,24 @@ local GROUP = 3
 if #ARGV % GROUP ~= 0 then
   return fail('extend expects groups of ' .. GROUP .. ' arguments')
 end
-local leases = {}
+local leases, mids = {}, {}
 for i = 1, #ARGV, GROUP do
-  to_int(ARGV[i + 1], 'token', 1)
   leases[#leases + 1] = {
     mid = ARGV[i],
-    token = ARGV[i + 1],
+    token = to_int(ARGV[i + 1], 'token', 1),
     lock = to_int(ARGV[i + 2], 'lock_ms', 1),
   }
+  mids[#mids + 1] = ARGV[i]
 end
+if #leases == 0 then return {} end
 
 local now = now_ms()
 local lease_end = offset_strings(now)
+local records = fetch_in_slices('HMGET', K_RECORDS, mids)
 local replies = {}
 for i, lease in ipairs(leases) do
-  if redis.call('HGET', K_LEASES, lease.mid) == lease.token then
+  local r = parse_record(records[i] or nil)
+  if r and r.state == LEASED and r.token == lease.token then
     redis.call('ZADD', K_LOCKS, 'XX', lease_end(lease.lock), lease.mid)
     replies[i] = 1
   else

@@ -1,7 +1,7 @@
 #!lua flags=no-writes
 -- status.lua: the public status of one message (read-only).
 --
--- KEYS: the seventeen queue keys listed in _common.lua.
+-- KEYS: the queue keys listed in _common.lua.
 -- ARGV:
 --   1 mid   message id
 -- Reply: [status] where status is one of 'queued', 'queued-with-backoff',
@@ -15,6 +15,7 @@
 -- Invariants: writes nothing (flags=no-writes), so it runs on replicas and
 -- during CLIENT PAUSE WRITE.
 
+--#include _layout
 --#include _state
 
 check_key_types()

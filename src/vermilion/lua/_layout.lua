@@ -1,0 +1,157 @@
+-- _layout.lua: the key-type check, argument checks and the encodings of
+-- entries and records (documented in _common.lua), for the scripts that need
+-- them: a line `--#include _layout` stands for this text. It performs no
+-- command when loaded.
+
+local KEY_TYPES = { 'set', 'list', 'hash', 'zset', 'zset', 'zset', 'hash', 'zset', 'hash',
+  'list', 'hash' }
+
+local function name_wrong_typed_key()
+  for i = 1, 11 do
+    local found = redis.call('TYPE', KEYS[i])['ok']
+    if found ~= 'none' and found ~= KEY_TYPES[i] then
+      error(fail('queue key ' .. KEYS[i] .. ' holds a ' .. found .. ', not a ' .. KEY_TYPES[i]
+        .. ': the queue is damaged (clear() deletes its keys)'))
+    end
+  end
+end
+
+local function read_every_length()
+  local LENGTH_OF = { hash = 'HLEN', list = 'LLEN', zset = 'ZCARD', set = 'SCARD' }
+  for i = 1, 11 do redis.call(LENGTH_OF[KEY_TYPES[i]], KEYS[i]) end
+end
+
+-- Refuse a queue one of whose keys was overwritten with another type, before
+-- the first write: Redis would raise WRONGTYPE only at the command touching
+-- that key, after the script's earlier writes had been kept. A length read per
+-- key finds it (WRONGTYPE) more cheaply than TYPE, which then names it.
+local function check_key_types()
+  if not pcall(read_every_length) then name_wrong_typed_key() end
+end
+
+-- A number if it is a whole number within [min, max]; else nil.
+local function stored_int(value, min, max)
+  local n = tonumber(value)
+  if n == nil or n ~= n or n < min or n > max or n ~= math.floor(n) then return nil end
+  return n
+end
+
+-- Bounds: times in ms and leases stay exact in a double (and fit their fields);
+-- ten years is the longest lease the client sends; a lease token stays exact
+-- after a full batch is added.
+local MAX_EXACT = 9007199254740991
+local MAX_LOCK_MS = 315360000000
+local MAX_TOKEN = MAX_EXACT - 1000
+
+local function to_int(value, name, min)
+  local n = tonumber(value)
+  if n == nil or n ~= math.floor(n) or n < min or n > MAX_EXACT then
+    error(fail('bad ' .. name .. ': ' .. tostring(value)))
+  end
+  return n
+end
+
+local function mid_prefix(mid)
+  local n = #mid
+  if n < 255 then return string.char(n) .. mid end
+  return '\255' .. struct.pack('>I2', n) .. mid
+end
+
+-- The `ready` entry of a message that was never handed out.
+local function fresh_entry(mid, enqueued, lock, payload)
+  if lock then
+    return '\2' .. mid_prefix(mid) .. struct.pack('>I6I5', enqueued, lock) .. payload
+  end
+  return '\1' .. mid_prefix(mid) .. struct.pack('>I6', enqueued) .. payload
+end
+
+local function pointer_entry(mid)
+  return '\0' .. mid_prefix(mid)
+end
+
+local function parse_entry_unsafe(entry)
+  local kind, n = string.byte(entry, 1, 2)
+  local at = 3
+  if n == 255 then
+    n = struct.unpack('>I2', entry, 3)
+    at = 5
+  end
+  local mid = string.sub(entry, at, at + n - 1)
+  if #mid ~= n or n == 0 then error('short entry') end
+  at = at + n
+  if kind == POINTER then
+    if at <= #entry then error('long pointer') end
+    return { kind = kind, mid = mid }
+  end
+  if kind ~= FRESH and kind ~= FRESH_WITH_LEASE then error('bad kind') end
+  if #entry < at + 5 then error('short entry') end
+  local e = { kind = kind, mid = mid, lock = 0 }
+  e.enqueued, at = struct.unpack('>I6', entry, at)
+  if kind == FRESH_WITH_LEASE then
+    if #entry < at + 4 then error('short entry') end
+    e.lock, at = struct.unpack('>I5', entry, at)
+  end
+  e.payload = string.sub(entry, at)
+  return e
+end
+
+-- An entry of `ready` as a table (kind, mid; a fresh one's enqueued, lock,
+-- payload), or nil for bytes no script wrote (pushed by hand).
+local function parse_entry(entry)
+  local ok, e = pcall(parse_entry_unsafe, entry)
+  if ok then return e end
+  return nil
+end
+
+-- A record as a table, or nil for bytes no script wrote.
+local function parse_record(bytes)
+  if not bytes or #bytes < RECORD_HEADER_BYTES then return nil end
+  local r = {}
+  r.state, r.flags, r.enqueued, r.due, r.attempts, r.lock, r.token = struct.unpack(RECORD_HEADER, bytes)
+  if r.state ~= READY and r.state ~= DELAYED and r.state ~= LEASED then return nil end
+  r.payload = string.sub(bytes, RECORD_HEADER_BYTES + 1)
+  return r
+end
+
+local function pack_record(r)
+  return struct.pack(RECORD_HEADER, r.state, r.flags, r.enqueued, r.due, r.attempts, r.lock, r.token)
+    .. r.payload
+end
+
+local function has_flag(flags, bit)
+  return math.floor(flags / bit) % 2 == 1
+end
+
+-- The fields of an entry without building a table (the hand-out's hot path):
+-- kind, mid, and for a fresh entry its enqueue time, own lease (0: default)
+-- and payload; nil for bytes no script wrote.
+local function entry_fields(entry)
+  local kind, n = string.byte(entry, 1, 2)
+  if n == nil or n == 0 or n == 255 or kind > FRESH_WITH_LEASE then
+    local e = parse_entry(entry)
+    if e == nil then return nil end
+    return e.kind, e.mid, e.enqueued, e.lock, e.payload
+  end
+  local mid = string.sub(entry, 3, 2 + n)
+  if kind == POINTER then
+    if #entry ~= 2 + n then return nil end
+    return kind, mid
+  end
+  local at = 3 + n
+  if kind == FRESH then
+    if #entry < at + 5 then return nil end
+    return kind, mid, (struct.unpack('>I6', entry, at)), 0, string.sub(entry, at + 6)
+  end
+  if #entry < at + 10 then return nil end
+  local enqueued, lock = struct.unpack('>I6I5', entry, at)
+  return kind, mid, enqueued, lock, string.sub(entry, at + 11)
+end
+
+-- A record's state byte and lease token, without copying its payload; nil for
+-- bytes no script wrote.
+local function record_state_and_token(bytes)
+  if not bytes or #bytes < RECORD_HEADER_BYTES then return nil end
+  local state = string.byte(bytes, 1)
+  if state ~= READY and state ~= DELAYED and state ~= LEASED then return nil end
+  return state, (struct.unpack('>I7', bytes, 24))
+end
