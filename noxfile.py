@@ -93,3 +93,14 @@ def bench(session: nox.Session) -> None:
         str(arq_env / "bin" / "python"),
         *session.posargs,
     )
+
+
+@nox.session
+def checker(session: nox.Session) -> None:
+    """The explicit-state checker of the Lua scripts (tests/checker) at a larger bound than
+    CI's: CHECKER_D (default 10), CHECKER_W, CHECKER_M, CHECKER_VARIANTS (mids given every
+    enqueue variant), CHECKER_EXTEND=1 to add extend. Not run by default: it is slow."""
+    session.install("-e", ".[test]")
+    env: dict[str, str | None] = {"CHECKER_D": "10"}
+    env.update({k: v for k, v in session.env.items() if k.startswith("CHECKER_")} if session.env else {})
+    session.run("python", "-m", "tests.checker.explorer", env=env)

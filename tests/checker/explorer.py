@@ -1,0 +1,797 @@
+"""A bounded, exhaustive, explicit-state checker of the real protocol-version-2 scripts.
+
+A state is the content of a queue's keys (a DUMP of each, restored with DEL +
+RESTORE in one pipeline, plus the test clock) and what the workers believe: the
+leases each holds, the stale leases it once held, and a model of every mid's
+life derived from the scripts' replies only. From each state, every operation
+of a bounded alphabet is run against the real server (EVALSHA of the real
+scripts, or of mutated sources); the successor is checked, and is explored
+further unless a state with the same canonical fingerprint was seen (times
+relative to the clock, lease tokens by rank). The search is breadth-first, so
+the first violation found has a shortest operation sequence.
+
+Run directly: ``python -m tests.checker.explorer`` (bounds from CHECKER_W,
+CHECKER_M, CHECKER_D).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from vermilion._keys import QueueKeys
+from vermilion._scripts import SCRIPTS
+
+__all__ = ["KNOWN_VIOLATIONS", "Explorer", "Stats", "explore", "main"]
+
+# Real violations of the unmutated scripts found by this checker, by name: relaxed with
+# `allow=` so that the search can go on past them.
+KNOWN_VIOLATIONS = {
+    "requeue-while-queued": (
+        "_common.lua says `requeue[mid]` exists only while the mid is leased or in `done`; "
+        "a retry ('r' ack) or a reclaimed lapsed lease of a locked mid with a pending requeue "
+        "leaves requeue[mid] while the mid is ready or delayed. Relaxed to: while it is live or done."
+    ),
+}
+
+MIDS = ("a", "b", "c", "d", "e")
+START_CLOCK = 1_000_000
+LOCK_MS = 1000
+MAX_FAILED = 10
+POINTER, FRESH, FRESH_WITH_LEASE = 0, 1, 2
+SUSPECT, OVERRIDES = 1, 2
+_RECORD = struct.Struct(">BB6s6sI5s7s")
+PARTS = (
+    "mids",
+    "ready",
+    "records",
+    "delayed",
+    "locks",
+    "done",
+    "requeue",
+    "failed",
+    "errors",
+    "notify",
+    "meta",
+)
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+
+def _int(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
+def decode_entry(raw: bytes) -> tuple[int, str, int | None, int | None, bytes | None]:
+    kind, n = raw[0], raw[1]
+    at = 2
+    if n == 255:
+        n = _int(raw[2:4])
+        at = 4
+    mid = raw[at : at + n].decode()
+    at += n
+    if kind == POINTER:
+        return (kind, mid, None, None, None)
+    enqueued = _int(raw[at : at + 6])
+    at += 6
+    lock = None
+    if kind == FRESH_WITH_LEASE:
+        lock = _int(raw[at : at + 5])
+        at += 5
+    return (kind, mid, enqueued, lock, raw[at:])
+
+
+@dataclass(frozen=True)
+class Rec:
+    state: str
+    flags: int
+    enqueued: int
+    due: int
+    attempts: int
+    lock: int
+    token: int
+    payload: bytes
+
+
+def decode_record(raw: bytes) -> Rec:
+    state, flags, enq, due, attempts, lock, token = _RECORD.unpack_from(raw)
+    return Rec(chr(state), flags, _int(enq), _int(due), attempts, _int(lock), _int(token), raw[30:])
+
+
+@dataclass
+class Keys:
+    """The decoded logical content of a queue's keys."""
+
+    mids: frozenset[str]
+    ready: tuple[tuple[int, str, int | None, int | None, bytes | None], ...]
+    records: dict[str, Rec]
+    delayed: dict[str, int]
+    locks: dict[str, int]
+    done: dict[str, int]
+    requeue: dict[str, bytes]
+    failed: dict[str, int]
+    errors: dict[str, bytes]
+    notify: int
+    seq: int | None
+    version: bytes | None
+
+    def raw(self) -> tuple[Any, ...]:
+        return (
+            tuple(sorted(self.mids)),
+            self.ready,
+            tuple(sorted(self.records.items())),
+            tuple(sorted(self.delayed.items())),
+            tuple(sorted(self.locks.items())),
+            tuple(sorted(self.done.items())),
+            tuple(sorted(self.requeue.items())),
+            tuple(sorted(self.failed.items())),
+            tuple(sorted(self.errors.items())),
+            self.notify,
+            self.seq,
+            self.version,
+        )
+
+    def live(self) -> set[str]:
+        return set(self.mids) - set(self.done) - set(self.failed)
+
+
+def _s(b: bytes) -> str:
+    return b.decode()
+
+
+# --- client state and model ---------------------------------------------------------------
+
+# A lease a worker holds: (mid, token, suspect, life). A stale one: (mid, token, life).
+Lease = tuple[str, int, int, int]
+Stale = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class MidModel:
+    """What the replies say of one mid: 'unknown' | 'live' | 'done' | 'failed'."""
+
+    status: str = "unknown"
+    done_until: int = 0
+    pending: bool = False
+    life: int = 0
+
+
+@dataclass
+class State:
+    dumps: tuple[bytes | None, ...]
+    clock: int
+    keys: Keys
+    leases: tuple[tuple[Lease, ...], ...]
+    stale: tuple[frozenset[Stale], ...]
+    model: dict[str, MidModel]
+    path: tuple[str, ...]
+
+
+class Violation(AssertionError):
+    pass
+
+
+@dataclass
+class Stats:
+    states: int = 0
+    transitions: int = 0
+    seconds: float = 0.0
+    depth_reached: int = 0
+    per_depth: list[int] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"states={self.states} transitions={self.transitions} seconds={self.seconds:.1f} "
+            f"depth={self.depth_reached} frontier-per-depth={self.per_depth}"
+        )
+
+
+# --- the explorer -------------------------------------------------------------------------
+
+
+class Explorer:
+    def __init__(
+        self,
+        workers: int = 2,
+        mids: int = 3,
+        depth: int = 8,
+        *,
+        sources: dict[str, bytes | str] | None = None,
+        enqueue_variants_for: int | None = None,
+        with_extend: bool = True,
+        with_stale_acks: bool = True,
+        with_dequeue2: bool = True,
+        queue: str | None = None,
+        client: redis.Redis | None = None,
+        max_seconds: float | None = None,
+        allow: frozenset[str] = frozenset(),
+    ) -> None:
+        # Documented invariants to relax, by name (see KNOWN_VIOLATIONS).
+        self.allow = allow
+        self.W, self.M, self.D = workers, mids, depth
+        self.mids = MIDS[:mids]
+        # Enqueue variants (can_update, can_requeue, delayed) only for the first n mids.
+        self.variants_for = mids if enqueue_variants_for is None else enqueue_variants_for
+        self.with_extend = with_extend
+        self.with_stale_acks = with_stale_acks
+        self.with_dequeue2 = with_dequeue2
+        self.max_seconds = max_seconds
+        self.r = client or redis.Redis(host="127.0.0.1", port=6379)
+        self.queue = queue or f"checker-{uuid.uuid4().hex[:12]}"
+        qk = QueueKeys.for_queue(self.queue).with_test_clock()
+        self.all_keys = list(qk.keys)
+        assert len(self.all_keys) == 12
+        self.data_keys = self.all_keys[:11]
+        self.clock_key = self.all_keys[11]
+        self.k = dict(zip(PARTS, self.data_keys, strict=True))
+        srcs: dict[str, bytes | str] = {
+            name: SCRIPTS[name].source for name in ("enqueue", "dequeue", "ack", "extend")
+        }
+        if sources:
+            srcs.update(sources)
+        # Mids that get the same operations are interchangeable: canonical under their permutations.
+        same = list(self.mids[self.variants_for :]) if self.variants_for < mids else []
+        if len(same) > 1:
+            self._perms = [
+                {**{m: m for m in self.mids}, **dict(zip(same, p, strict=True))}
+                for p in itertools.permutations(same)
+            ]
+        else:
+            self._perms = [{m: m for m in self.mids}]
+        self.sha = {name: self.r.script_load(src) for name, src in srcs.items()}
+
+    # -- redis plumbing --
+
+    def cleanup(self) -> None:
+        self.r.delete(*self.all_keys)
+
+    def _restore(self, pipe: Any, dumps: tuple[bytes | None, ...], clock: int) -> None:
+        pipe.delete(*self.all_keys)
+        for key, dump in zip(self.data_keys, dumps, strict=True):
+            if dump is not None:
+                pipe.restore(key, 0, dump)
+        pipe.set(self.clock_key, str(clock))
+
+    def _read(self, pipe: Any) -> None:
+        k = self.k
+        pipe.smembers(k["mids"])
+        pipe.lrange(k["ready"], 0, -1)
+        pipe.hgetall(k["records"])
+        for part in ("delayed", "locks", "done"):
+            pipe.zrange(k[part], 0, -1, withscores=True)
+        pipe.hgetall(k["requeue"])
+        pipe.zrange(k["failed"], 0, -1, withscores=True)
+        pipe.hgetall(k["errors"])
+        pipe.llen(k["notify"])
+        pipe.hget(k["meta"], "seq")
+        pipe.hget(k["meta"], "version")
+        for key in self.data_keys:
+            pipe.dump(key)
+
+    @staticmethod
+    def _decode(res: list[Any]) -> tuple[Keys, tuple[bytes | None, ...]]:
+        (mids, ready, records, delayed, locks, done, requeue, failed, errors, notify, seq, version) = res[:12]
+        keys = Keys(
+            mids=frozenset(_s(m) for m in mids),
+            ready=tuple(decode_entry(e) for e in ready),
+            records={_s(m): decode_record(v) for m, v in records.items()},
+            delayed={_s(m): int(s) for m, s in delayed},
+            locks={_s(m): int(s) for m, s in locks},
+            done={_s(m): int(s) for m, s in done},
+            requeue={_s(m): v for m, v in requeue.items()},
+            failed={_s(m): int(s) for m, s in failed},
+            errors={_s(m): v for m, v in errors.items()},
+            notify=int(notify),
+            seq=None if seq is None else int(seq),
+            version=version,
+        )
+        return keys, tuple(res[12:23])
+
+    def run(
+        self, state: State, script: str | None, args: list[str], clock: int
+    ) -> tuple[Any, Keys, tuple[bytes | None, ...]]:
+        """Restore `state` with the clock at `clock`, run one script, read the keys back."""
+        pipe = self.r.pipeline(transaction=False)
+        self._restore(pipe, state.dumps, clock)
+        if script is not None:
+            pipe.evalsha(self.sha[script], 12, *self.all_keys, *args)
+        self._read(pipe)
+        res = pipe.execute(raise_on_error=False)
+        n_restore = 2 + sum(d is not None for d in state.dumps)
+        res = res[n_restore:]
+        reply = None
+        if script is not None:
+            reply, res = res[0], res[1:]
+            if isinstance(reply, Exception):
+                raise Violation(f"script {script} {args} raised: {reply}")
+        for x in res:
+            if isinstance(x, Exception):
+                raise RuntimeError(f"redis error while reading the keys: {x}")
+        keys, dumps = self._decode(res)
+        return reply, keys, dumps
+
+    # -- fingerprint --
+
+    def fingerprint(self, s: State) -> tuple[Any, ...]:
+        """The canonical form of a state; the least over the symmetries (workers are
+        interchangeable, and so are the mids that get the same operations)."""
+        perms = self._perms
+        if len(perms) == 1:
+            return self._fingerprint(s, perms[0])
+        return min((self._fingerprint(s, p) for p in perms), key=repr)
+
+    def _fingerprint(self, s: State, ren: dict[str, str]) -> tuple[Any, ...]:
+        """Sound abstractions only: lease tokens by rank (scripts compare them for equality,
+        and new ones are always the largest); the scores of `delayed`, `locks` and `done`
+        relative to the clock when in the future, by their order when past (only that
+        order matters: ZRANGEBYSCORE); the data times (enqueued, due, failure time) left
+        out, as no script branches on them; `notify` by whether it exists (the only thing
+        a script reads of it)."""
+        c = s.clock
+        tokens: set[int] = {r.token for r in s.keys.records.values() if r.token}
+        for held in s.leases:
+            tokens.update(t for _, t, _, _ in held)
+        for st in s.stale:
+            tokens.update(t for _, t, _ in st)
+        rank = {t: i + 1 for i, t in enumerate(sorted(tokens))}
+        rank[0] = 0
+        k = s.keys
+
+        ready = tuple((kind, ren[mid], lock, p) for kind, mid, _e, lock, p in k.ready)
+        records = tuple(
+            sorted(
+                (ren[m], (r.state, r.flags, r.attempts, r.lock, rank[r.token], r.payload))
+                for m, r in k.records.items()
+            )
+        )
+
+        def zs(d: dict[str, int]) -> tuple[tuple[str, Any], ...]:
+            past = sorted((v, ren[m]) for m, v in d.items() if v <= c)
+            out: list[tuple[str, Any]] = [(m, ("past", i)) for i, (_, m) in enumerate(past)]
+            out += [(ren[m], v - c) for m, v in d.items() if v > c]
+            return tuple(sorted(out, key=repr))
+
+        keys_fp = (
+            tuple(sorted(ren[m] for m in k.mids)),
+            ready,
+            records,
+            zs(k.delayed),
+            zs(k.locks),
+            zs(k.done),
+            tuple(sorted((ren[m], v) for m, v in k.requeue.items())),
+            tuple(sorted(ren[m] for m in k.failed)),
+            tuple(sorted((ren[m], v) for m, v in k.errors.items())),
+            k.notify > 0,
+            k.seq is not None,
+            k.version,
+        )
+
+        def life_rel(m: str, life: int) -> int:
+            return life - s.model.get(m, MidModel()).life
+
+        workers_fp = tuple(
+            sorted(
+                (
+                    tuple(sorted((ren[m], rank[t], sus, life_rel(m, lf)) for m, t, sus, lf in held)),
+                    tuple(sorted((ren[m], rank[t], life_rel(m, lf)) for m, t, lf in st)),
+                )
+                for held, st in zip(s.leases, s.stale, strict=True)
+            )
+        )
+        model_fp = tuple(
+            sorted(
+                (ren[m], mm.status, mm.done_until - c if mm.status == "done" else 0, mm.pending)
+                for m, mm in s.model.items()
+                if mm.status != "unknown" or mm.pending
+            )
+        )
+        return (keys_fp, workers_fp, model_fp)
+
+    # -- checks --
+
+    def check_invariants(self, s: State) -> None:
+        k = s.keys
+        bad: list[str] = []
+        done, failed = set(k.done), set(k.failed)
+        if done & failed:
+            bad.append(f"mids both done and failed: {sorted(done & failed)}")
+        entries: dict[str, list[tuple[Any, ...]]] = {}
+        for e in k.ready:
+            entries.setdefault(e[1], []).append(e)
+        locations = set(entries) | set(k.delayed) | set(k.locks)
+        if not (locations | done | failed) <= k.mids:
+            bad.append(f"mids missing from `mids`: {sorted((locations | done | failed) - k.mids)}")
+        live = k.live()
+        for m in sorted(k.mids):
+            n_ready = len(entries.get(m, []))
+            places = n_ready + (m in k.delayed) + (m in k.locks)
+            rec = k.records.get(m)
+            if m in live:
+                if places != 1:
+                    bad.append(
+                        f"live mid {m} in {places} places (ready entries {n_ready}, delayed {m in k.delayed}, locks {m in k.locks})"
+                    )
+                    continue
+                if m in k.delayed and (rec is None or rec.state != "d"):
+                    bad.append(f"delayed mid {m} has record {rec}")
+                if m in k.locks and (rec is None or rec.state != "l"):
+                    bad.append(f"leased mid {m} has record {rec}")
+                if n_ready == 1:
+                    kind = entries[m][0][0]
+                    if kind == POINTER and (rec is None or rec.state != "r" or rec.flags & OVERRIDES):
+                        bad.append(f"pointer entry of {m} with record {rec}")
+                    if (
+                        kind != POINTER
+                        and rec is not None
+                        and not (rec.state == "r" and rec.flags & OVERRIDES)
+                    ):
+                        bad.append(f"fresh entry of {m} with a non-overriding record {rec}")
+            else:
+                if places:
+                    bad.append(f"mid {m} done/failed yet in ready/delayed/locks")
+                if rec is not None:
+                    bad.append(f"mid {m} done/failed yet has record {rec}")
+        for m in set(k.records) - k.mids:
+            bad.append(f"record of unknown mid {m}")
+        for m, rec in k.records.items():
+            if (rec.token != 0) != (rec.state == "l"):
+                bad.append(f"record of {m}: state {rec.state} with token {rec.token}")
+            if rec.token and k.seq is not None and rec.token > k.seq:
+                bad.append(f"record of {m}: token {rec.token} above seq {k.seq}")
+        for m in k.requeue:
+            if m not in k.locks and m not in done:
+                if "requeue-while-queued" in self.allow and m in live:
+                    continue
+                where = "ready" if m in entries else "delayed" if m in k.delayed else "nowhere"
+                bad.append(f"requeue[{m}] exists while {m} is neither leased nor done ({where})")
+        if set(k.errors) - failed:
+            bad.append(f"errors of mids not failed: {sorted(set(k.errors) - failed)}")
+        if bad:
+            raise Violation("invariant: " + "; ".join(bad))
+
+    def check_model(self, s: State) -> None:
+        k = s.keys
+        m_live = {m for m, mm in s.model.items() if mm.status == "live"}
+        if m_live != k.live():
+            raise Violation(
+                f"lost/phantom message: live mids per replies {sorted(m_live)}, per keys {sorted(k.live())}"
+            )
+        m_done = {m: mm.done_until for m, mm in s.model.items() if mm.status == "done"}
+        if m_done != k.done:
+            raise Violation(f"de-dup windows per replies {m_done}, per keys {k.done}")
+        m_failed = {m for m, mm in s.model.items() if mm.status == "failed"}
+        if m_failed != set(k.failed):
+            raise Violation(f"failed mids per replies {sorted(m_failed)}, per keys {sorted(k.failed)}")
+        m_pending = {m for m, mm in s.model.items() if mm.pending}
+        if m_pending != set(k.requeue):
+            raise Violation(f"pending requeues per replies {sorted(m_pending)}, per keys {sorted(k.requeue)}")
+        # (5) at most one worker holds the current token of a mid.
+        for m, rec in k.records.items():
+            if rec.state != "l":
+                continue
+            holders = [
+                w
+                for w, held in enumerate(s.leases)
+                if any(hm == m and t == rec.token for hm, t, _, _ in held)
+            ]
+            if len(holders) > 1:
+                raise Violation(f"workers {holders} both hold the current lease of {m}")
+
+    # -- successors --
+
+    def ops(self, s: State) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        for i, m in enumerate(self.mids):
+            out.append(("enqueue", (m, "0", "0", "p")))
+            if i < self.variants_for:
+                out.append(("enqueue", (m, "0", "1", "u")))
+                out.append(("enqueue", (m, "0", "2", "q")))
+                out.append(("enqueue", (m, "100", "0", "p")))
+        for w in range(self.W):
+            out.append(("dequeue", (w, 1)))
+            if self.with_dequeue2:
+                out.append(("dequeue", (w, 2)))
+        for w, held in enumerate(s.leases):
+            for lease in held:
+                for outcome in ("s", "s500", "r", "r100", "f"):
+                    out.append(("ack", (w, lease, outcome)))
+                if self.with_extend:
+                    out.append(("extend", (w, lease)))
+        if self.with_stale_acks:
+            for w, st in enumerate(s.stale):
+                for stale in sorted(st):
+                    out.append(("stale-ack", (w, stale)))
+        for w, held in enumerate(s.leases):
+            if held:
+                out.append(("crash", w))
+        out.append(("tick", 1))
+        events = [
+            v for d in (s.keys.delayed, s.keys.locks, s.keys.done) for v in d.values() if v + 1 > s.clock
+        ]
+        if events and min(events) + 1 > s.clock + 1:
+            out.append(("jump", min(events) + 1))
+        return out
+
+    @staticmethod
+    def _add_stale(stale: frozenset[Stale], item: Stale) -> frozenset[Stale]:
+        # Tokens only grow: a worker's newest stale token of a mid dominates its older ones.
+        others = {x for x in stale if x[0] != item[0]}
+        same = [x for x in stale if x[0] == item[0]] + [item]
+        return frozenset(others | {max(same, key=lambda x: x[1])})
+
+    def step(self, s: State, op: tuple[str, Any]) -> State:
+        kind, arg = op
+        model = dict(s.model)
+        leases = list(s.leases)
+        stale = list(s.stale)
+        clock = s.clock
+        label = ""
+        before = s.keys
+
+        if kind in ("tick", "jump"):
+            clock = s.clock + 1 if kind == "tick" else arg
+            label = f"clock={clock - START_CLOCK}"
+            _, keys, dumps = self.run(s, None, [], clock)
+        elif kind == "crash":
+            label = f"crash(w{arg})"
+            for m, t, _, lf in leases[arg]:
+                stale[arg] = self._add_stale(stale[arg], (m, t, lf))
+            leases[arg] = ()
+            keys, dumps = s.keys, s.dumps
+        elif kind == "enqueue":
+            m, delay, flags, payload = arg
+            label = f"enqueue({m}, delay={delay}, flags={flags}, {payload})"
+            reply, keys, dumps = self.run(s, "enqueue", [delay, "", flags, m, payload], clock)
+            r = _s(reply[0])
+            label += f"->{r}"
+            mm = model.get(m, MidModel())
+            can_requeue = flags == "2"
+            can_update = flags == "1"
+            fresh = mm.status in ("unknown", "failed") or (
+                mm.status == "done" and mm.done_until <= clock and not mm.pending
+            )
+            expect: str | None = None
+            if fresh:
+                expect = "added"
+                model[m] = MidModel("live", 0, False, mm.life + 1)
+            elif mm.status == "done" and mm.done_until > clock:
+                if can_requeue:
+                    expect = "already-queued" if mm.pending else "added"
+                    model[m] = MidModel("done", mm.done_until, True, mm.life)
+                else:
+                    expect = "backoff"  # (6)
+            elif mm.status == "done":  # expired, with a pending requeue
+                expect = "updated" if can_update else "already-queued"
+            else:  # live
+                if r not in ("added", "updated", "already-queued", "locked"):
+                    raise Violation(f"enqueue of live {m} answered {r}")
+                if r == "added":
+                    if not can_requeue or mm.pending:
+                        raise Violation(f"enqueue of live {m} (flags {flags}) answered 'added'")
+                    model[m] = MidModel("live", 0, True, mm.life)
+            if r in ("backoff", "locked", "already-queued") and keys.raw() != before.raw():
+                raise Violation(f"enqueue of {m} answered {r!r} yet changed the keys")  # (6)
+            if expect is not None and r != expect:
+                raise Violation(
+                    f"enqueue of {m} in model state {mm} at clock {clock} answered {r!r}, expected {expect!r}"
+                )
+        elif kind == "dequeue":
+            w, n = arg
+            max_suspects = 0 if any(sus for _, _, sus, _ in leases[w]) else 1
+            label = f"dequeue(w{w}, n={n}, max_suspects={max_suspects})"
+            reply, keys, dumps = self.run(
+                s, "dequeue", [str(n), str(LOCK_MS), "256", str(max_suspects)], clock
+            )
+            now = int(reply[0])
+            # Housekeeping: ended windows are forgotten or start their pending requeue.
+            if (
+                len(reply) > 5
+                or before.locks
+                or before.delayed
+                or before.done
+                or before.ready
+                or before.notify
+            ):
+                for mid, mm in list(model.items()):
+                    if mm.status == "done" and mm.done_until <= now:
+                        model[mid] = (
+                            MidModel("live", 0, False, mm.life + 1)
+                            if mm.pending
+                            else MidModel("unknown", 0, False, mm.life)
+                        )
+            msgs = reply[5:]
+            if len(msgs) % 7 or len(msgs) // 7 > n:
+                raise Violation(f"dequeue reply malformed: {reply}")
+            if before.seq is not None and msgs and int(msgs[5]) != before.seq + 1:
+                raise Violation(f"dequeue's first token {int(msgs[5])} is not seq {before.seq} + 1")
+            suspects = 0
+            got: list[Any] = []
+            for i in range(0, len(msgs), 7):
+                m, token, sus = _s(msgs[i]), int(msgs[i + 5]), int(msgs[i + 6])
+                suspects += sus
+                if m in before.locks and before.locks[m] > now:
+                    raise Violation(
+                        f"dequeue handed out {m}, whose lease runs until {before.locks[m] - START_CLOCK}"
+                    )
+                if any(g[0] == m for g in got):
+                    raise Violation(f"dequeue handed out {m} twice in one call")
+                mm = model.get(m, MidModel())
+                if mm.status != "live":
+                    raise Violation(f"dequeue handed out {m}, not live per the replies ({mm})")
+                got.append((m, token, sus, mm.life))
+                label += f"->({m},t{token}{',suspect' if sus else ''})"
+            if suspects > max_suspects:  # (7)
+                raise Violation(f"dequeue with max_suspects={max_suspects} handed out {suspects} suspects")
+            leases[w] = leases[w] + tuple(got)
+        elif kind in ("ack", "stale-ack"):
+            if kind == "ack":
+                w, lease, outcome = arg
+                m, token, _, life = lease
+            else:
+                w, (m, token, life) = arg
+                outcome = "s"
+            argv = [str(MAX_FAILED), "1", m, str(token), outcome] + (["x"] if outcome == "f" else [])
+            label = f"{kind}(w{w}, {m}, t{token}, {outcome})"
+            reply, keys, dumps = self.run(s, "ack", argv, clock)
+            applied = int(reply[0])
+            label += f"->{applied}"
+            if kind == "ack":
+                leases[w] = tuple(x for x in leases[w] if x != lease)
+                stale[w] = self._add_stale(stale[w], (m, token, life))
+            self._after_ack(before, keys, model, m, token, life, outcome, applied, clock)
+        elif kind == "extend":
+            w, lease = arg
+            m, token, _, _ = lease
+            label = f"extend(w{w}, {m}, t{token})"
+            reply, keys, dumps = self.run(s, "extend", [m, str(token), str(LOCK_MS)], clock)
+            applied = int(reply[0])
+            label += f"->{applied}"
+            rec = before.records.get(m)
+            current = rec is not None and rec.state == "l" and rec.token == token
+            if applied and not current:
+                raise Violation(f"extend of {m} with token {token} applied, but the current lease is {rec}")
+            if not applied:
+                if current:
+                    raise Violation(f"extend of the current lease of {m} (token {token}) answered 0")
+                if keys.raw() != before.raw():
+                    raise Violation("extend answered 0 yet changed the keys")  # (4)
+                leases[w] = tuple(x for x in leases[w] if x != lease)
+                stale[w] = self._add_stale(stale[w], (m, token, lease[3]))
+        else:
+            raise ValueError(kind)
+
+        return State(dumps, clock, keys, tuple(leases), tuple(stale), model, (*s.path, label))
+
+    def _after_ack(
+        self,
+        before: Keys,
+        keys: Keys,
+        model: dict[str, MidModel],
+        m: str,
+        token: int,
+        life: int,
+        outcome: str,
+        applied: int,
+        clock: int,
+    ) -> None:
+        rec = before.records.get(m)
+        current = rec is not None and rec.state == "l" and rec.token == token
+        if not applied:
+            if current:
+                raise Violation(f"ack of the current lease of {m} (token {token}) answered 0")
+            if keys.raw() != before.raw():
+                raise Violation("ack answered 0 yet changed the keys")  # (4)
+            return
+        if not current:
+            raise Violation(
+                f"ack {outcome} of {m} with token {token} applied, but the current lease is {rec}"
+            )
+        mm = model.get(m, MidModel())
+        if mm.status != "live" or mm.life != life:  # (3)
+            raise Violation(
+                f"completed twice: ack {outcome} of {m} applied for life {life}, the mid is {mm.status} in life {mm.life}"
+            )
+        if outcome.startswith("r"):
+            return
+        if outcome == "s":
+            model[m] = (
+                MidModel("live", 0, False, mm.life + 1)
+                if mm.pending
+                else MidModel("unknown", 0, False, mm.life)
+            )
+        elif outcome.startswith("s"):
+            model[m] = MidModel("done", clock + int(outcome[1:]), mm.pending, mm.life)
+        elif outcome == "f":
+            model[m] = (
+                MidModel("live", 0, False, mm.life + 1)
+                if mm.pending
+                else MidModel("failed", 0, False, mm.life)
+            )
+
+    # -- search --
+
+    def explore(self) -> Stats:
+        t0 = time.monotonic()
+        stats = Stats()
+        self.cleanup()
+        try:
+            self.r.set(self.clock_key, str(START_CLOCK))
+            empty = Keys(frozenset(), (), {}, {}, {}, {}, {}, {}, {}, 0, None, None)
+            init = State(
+                tuple([None] * 11),
+                START_CLOCK,
+                empty,
+                tuple(() for _ in range(self.W)),
+                tuple(frozenset() for _ in range(self.W)),
+                {},
+                (),
+            )
+            seen = {self.fingerprint(init)}
+            frontier = [init]
+            stats.states = 1
+            for depth in range(1, self.D + 1):
+                nxt: list[State] = []
+                for s in frontier:
+                    for op in self.ops(s):
+                        child = None
+                        try:
+                            child = self.step(s, op)
+                            stats.transitions += 1
+                            self.check_invariants(child)
+                            self.check_model(child)
+                        except Violation as exc:
+                            last = f"{op[0]}{op[1]!r}" if child is None else child.path[-1]
+                            path = [*s.path, last + "  <- FAILED HERE"]
+                            raise Violation(
+                                f"{exc}\nafter {len(path)} steps (shortest, breadth-first):\n  "
+                                + "\n  ".join(path)
+                            ) from None
+                        fp = self.fingerprint(child)
+                        if fp in seen:
+                            continue
+                        seen.add(fp)
+                        nxt.append(child)
+                    if self.max_seconds and time.monotonic() - t0 > self.max_seconds:
+                        raise RuntimeError(f"time budget exceeded at depth {depth}: {stats}")
+                stats.states += len(nxt)
+                stats.per_depth.append(len(nxt))
+                stats.depth_reached = depth
+                frontier = nxt
+                if not frontier:
+                    break
+        finally:
+            self.cleanup()
+            stats.seconds = time.monotonic() - t0
+        return stats
+
+
+def explore(workers: int = 2, mids: int = 3, depth: int = 8, **kw: Any) -> Stats:
+    return Explorer(workers, mids, depth, **kw).explore()
+
+
+def main() -> int:
+    w = int(os.environ.get("CHECKER_W", "2"))
+    m = int(os.environ.get("CHECKER_M", "3"))
+    d = int(os.environ.get("CHECKER_D", "10"))
+    variants = int(os.environ.get("CHECKER_VARIANTS", "1"))
+    extend = os.environ.get("CHECKER_EXTEND", "0") == "1"
+    print(f"exploring W={w} M={m} D={d} ...", flush=True)
+    allow = frozenset(x for x in os.environ.get("CHECKER_ALLOW", ",".join(KNOWN_VIOLATIONS)).split(",") if x)
+    print(f"relaxed invariants: {sorted(allow)}", flush=True)
+    print(f"enqueue variants for {variants} mid(s), extend {'on' if extend else 'off'}", flush=True)
+    stats = explore(w, m, d, allow=allow, enqueue_variants_for=variants, with_extend=extend)
+    print(stats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
