@@ -324,6 +324,9 @@ class BareList(Adapter):
         self.redis = aioredis.Redis.from_url(url)
         self.key = f"{QUEUE}:list"
         self.task: asyncio.Task[None] | None = None
+        #: BRPOP's timeout in seconds when the list is empty; 0 blocks for ever. The
+        #: footprint's idle phase sets one, for an idle consumer that wakes up now and then.
+        self.block_timeout = 0.0
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -342,11 +345,13 @@ class BareList(Adapter):
             on_message(msgpack.unpackb(raw))
 
         while True:
-            # Up to 50 at once, run concurrently; block (no timeout) when empty.
+            # Up to 50 at once, run concurrently; block when empty (a BRPOP loop if
+            # block_timeout is set: one BRPOP per timeout while idle).
             items: Any = await self.redis.rpop(self.key, CONCURRENCY)
-            if not items:
-                popped: Any = await self.redis.brpop([self.key], timeout=0)
-                items = [popped[1]]
+            while not items:
+                popped: Any = await self.redis.brpop([self.key], timeout=self.block_timeout)
+                if popped is not None:
+                    items = [popped[1]]
             await asyncio.gather(*(handle(raw) for raw in items))
 
     async def stop_worker(self) -> None:

@@ -73,10 +73,13 @@ class Sizes:
     idle_warmup: float
     idle_window: float
     memory: tuple[int, ...]
+    # The footprint's idle phase (defaults, so that an older results.json still renders).
+    footprint_idle_settle: float = 5.0
+    footprint_idle_window: float = 60.0
 
 
-STANDARD = Sizes(20_000, 20_000, 20_000, 2_000, 500.0, 5.0, 10.0, (20_000, 50_000))
-QUICK = Sizes(2_000, 5_000, 3_000, 500, 500.0, 2.0, 3.0, (2_000, 5_000))
+STANDARD = Sizes(20_000, 20_000, 20_000, 2_000, 500.0, 5.0, 10.0, (20_000, 50_000), 5.0, 60.0)
+QUICK = Sizes(2_000, 5_000, 3_000, 500, 500.0, 2.0, 3.0, (2_000, 5_000), 5.0, 20.0)
 FULL_MEMORY = (20_000, 1_000_000)
 
 
@@ -110,6 +113,23 @@ def metrics(sizes: Sizes) -> list[Metric]:
             "footprint", "redis_cmds_per_enqueue", "… commands per enqueue, incl. in scripts", "cmd", False, 1
         ),
         Metric("footprint", "redis_cpu_handled_us", "Redis CPU per handled message", "µs", False, 1),
+        Metric(
+            "footprint",
+            "redis_idle_cmds_per_s",
+            f"idle worker: commands per second, incl. in scripts ({sizes.footprint_idle_window:g} s)",
+            "cmd/s",
+            False,
+            2,
+        ),
+        Metric(
+            "footprint",
+            "redis_idle_start_cmds_per_s",
+            f"… in its first {sizes.footprint_idle_settle:g} s, start-up included",
+            "cmd/s",
+            False,
+            1,
+        ),
+        Metric("footprint", "idle_wake_ms", "… then one enqueue → handler start", "ms", False, 2),
     ]
     out += [
         Metric("memory", f"rss_{n}_mb", f"worker RSS after {n:,} messages", "MiB", False, 1)
@@ -182,7 +202,16 @@ def measure_arguments(measure: str, sizes: Sizes) -> list[str]:
     if measure == "idle":
         return ["--warmup", str(sizes.idle_warmup), "--window", str(sizes.idle_window)]
     if measure == "footprint":
-        return ["--n", str(sizes.batch), "--singles", str(sizes.enqueue // 4)]
+        return [
+            "--n",
+            str(sizes.batch),
+            "--singles",
+            str(sizes.enqueue // 4),
+            "--idle-settle",
+            str(sizes.footprint_idle_settle),
+            "--idle-window",
+            str(sizes.footprint_idle_window),
+        ]
     return ["--checkpoints", ",".join(str(n) for n in sizes.memory)]
 
 
@@ -194,7 +223,11 @@ def measure_timeout(measure: str, sizes: Sizes) -> float:
         "latency": 90 + sizes.latency / sizes.rate,
         "idle": 60 + sizes.idle_warmup + sizes.idle_window,
         "memory": 300 + sizes.memory[-1] / 100,
-        "footprint": 120 + sizes.batch / 50 + sizes.enqueue / 400,
+        "footprint": 120
+        + sizes.batch / 50
+        + sizes.enqueue / 400
+        + sizes.footprint_idle_settle
+        + sizes.footprint_idle_window,
     }[measure]
 
 
@@ -439,6 +472,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--measures", nargs="+", default=list(MEASURES), help=f"any of {', '.join(MEASURES)}")
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; 1 with --quick)")
     p.add_argument("--memory-checkpoints", default=None, help="e.g. 20000,1000000")
+    p.add_argument(
+        "--footprint-idle-window",
+        type=float,
+        default=None,
+        help="idle seconds measured by the footprint (default 60; 20 with --quick)",
+    )
     p.add_argument("--port", type=int, default=6390, help="port for the benchmark's own redis-server")
     p.add_argument("--redis-cpu", type=int, default=0)
     p.add_argument("--bench-cpu", type=int, default=1)
@@ -472,6 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.memory_checkpoints:
         checkpoints = tuple(sorted({int(n) for n in args.memory_checkpoints.split(",")}))
         sizes = Sizes(**{**sizes.__dict__, "memory": checkpoints})
+    if args.footprint_idle_window is not None:
+        sizes = Sizes(**{**sizes.__dict__, "footprint_idle_window": args.footprint_idle_window})
     reps = args.reps if args.reps is not None else (1 if args.quick else 3)
     can_pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     cpus = (args.redis_cpu, args.bench_cpu) if can_pin else None
