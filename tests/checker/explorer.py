@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import struct
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import hiredis
 import redis
 
 from vermilion._keys import QueueKeys
 from vermilion._scripts import SCRIPTS
+from vermilion._wire import pack_command
 
 __all__ = ["KNOWN_VIOLATIONS", "Explorer", "Stats", "explore", "main"]
 
@@ -41,6 +45,9 @@ KNOWN_VIOLATIONS = {
         "leaves requeue[mid] while the mid is ready or delayed. Relaxed to: while it is live or done."
     ),
 }
+
+# hiredis's C packer (its stub types one argument only): the hot path's variable commands.
+_pack: Any = hiredis.pack_command
 
 MIDS = ("a", "b", "c", "d", "e")
 START_CLOCK = 1_000_000
@@ -167,7 +174,7 @@ class MidModel:
 
 @dataclass
 class State:
-    dumps: tuple[bytes | None, ...]
+    dumps: tuple[bytes | None, ...] | None  # None until dump() is taken (new states only)
     clock: int
     keys: Keys
     leases: tuple[tuple[Lease, ...], ...]
@@ -177,7 +184,11 @@ class State:
 
 
 class Violation(AssertionError):
-    pass
+    """A failed check; `steps` is the counter-example (shortest: the search is breadth-first)."""
+
+    def __init__(self, message: str, steps: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.steps = steps
 
 
 @dataclass
@@ -214,7 +225,9 @@ class Explorer:
         client: redis.Redis | None = None,
         max_seconds: float | None = None,
         allow: frozenset[str] = frozenset(),
+        progress: Callable[[Stats], None] | None = None,
     ) -> None:
+        self.progress = progress
         # Documented invariants to relax, by name (see KNOWN_VIOLATIONS).
         self.allow = allow
         self.W, self.M, self.D = workers, mids, depth
@@ -248,66 +261,127 @@ class Explorer:
         else:
             self._perms = [{m: m for m in self.mids}]
         self.sha = {name: self.r.script_load(src) for name, src in srcs.items()}
+        self._connect()
+        reads: list[list[Any]] = []
+        self._read(reads)
+        self._packed_reads = b"".join([pack_command(c) for c in reads])
+        self._n_reads = len(reads)
+        self._packed_dumps = b"".join([pack_command(["DUMP", key]) for key in self.data_keys])
 
     # -- redis plumbing --
 
-    def cleanup(self) -> None:
+    def delete_keys(self) -> None:
         self.r.delete(*self.all_keys)
 
-    def _restore(self, pipe: Any, dumps: tuple[bytes | None, ...], clock: int) -> None:
-        pipe.delete(*self.all_keys)
+    def cleanup(self) -> None:
+        """Delete this queue's keys and close the connections."""
+        try:
+            self.delete_keys()
+        finally:
+            self.sock.close()
+            self.r.close()
+
+    def _connect(self) -> None:
+        """A raw connection for the search's batches: redis-py's pipeline spent more time
+        packing and parsing the ~35 commands of a transition than the server spent on them."""
+        kw = self.r.connection_pool.connection_kwargs
+        self.sock = socket.create_connection((kw.get("host", "127.0.0.1"), kw.get("port", 6379)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = hiredis.Reader()
+        setup: list[list[Any]] = []
+        if kw.get("password"):
+            setup.append(["AUTH", *([kw["username"]] if kw.get("username") else []), kw["password"]])
+        if kw.get("db"):
+            setup.append(["SELECT", kw["db"]])
+        for x in self._exec(setup):
+            if isinstance(x, Exception):
+                raise RuntimeError(f"checker connection setup failed: {x}")
+
+    def _exec(self, commands: list[list[Any]]) -> list[Any]:
+        """Send a batch of commands at once; their replies, errors as exception values."""
+        return self._send(b"".join([pack_command(c) for c in commands]), len(commands))
+
+    def _send(self, packed: bytes, n: int) -> list[Any]:
+        self.sock.sendall(packed)
+        out: list[Any] = []
+        while len(out) < n:
+            reply = self.reader.gets()
+            if reply is False:
+                data = self.sock.recv(1 << 20)
+                if not data:
+                    raise ConnectionError("the server closed the checker's connection")
+                self.reader.feed(data)
+                continue
+            out.append(reply)
+        return out
+
+    def dump(self) -> tuple[bytes | None, ...]:
+        """DUMP every key of the queue as it is now on the server (after the last run())."""
+        res = self._send(self._packed_dumps, len(self.data_keys))
+        for x in res:
+            if isinstance(x, Exception):
+                raise RuntimeError(f"redis error while dumping the keys: {x}")
+        return tuple(res)
+
+    def _restore(self, cmds: list[list[Any]], dumps: tuple[bytes | None, ...] | None, clock: int) -> None:
+        assert dumps is not None
+        cmds.append(["DEL", *self.all_keys])
         for key, dump in zip(self.data_keys, dumps, strict=True):
             if dump is not None:
-                pipe.restore(key, 0, dump)
-        pipe.set(self.clock_key, str(clock))
+                cmds.append(["RESTORE", key, 0, dump])
+        cmds.append(["SET", self.clock_key, clock])
 
-    def _read(self, pipe: Any) -> None:
+    def _read(self, cmds: list[list[Any]]) -> None:
         k = self.k
-        pipe.smembers(k["mids"])
-        pipe.lrange(k["ready"], 0, -1)
-        pipe.hgetall(k["records"])
+        cmds.append(["SMEMBERS", k["mids"]])
+        cmds.append(["LRANGE", k["ready"], 0, -1])
+        cmds.append(["HGETALL", k["records"]])
         for part in ("delayed", "locks", "done"):
-            pipe.zrange(k[part], 0, -1, withscores=True)
-        pipe.hgetall(k["requeue"])
-        pipe.zrange(k["failed"], 0, -1, withscores=True)
-        pipe.hgetall(k["errors"])
-        pipe.llen(k["notify"])
-        pipe.hget(k["meta"], "seq")
-        pipe.hget(k["meta"], "version")
-        for key in self.data_keys:
-            pipe.dump(key)
+            cmds.append(["ZRANGE", k[part], 0, -1, "WITHSCORES"])
+        cmds.append(["HGETALL", k["requeue"]])
+        cmds.append(["ZRANGE", k["failed"], 0, -1, "WITHSCORES"])
+        cmds.append(["HGETALL", k["errors"]])
+        cmds.append(["LLEN", k["notify"]])
+        cmds.append(["HGET", k["meta"], "seq"])
+        cmds.append(["HGET", k["meta"], "version"])
 
     @staticmethod
-    def _decode(res: list[Any]) -> tuple[Keys, tuple[bytes | None, ...]]:
+    def _decode(res: list[Any]) -> tuple[Keys, tuple[bytes | None, ...] | None]:
         (mids, ready, records, delayed, locks, done, requeue, failed, errors, notify, seq, version) = res[:12]
+
+        def pairs(flat: list[bytes]) -> list[tuple[str, bytes]]:
+            return [(_s(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+
         keys = Keys(
             mids=frozenset(_s(m) for m in mids),
             ready=tuple(decode_entry(e) for e in ready),
-            records={_s(m): decode_record(v) for m, v in records.items()},
-            delayed={_s(m): int(s) for m, s in delayed},
-            locks={_s(m): int(s) for m, s in locks},
-            done={_s(m): int(s) for m, s in done},
-            requeue={_s(m): v for m, v in requeue.items()},
-            failed={_s(m): int(s) for m, s in failed},
-            errors={_s(m): v for m, v in errors.items()},
+            records={m: decode_record(v) for m, v in pairs(records)},
+            delayed={m: int(v) for m, v in pairs(delayed)},
+            locks={m: int(v) for m, v in pairs(locks)},
+            done={m: int(v) for m, v in pairs(done)},
+            requeue=dict(pairs(requeue)),
+            failed={m: int(v) for m, v in pairs(failed)},
+            errors=dict(pairs(errors)),
             notify=int(notify),
             seq=None if seq is None else int(seq),
             version=version,
         )
-        return keys, tuple(res[12:23])
+        return keys, None
 
     def run(
         self, state: State, script: str | None, args: list[str], clock: int
-    ) -> tuple[Any, Keys, tuple[bytes | None, ...]]:
-        """Restore `state` with the clock at `clock`, run one script, read the keys back."""
-        pipe = self.r.pipeline(transaction=False)
-        self._restore(pipe, state.dumps, clock)
+    ) -> tuple[Any, Keys, tuple[bytes | None, ...] | None]:
+        """Restore `state` with the clock at `clock`, run one script, read the keys back:
+        one batch, one round trip (the read commands are packed once). The DUMPs are
+        taken later, by dump(), only for a state not seen before."""
+        restore: list[list[Any]] = []
+        self._restore(restore, state.dumps, clock)
+        batch = [_pack(tuple(c)) for c in restore]
         if script is not None:
-            pipe.evalsha(self.sha[script], 12, *self.all_keys, *args)
-        self._read(pipe)
-        res = pipe.execute(raise_on_error=False)
-        n_restore = 2 + sum(d is not None for d in state.dumps)
-        res = res[n_restore:]
+            batch.append(_pack(("EVALSHA", self.sha[script], 12, *self.all_keys, *args)))
+        batch.append(self._packed_reads)
+        n_script = 0 if script is None else 1
+        res = self._send(b"".join(batch), len(restore) + n_script + self._n_reads)[len(restore) :]
         reply = None
         if script is not None:
             reply, res = res[0], res[1:]
@@ -540,7 +614,7 @@ class Explorer:
         if kind in ("tick", "jump"):
             clock = s.clock + 1 if kind == "tick" else arg
             label = f"clock={clock - START_CLOCK}"
-            _, keys, dumps = self.run(s, None, [], clock)
+            keys, dumps = s.keys, s.dumps  # the keys do not change: only the clock
         elif kind == "crash":
             label = f"crash(w{arg})"
             for m, t, _, lf in leases[arg]:
@@ -722,7 +796,7 @@ class Explorer:
     def explore(self) -> Stats:
         t0 = time.monotonic()
         stats = Stats()
-        self.cleanup()
+        self.delete_keys()
         try:
             self.r.set(self.clock_key, str(START_CLOCK))
             empty = Keys(frozenset(), (), {}, {}, {}, {}, {}, {}, {}, 0, None, None)
@@ -753,29 +827,39 @@ class Explorer:
                             path = [*s.path, last + "  <- FAILED HERE"]
                             raise Violation(
                                 f"{exc}\nafter {len(path)} steps (shortest, breadth-first):\n  "
-                                + "\n  ".join(path)
+                                + "\n  ".join(path),
+                                tuple(path),
                             ) from None
                         fp = self.fingerprint(child)
                         if fp in seen:
                             continue
                         seen.add(fp)
+                        if child.dumps is None:
+                            child.dumps = self.dump()
                         nxt.append(child)
                     if self.max_seconds and time.monotonic() - t0 > self.max_seconds:
                         raise RuntimeError(f"time budget exceeded at depth {depth}: {stats}")
                 stats.states += len(nxt)
                 stats.per_depth.append(len(nxt))
                 stats.depth_reached = depth
+                if self.progress:
+                    stats.seconds = time.monotonic() - t0
+                    self.progress(stats)
                 frontier = nxt
                 if not frontier:
                     break
         finally:
-            self.cleanup()
+            self.delete_keys()
             stats.seconds = time.monotonic() - t0
         return stats
 
 
 def explore(workers: int = 2, mids: int = 3, depth: int = 8, **kw: Any) -> Stats:
-    return Explorer(workers, mids, depth, **kw).explore()
+    explorer = Explorer(workers, mids, depth, **kw)
+    try:
+        return explorer.explore()
+    finally:
+        explorer.cleanup()
 
 
 def main() -> int:
@@ -788,7 +872,17 @@ def main() -> int:
     allow = frozenset(x for x in os.environ.get("CHECKER_ALLOW", ",".join(KNOWN_VIOLATIONS)).split(",") if x)
     print(f"relaxed invariants: {sorted(allow)}", flush=True)
     print(f"enqueue variants for {variants} mid(s), extend {'on' if extend else 'off'}", flush=True)
-    stats = explore(w, m, d, allow=allow, enqueue_variants_for=variants, with_extend=extend)
+    url = os.environ.get("VERMILION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    stats = explore(
+        w,
+        m,
+        d,
+        allow=allow,
+        enqueue_variants_for=variants,
+        with_extend=extend,
+        client=redis.Redis.from_url(url),
+        progress=lambda st: print(f"  {st}", flush=True),
+    )
     print(stats)
     return 0
 
