@@ -82,10 +82,14 @@ def refused_as(exc: ScriptError, error_class: type[redis_errors.RedisError]) -> 
 
 # Redis 7.0 says only "The user executing the script can't run this command or
 # subcommand", Valkey "User u has no permissions to run the 'time' command"; both
-# give the script's line, where vermilion's own source names the command.
+# give the script's line, where vermilion's own source names the command. A line
+# may call more than one, and a helper's line none: Valkey's words then name it,
+# and the slice helpers of lua/_state.lua add "(calling RPUSH)" on either server.
 _DENIED_IN_SCRIPT = re.compile(r"can't run this command|no permissions to run the '")
 _SCRIPT_LINE = re.compile(r"@user_script:(\d+)")
+_NAMED = re.compile(r"no permissions to run the '([a-z|]+)' command|\(calling ([A-Za-z]+)\)")
 _CALLED_COMMAND = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'")
+_GRANTS_LISTED = "every command vermilion needs is listed under 'Least privilege' in its docs"
 
 
 def naming_a_denied_command(exc: ScriptError, script: Script) -> ScriptError:
@@ -97,18 +101,27 @@ def naming_a_denied_command(exc: ScriptError, script: Script) -> ScriptError:
     lines = script.source.decode().splitlines()
     number = int(line.group(1))
     text = lines[number - 1].strip() if 0 < number <= len(lines) else ""
-    called = _CALLED_COMMAND.search(text)
-    if called is None:  # a command chosen at run time: show the line
+    named = _NAMED.search(message)
+    if named is not None:
+        commands = [(named.group(1) or named.group(2)).lower()]
+    else:
+        commands = list(dict.fromkeys(name.lower() for name in _CALLED_COMMAND.findall(text)))
+    if not commands:  # a command chosen at run time: show the line
         advice = (
             f"a command the {script.name} script calls (its line {number}: {text}): grant the "
             "commands listed under 'Least privilege' in vermilion's docs"
         )
-    else:
-        command = called.group(1).lower()
+    elif len(commands) == 1:
         advice = (
-            f"{command.upper()}, which the {script.name} script calls: grant it with ACL SETUSER "
-            f"<user> +{command} (every command vermilion needs is listed under 'Least privilege' "
-            "in its docs)"
+            f"{commands[0].upper()}, which the {script.name} script calls: grant it with ACL "
+            f"SETUSER <user> +{commands[0]} ({_GRANTS_LISTED})"
+        )
+    else:  # Redis 7.0 does not say which of the line's commands it denied
+        grants = " ".join(f"+{command}" for command in commands)
+        advice = (
+            f"{' or '.join(command.upper() for command in commands)}, which the {script.name} "
+            f"script calls on its line {number}: grant them with ACL SETUSER <user> {grants} "
+            f"({_GRANTS_LISTED})"
         )
     return ScriptError(f"Redis refused the command: the ACL user may not run {advice}. Redis said: {message}")
 

@@ -260,6 +260,7 @@ class Explorer:
             ]
         else:
             self._perms = [{m: m for m in self.mids}]
+        self._sources = srcs
         self.sha = {name: self.r.script_load(src) for name, src in srcs.items()}
         self._connect()
         reads: list[list[Any]] = []
@@ -385,6 +386,11 @@ class Explorer:
         reply = None
         if script is not None:
             reply, res = res[0], res[1:]
+            if isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT"):
+                # Someone flushed the server's script cache (a SCRIPT FLUSH elsewhere):
+                # load them again and repeat the step, which restores its state first.
+                self.sha = {name: self.r.script_load(src) for name, src in self._sources.items()}
+                return self.run(state, script, args, clock)
             if isinstance(reply, Exception):
                 raise Violation(f"script {script} {args} raised: {reply}")
         for x in res:

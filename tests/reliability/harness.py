@@ -147,6 +147,11 @@ _SNAPSHOT_SOURCE = "\n".join(
 )
 
 
+def locks_key(name: str) -> str:
+    """The name of a queue's lease sorted set, for tests that read it directly."""
+    return QueueKeys.for_queue(name).key("locks").decode()
+
+
 async def audit(client: aioredis.Redis, name: str, *, atomic: bool = False) -> list[str]:
     """Check the invariants of _common.lua on a queue's keys; returns the violations.
 

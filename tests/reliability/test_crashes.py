@@ -34,7 +34,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.reliability.conftest import ServerFactory, WorkerFactory
-from tests.reliability.harness import Truth, WorkerProcess, audit, eventually, record
+from tests.reliability.harness import Truth, WorkerProcess, audit, eventually, locks_key, record
 from tests.reliability.servers import KINDS, chaos_size
 from vermilion import MessageStatus, Queue
 
@@ -104,10 +104,6 @@ class TruthWatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             self.poll()
-
-
-def locks_key(name: str) -> str:
-    return f"vermilion:{{{name}}}:locks"
 
 
 def texts(values: Any) -> list[str]:

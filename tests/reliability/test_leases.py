@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 from tests.reliability.conftest import ServerFactory, WorkerFactory
-from tests.reliability.harness import Truth, audit, eventually
+from tests.reliability.harness import Truth, audit, eventually, locks_key
 from tests.reliability.servers import chaos_seconds
 from vermilion import Queue
 
@@ -26,13 +26,13 @@ async def test_t3_long_handler_keeps_its_lease(
         lease_ends: list[float] = []
 
         async def started() -> bool:
-            return await client.zscore(f"vermilion:{{{name}}}:locks", "long") is not None
+            return await client.zscore(locks_key(name), "long") is not None
 
         await eventually(started, 10, "the first worker took the message")
         worker_process(**common, idle_backoff=0.05)  # the rival polls every 50 ms
 
         async def finished() -> bool:
-            score = await client.zscore(f"vermilion:{{{name}}}:locks", "long")
+            score = await client.zscore(locks_key(name), "long")
             if score is not None:
                 lease_ends.append(score)
             return await queue.message_status("long") is None

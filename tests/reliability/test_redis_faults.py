@@ -35,12 +35,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tests.reliability.conftest import ServerFactory, WorkerFactory
-from tests.reliability.harness import Truth, WorkerProcess, audit, eventually, record
+from tests.reliability.harness import Truth, WorkerProcess, audit, eventually, locks_key, record
 from tests.reliability.proxy import FaultProxy
 from tests.reliability.servers import KINDS, FaultServer, chaos_seconds, chaos_size
 from tests.reliability.test_crashes import (
     TruthWatcher,
-    locks_key,
     read_counts,
     redis_ms,
     stop_workers,

@@ -61,6 +61,19 @@ local function records_of(mids)
   return fetch_in_slices('HMGET', K_RECORDS, mids)
 end
 
+-- Housekeeping rewrites a record's header in place, by byte offsets (see
+-- RECORD_HEADER), instead of parsing it into a table and packing it again: a
+-- backlog moves `limit` records of each kind per call, and the table and the
+-- repacking were most of that call's time. Bytes no script wrote keep their
+-- pointer in `ready`, so that the hand-out fails them as undecodable.
+local READY_BYTE, NO_TOKEN = string.char(READY), string.rep('\0', 7)
+
+local function is_record(raw)
+  if not raw or #raw < RECORD_HEADER_BYTES then return false end
+  local state = string.byte(raw, 1)
+  return state == READY or state == DELAYED or state == LEASED
+end
+
 local function move_due_delays()
   local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, limit)
   if #due == 0 then return end
@@ -68,15 +81,22 @@ local function move_due_delays()
   local records = records_of(due)
   local writes, pointers = {}, {}
   for i, mid in ipairs(due) do
-    local r = parse_record(records[i])
-    if r then
-      r.state = READY
-      writes[#writes + 1], writes[#writes + 2] = mid, pack_record(r)
-      pointers[#pointers + 1] = pointer_entry(mid)
+    local raw = records[i]
+    if is_record(raw) then
+      writes[#writes + 1], writes[#writes + 2] = mid, READY_BYTE .. string.sub(raw, 2)
     end
+    pointers[i] = pointer_entry(mid)
   end
   call_in_slices('HSET', K_RECORDS, writes)
   call_in_slices('RPUSH', K_READY, pointers)
+end
+
+-- A lapsed lease's record made ready: suspect, due when the lease lapsed, no token.
+local function reclaimed_record(raw, lapsed_at)
+  local flags = string.byte(raw, 2)
+  if not has_flag(flags, SUSPECT) then flags = flags + SUSPECT end
+  return READY_BYTE .. string.char(flags) .. string.sub(raw, 3, 8) .. struct.pack('>I6', lapsed_at)
+    .. string.sub(raw, 15, 23) .. NO_TOKEN .. string.sub(raw, RECORD_HEADER_BYTES + 1)
 end
 
 local function reclaim_lapsed_leases()
@@ -90,29 +110,31 @@ local function reclaim_lapsed_leases()
   local writes, pointers = {}, {}
   -- Latest first, so that one LPUSH leaves the earliest lapsed at the head.
   for i = n, 1, -1 do
-    local r = parse_record(records[i])
-    if r then
-      r.state, r.token, r.due = READY, 0, tonumber(lapsed[2 * i])
-      if not has_flag(r.flags, SUSPECT) then r.flags = r.flags + SUSPECT end
-      writes[#writes + 1], writes[#writes + 2] = mids[i], pack_record(r)
-      pointers[#pointers + 1] = pointer_entry(mids[i])
+    local raw = records[i]
+    if is_record(raw) then
+      writes[#writes + 1], writes[#writes + 2] = mids[i], reclaimed_record(raw, tonumber(lapsed[2 * i]))
     end
+    pointers[#pointers + 1] = pointer_entry(mids[i])
   end
   call_in_slices('HSET', K_RECORDS, writes)
   call_in_slices('LPUSH', K_READY, pointers)
   return n
 end
 
+-- One command per key for the whole slice, as the moves above: a backlog of
+-- ended windows must not cost three commands a mid.
 local function collect_ended_windows()
   local ended = redis.call('ZRANGEBYSCORE', K_DONE, '-inf', now, 'LIMIT', 0, limit)
-  for _, mid in ipairs(ended) do
-    redis.call('ZREM', K_DONE, mid)
-    if has_requeue(mid) then
-      apply_requeue(mid, now)
-    else
-      redis.call('SREM', K_MIDS, mid)
+  if #ended == 0 then return end
+  call_in_slices('ZREM', K_DONE, ended)
+  local forgotten = ended
+  if redis.call('EXISTS', K_REQUEUE) == 1 then
+    forgotten = {}
+    for _, mid in ipairs(ended) do
+      if has_requeue(mid) then apply_requeue(mid, now) else forgotten[#forgotten + 1] = mid end
     end
   end
+  call_in_slices('SREM', K_MIDS, forgotten)
 end
 
 local function first_score(key)

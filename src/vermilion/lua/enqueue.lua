@@ -38,25 +38,30 @@ local FIRST_PAIR = 4
 -- The usual call, answered before any helper is defined (defining them costs
 -- more server time than the call itself): one message, ready now, with the
 -- worker's lease, whose mid the queue does not know. SADD both tells that the
--- mid is new and records it. A key of the wrong type fails a command here:
--- what was written is undone, and the full path below names the key.
+-- mid is new and records it. A command refused here is undone and the call
+-- goes on to the full path below, which names a wrong-typed key or a denied
+-- command by its line; an out-of-memory refusal (only ever the first write:
+-- Redis lets a script that wrote finish) is answered as it is, so that the
+-- server counts it once, as it does every other refused call.
 if #ARGV == FIRST_PAIR + 1 and ARGV[1] == '0' and ARGV[2] == '' and #ARGV[3] < 16
   and string.find(ARGV[3], '^%d+$') and #ARGV[4] > 0 and #ARGV[4] < 255 then
   local mid = ARGV[FIRST_PAIR]
   local entry = '\1' .. string.char(#mid) .. mid .. struct.pack('>I6', now_ms()) .. ARGV[FIRST_PAIR + 1]
-  local ok, added = pcall(redis.call, 'SADD', K_MIDS, mid)
-  if ok and added == 1 then
-    local pushed, length = pcall(redis.call, 'RPUSH', K_READY, entry)
-    -- Only the message that makes `ready` non-empty wakes a worker: whoever
-    -- takes it takes what follows, or passes a token on (see dequeue.lua).
-    local notified, tokens = pushed, 0
-    if pushed and length == 1 then notified, tokens = pcall(redis.call, 'LPUSH', K_NOTIFY, '1') end
-    if notified then
-      if tokens > MAX_NOTIFY_TOKENS then redis.call('LTRIM', K_NOTIFY, 0, MAX_NOTIFY_TOKENS - 1) end
-      return { 'added' }
+  local added = redis.pcall('SADD', K_MIDS, mid)
+  if type(added) == 'table' and string.sub(added.err, 1, 4) == 'OOM ' then return added end
+  if added == 1 then
+    local length = redis.pcall('RPUSH', K_READY, entry)
+    if type(length) == 'number' then
+      -- Only the message that makes `ready` non-empty wakes a worker: whoever
+      -- takes it takes what follows, or passes a token on (see dequeue.lua).
+      local tokens = length == 1 and redis.pcall('LPUSH', K_NOTIFY, '1') or 0
+      if type(tokens) == 'number' then
+        if tokens > MAX_NOTIFY_TOKENS then redis.call('LTRIM', K_NOTIFY, 0, MAX_NOTIFY_TOKENS - 1) end
+        return { 'added' }
+      end
+      redis.call('LREM', K_READY, -1, entry)
     end
     redis.call('SREM', K_MIDS, mid)
-    if pushed then redis.call('LREM', K_READY, -1, entry) end
   end
 end
 
