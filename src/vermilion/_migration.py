@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from ._keys import KEY_PREFIX, V1_KEY_PARTS, QueueKeys, queue_name_in
+from ._keys import KEY_PREFIX, V1_KEY_PARTS, QueueKeys
 from ._protocol import ScriptClient
 from ._validation import check_queue_name, positive_int
 from ._wire import reply_int
@@ -78,27 +78,9 @@ def _v1_queue_name(key: bytes) -> bytes | None:
     return raw
 
 
-async def scan_v1_queue_names(client: ScriptClient) -> AsyncIterator[str]:
+def scan_v1_queue_names(client: ScriptClient) -> AsyncIterator[str]:
     """Yield, once each, the names of the queues that hold any version-1 key."""
-    await client._ensure_checked()
-    cursor = 0
-    seen: set[bytes] = set()
-    pattern = f"{KEY_PREFIX}:{{*}}:*".encode()
-    while True:
-        reply = await client.transport.run(
-            (b"SCAN", cursor, b"MATCH", pattern, b"COUNT", 1000), replayable=True
-        )
-        cursor = reply_int(reply[0])
-        for key in reply[1]:
-            raw = _v1_queue_name(key)
-            if raw is None or raw in seen:
-                continue
-            seen.add(raw)
-            name = queue_name_in(key, raw)
-            if name is not None:
-                yield name
-        if cursor == 0:
-            return
+    return client.scan_queue_names("*", match=f"{KEY_PREFIX}:{{*}}:*".encode(), name_of=_v1_queue_name)
 
 
 async def v1_queue_names(client: ScriptClient) -> list[str]:

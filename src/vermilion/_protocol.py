@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -311,18 +311,28 @@ class ScriptClient:
         """
         return self.transport.open_channel()
 
-    async def scan_queue_names(self, pattern: str) -> AsyncIterator[str]:
-        """Yield the names of queues that have any key, matching a glob ``pattern``."""
+    async def scan_queue_names(
+        self,
+        pattern: str,
+        *,
+        match: bytes | None = None,
+        name_of: Callable[[bytes], bytes | None] = queue_name_of,
+    ) -> AsyncIterator[str]:
+        """Yield, once each, the names of queues that have any key, matching a glob ``pattern``.
+
+        ``match`` and ``name_of`` replace the SCAN pattern and the reading of a
+        key's queue name (the migration looks for version-1 keys with them).
+        """
         await self._ensure_checked()
         cursor: int = 0
         seen: set[bytes] = set()
+        found_by: str | bytes = scan_pattern(pattern) if match is None else match
         while True:
-            reply = await self.transport.run(
-                (b"SCAN", cursor, b"MATCH", scan_pattern(pattern), b"COUNT", 1000), replayable=True
-            )
+            scan = (b"SCAN", cursor, b"MATCH", found_by, b"COUNT", 1000)
+            reply = await self.transport.run(scan, replayable=True)
             cursor = reply_int(reply[0])
             for key in reply[1]:
-                raw = queue_name_of(key)
+                raw = name_of(key)
                 if raw is None or raw in seen:
                     continue
                 seen.add(raw)

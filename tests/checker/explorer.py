@@ -30,21 +30,11 @@ from typing import Any
 import hiredis
 import redis
 
-from vermilion._keys import QueueKeys
+from vermilion._keys import KEY_PARTS, QueueKeys
 from vermilion._scripts import SCRIPTS
 from vermilion._wire import pack_command
 
-__all__ = ["KNOWN_VIOLATIONS", "Explorer", "Stats", "explore", "main"]
-
-# Real violations of the unmutated scripts found by this checker, by name: relaxed with
-# `allow=` so that the search can go on past them.
-KNOWN_VIOLATIONS = {
-    "requeue-while-queued": (
-        "_common.lua says `requeue[mid]` exists only while the mid is leased or in `done`; "
-        "a retry ('r' ack) or a reclaimed lapsed lease of a locked mid with a pending requeue "
-        "leaves requeue[mid] while the mid is ready or delayed. Relaxed to: while it is live or done."
-    ),
-}
+__all__ = ["Explorer", "Stats", "explore", "main"]
 
 # hiredis's C packer (its stub types one argument only): the hot path's variable commands.
 _pack: Any = hiredis.pack_command
@@ -56,19 +46,7 @@ MAX_FAILED = 10
 POINTER, FRESH, FRESH_WITH_LEASE = 0, 1, 2
 SUSPECT, OVERRIDES = 1, 2
 _RECORD = struct.Struct(">BB6s6sI5s7s")
-PARTS = (
-    "mids",
-    "ready",
-    "records",
-    "delayed",
-    "locks",
-    "done",
-    "requeue",
-    "failed",
-    "errors",
-    "notify",
-    "meta",
-)
+PARTS = KEY_PARTS
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -220,22 +198,21 @@ class Explorer:
         enqueue_variants_for: int | None = None,
         with_extend: bool = True,
         with_stale_acks: bool = True,
+        with_clear: bool = True,
         with_dequeue2: bool = True,
         queue: str | None = None,
         client: redis.Redis | None = None,
         max_seconds: float | None = None,
-        allow: frozenset[str] = frozenset(),
         progress: Callable[[Stats], None] | None = None,
     ) -> None:
         self.progress = progress
-        # Documented invariants to relax, by name (see KNOWN_VIOLATIONS).
-        self.allow = allow
         self.W, self.M, self.D = workers, mids, depth
         self.mids = MIDS[:mids]
         # Enqueue variants (can_update, can_requeue, delayed) only for the first n mids.
         self.variants_for = mids if enqueue_variants_for is None else enqueue_variants_for
         self.with_extend = with_extend
         self.with_stale_acks = with_stale_acks
+        self.with_clear = with_clear
         self.with_dequeue2 = with_dequeue2
         self.max_seconds = max_seconds
         self.r = client or redis.Redis(host="127.0.0.1", port=6379)
@@ -247,7 +224,7 @@ class Explorer:
         self.clock_key = self.all_keys[11]
         self.k = dict(zip(PARTS, self.data_keys, strict=True))
         srcs: dict[str, bytes | str] = {
-            name: SCRIPTS[name].source for name in ("enqueue", "dequeue", "ack", "extend")
+            name: SCRIPTS[name].source for name in ("enqueue", "dequeue", "ack", "extend", "clear")
         }
         if sources:
             srcs.update(sources)
@@ -528,11 +505,9 @@ class Explorer:
             if rec.token and k.seq is not None and rec.token > k.seq:
                 bad.append(f"record of {m}: token {rec.token} above seq {k.seq}")
         for m in k.requeue:
-            if m not in k.locks and m not in done:
-                if "requeue-while-queued" in self.allow and m in live:
-                    continue
-                where = "ready" if m in entries else "delayed" if m in k.delayed else "nowhere"
-                bad.append(f"requeue[{m}] exists while {m} is neither leased nor done ({where})")
+            if m not in live and m not in done:
+                where = "failed" if m in failed else "nowhere"
+                bad.append(f"requeue[{m}] exists while {m} is neither live nor done ({where})")
         if set(k.errors) - failed:
             bad.append(f"errors of mids not failed: {sorted(set(k.errors) - failed)}")
         if bad:
@@ -593,6 +568,8 @@ class Explorer:
         for w, held in enumerate(s.leases):
             if held:
                 out.append(("crash", w))
+        if self.with_clear and s.keys.mids:
+            out.append(("clear", None))
         out.append(("tick", 1))
         events = [
             v for d in (s.keys.delayed, s.keys.locks, s.keys.done) for v in d.values() if v + 1 > s.clock
@@ -728,6 +705,18 @@ class Explorer:
                 leases[w] = tuple(x for x in leases[w] if x != lease)
                 stale[w] = self._add_stale(stale[w], (m, token, life))
             self._after_ack(before, keys, model, m, token, life, outcome, applied, clock)
+        elif kind == "clear":
+            reply, keys, dumps = self.run(s, "clear", [], clock)
+            live = sum(1 for mm in model.values() if mm.status == "live")
+            label = f"clear->{reply}"
+            if int(reply) != live:
+                raise Violation(f"clear answered {reply} removed, the replies say {live} were live")
+            if keys.mids or keys.ready or keys.records or keys.requeue:
+                raise Violation(f"clear left messages behind: {keys}")
+            # Every mid is forgotten; the workers still hold their leases, whose acks must
+            # now answer 0 and change nothing (a new life has a new number).
+            for m, mm in list(model.items()):
+                model[m] = MidModel("unknown", 0, False, mm.life + 1)
         elif kind == "extend":
             w, lease = arg
             m, token, _, _ = lease
@@ -875,15 +864,12 @@ def main() -> int:
     variants = int(os.environ.get("CHECKER_VARIANTS", "1"))
     extend = os.environ.get("CHECKER_EXTEND", "0") == "1"
     print(f"exploring W={w} M={m} D={d} ...", flush=True)
-    allow = frozenset(x for x in os.environ.get("CHECKER_ALLOW", ",".join(KNOWN_VIOLATIONS)).split(",") if x)
-    print(f"relaxed invariants: {sorted(allow)}", flush=True)
     print(f"enqueue variants for {variants} mid(s), extend {'on' if extend else 'off'}", flush=True)
     url = os.environ.get("VERMILION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     stats = explore(
         w,
         m,
         d,
-        allow=allow,
         enqueue_variants_for=variants,
         with_extend=extend,
         client=redis.Redis.from_url(url),

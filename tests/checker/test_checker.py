@@ -7,9 +7,6 @@ plain enqueue, and are interchangeable: symmetry-reduced), and extend is left
 out. Every ack outcome ('s', 's500', 'r', 'r100', 'f'), stale acks, crashes,
 dequeues of 1 and of 2, clock ticks and jumps to the next event are kept.
 `nox -s checker` runs a larger bound.
-
-The unmutated scripts break one documented invariant (KNOWN_VIOLATIONS): it is
-relaxed for the CI run, and pinned by an xfail(strict) test.
 """
 
 from __future__ import annotations
@@ -23,9 +20,8 @@ import redis
 
 from vermilion._scripts import SCRIPTS
 
-from .explorer import KNOWN_VIOLATIONS, Explorer, Violation
+from .explorer import Explorer, Violation
 
-ALLOW = frozenset(KNOWN_VIOLATIONS)
 CI_DEPTH = 8
 MUTATION_DEPTH = 6
 
@@ -41,7 +37,6 @@ def _explorer(
     client: redis.Redis,
     depth: int,
     *,
-    allow: frozenset[str] = frozenset(),
     sources: dict[str, bytes | str] | None = None,
 ) -> Explorer:
     return Explorer(
@@ -52,7 +47,6 @@ def _explorer(
         client=client,
         enqueue_variants_for=1,
         with_extend=False,
-        allow=allow,
         sources=sources,
     )
 
@@ -65,7 +59,7 @@ def _report(capsys: pytest.CaptureFixture[str], text: str) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_ci_bound_holds(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
-    explorer = _explorer(client, CI_DEPTH, allow=ALLOW)
+    explorer = _explorer(client, CI_DEPTH)
     try:
         stats = explorer.explore()
     finally:
@@ -73,15 +67,6 @@ def test_ci_bound_holds(client: redis.Redis, capsys: pytest.CaptureFixture[str])
     _report(capsys, f"checker W=2 M=3 D={CI_DEPTH}: {stats}")
     assert stats.depth_reached == CI_DEPTH
     assert stats.states > 100_000  # the search really ran (about 200k states at this bound)
-
-
-@pytest.mark.xfail(strict=True, raises=Violation, reason=KNOWN_VIOLATIONS["requeue-while-queued"])
-def test_requeue_invariant_as_documented(client: redis.Redis) -> None:
-    explorer = _explorer(client, 4)
-    try:
-        explorer.explore()
-    finally:
-        explorer.cleanup()
 
 
 def _mutated(name: str, old: str, new: str) -> dict[str, bytes | str]:
@@ -104,7 +89,7 @@ def _mutated(name: str, old: str, new: str) -> dict[str, bytes | str]:
 def test_mutation_is_caught(
     client: redis.Redis, capsys: pytest.CaptureFixture[str], name: str, old: str, new: str
 ) -> None:
-    explorer = _explorer(client, MUTATION_DEPTH, allow=ALLOW, sources=_mutated(name, old, new))
+    explorer = _explorer(client, MUTATION_DEPTH, sources=_mutated(name, old, new))
     try:
         with pytest.raises(Violation) as caught:
             explorer.explore()
