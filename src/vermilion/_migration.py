@@ -80,7 +80,7 @@ def _v1_queue_name(key: bytes) -> bytes | None:
 
 def scan_v1_queue_names(client: ScriptClient) -> AsyncIterator[str]:
     """Yield, once each, the names of the queues that hold any version-1 key."""
-    return client.scan_queue_names("*", match=f"{KEY_PREFIX}:{{*}}:*".encode(), name_of=_v1_queue_name)
+    return client.scan_names(f"{KEY_PREFIX}:{{*}}:*".encode(), _v1_queue_name)
 
 
 async def v1_queue_names(client: ScriptClient) -> list[str]:

@@ -311,24 +311,19 @@ class ScriptClient:
         """
         return self.transport.open_channel()
 
-    async def scan_queue_names(
-        self,
-        pattern: str,
-        *,
-        match: bytes | None = None,
-        name_of: Callable[[bytes], bytes | None] = queue_name_of,
-    ) -> AsyncIterator[str]:
-        """Yield, once each, the names of queues that have any key, matching a glob ``pattern``.
+    def scan_queue_names(self, pattern: str) -> AsyncIterator[str]:
+        """Yield the names of queues that have any key, matching a glob ``pattern``."""
+        return self.scan_names(scan_pattern(pattern), queue_name_of)
 
-        ``match`` and ``name_of`` replace the SCAN pattern and the reading of a
-        key's queue name (the migration looks for version-1 keys with them).
-        """
+    async def scan_names(
+        self, match: bytes | str, name_of: Callable[[bytes], bytes | None]
+    ) -> AsyncIterator[str]:
+        """Yield, once each, the queue names ``name_of`` reads in the keys SCAN finds by ``match``."""
         await self._ensure_checked()
         cursor: int = 0
         seen: set[bytes] = set()
-        found_by: str | bytes = scan_pattern(pattern) if match is None else match
         while True:
-            scan = (b"SCAN", cursor, b"MATCH", found_by, b"COUNT", 1000)
+            scan = (b"SCAN", cursor, b"MATCH", match, b"COUNT", 1000)
             reply = await self.transport.run(scan, replayable=True)
             cursor = reply_int(reply[0])
             for key in reply[1]:

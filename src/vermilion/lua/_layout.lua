@@ -103,12 +103,18 @@ local function parse_entry(entry)
   return nil
 end
 
+-- Whether bytes are a record a script wrote: a whole header and a known state.
+local function is_record(bytes)
+  if not bytes or #bytes < RECORD_HEADER_BYTES then return false end
+  local state = string.byte(bytes, 1)
+  return state == READY or state == DELAYED or state == LEASED
+end
+
 -- A record as a table, or nil for bytes no script wrote.
 local function parse_record(bytes)
-  if not bytes or #bytes < RECORD_HEADER_BYTES then return nil end
+  if not is_record(bytes) then return nil end
   local r = {}
   r.state, r.flags, r.enqueued, r.due, r.attempts, r.lock, r.token = struct.unpack(RECORD_HEADER, bytes)
-  if r.state ~= READY and r.state ~= DELAYED and r.state ~= LEASED then return nil end
   r.payload = string.sub(bytes, RECORD_HEADER_BYTES + 1)
   return r
 end

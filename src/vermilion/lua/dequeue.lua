@@ -68,12 +68,6 @@ end
 -- pointer in `ready`, so that the hand-out fails them as undecodable.
 local READY_BYTE, NO_TOKEN = string.char(READY), string.rep('\0', 7)
 
-local function is_record(raw)
-  if not raw or #raw < RECORD_HEADER_BYTES then return false end
-  local state = string.byte(raw, 1)
-  return state == READY or state == DELAYED or state == LEASED
-end
-
 local function move_due_delays()
   local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, limit)
   if #due == 0 then return end
