@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from . import _tracing
 from ._exceptions import SerializationError
 from ._logs import logger
 from ._messages import Failure, Message, Outcome, Retry, Success
@@ -66,6 +67,12 @@ class HandlerRunner:
     cancelled_by_worker: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     async def outcome(self, leased: Leased, now_ms: int) -> Outcome:
+        """The message's outcome, traced if tracing is on (``vermilion.otel``)."""
+        if _tracing.hook is not None:
+            return await _tracing.hook.process(self.queue, leased, lambda: self._outcome(leased, now_ms))
+        return await self._outcome(leased, now_ms)
+
+    async def _outcome(self, leased: Leased, now_ms: int) -> Outcome:
         """The message's outcome; an error of vermilion's own (a bug, or stored
         data nobody foresaw) fails this message alone instead of leaving it to
         come back, and fail the same way, every lease."""
@@ -215,6 +222,8 @@ class HandlerRunner:
 
     def _map_exception(self, exc: BaseException, message: Message) -> Outcome:
         self.tally.add("handler/exception")
+        if _tracing.hook is not None:
+            _tracing.hook.exception(exc)
         logger.error(
             "handler raised on message %r (attempt %d) of queue %r",
             message.mid,

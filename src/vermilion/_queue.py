@@ -11,6 +11,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from . import _tracing
 from ._exceptions import OutcomeUnknownError, ProtocolError
 from ._keys import QueueKeys
 from ._logs import logger
@@ -288,10 +289,18 @@ class Queue:
             ]
         payloads = encode_contents(self.serializer, items, self.max_payload_bytes, "contents")
         messages = list(zip(mid_list, payloads, strict=True))
-        replies = await self._send(options, messages)
+        replies = await self._send(options, messages, batch=True)
         return [_result(mid, reply) for (mid, _), reply in zip(messages, replies, strict=True)]
 
-    async def _send(self, options: EnqueueOptions, messages: list[tuple[str, bytes]]) -> list[str]:
+    async def _send(
+        self, options: EnqueueOptions, messages: list[tuple[str, bytes]], *, batch: bool = False
+    ) -> list[str]:
+        hook = _tracing.hook  # vermilion.otel: spans, and the trace context in each payload
+        if hook is not None:
+            return await hook.send(self, messages, batch, lambda traced: self._send_now(options, traced))
+        return await self._send_now(options, messages)
+
+    async def _send_now(self, options: EnqueueOptions, messages: list[tuple[str, bytes]]) -> list[str]:
         try:
             return await self._connection.enqueue(self._keys, options, messages)
         except OutcomeUnknownError as exc:

@@ -15,6 +15,7 @@ from typing import Any, NoReturn, Protocol, runtime_checkable
 import msgpack
 
 from ._exceptions import SerializationError
+from ._tracing import CARRIER_MARK, escape, split_carrier
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -132,6 +133,10 @@ class JsonSerializer:
         return "JsonSerializer()"
 
 
+# msgpack leaves 0xC1 unused and it is never a byte of UTF-8: neither can start a carrier.
+_NEVER_WRITE_CARRIER_MARK = (MsgpackSerializer, JsonSerializer)
+
+
 def encode_content(serializer: Serializer, content: Any, max_bytes: int, argument: str) -> bytes:
     """Serialize ``content``, refusing what the serializer refuses or what is too large."""
     return encode_contents(serializer, [content], max_bytes, argument, indexed=False)[0]
@@ -142,6 +147,9 @@ def encode_contents(
 ) -> list[bytes]:
     """``encode_content`` for each of ``contents``; an error names ``argument[index]``."""
     dumps = serializer.dumps
+    # Only a serializer of the user's may write the trace carrier's first byte:
+    # its output is then stored behind an empty carrier, which readers strip.
+    may_write_mark = type(serializer) not in _NEVER_WRITE_CARRIER_MARK
     encoded: list[bytes] = []
     for content in contents:
         try:
@@ -151,6 +159,8 @@ def encode_contents(
             raise SerializationError(f"{name} cannot be serialized: {exc}") from exc
         if not isinstance(data, bytes) or len(data) > max_bytes:
             _refuse(data, max_bytes, f"{argument}[{len(encoded)}]" if indexed else argument)
+        if may_write_mark and data[:1] == CARRIER_MARK:
+            data = escape(data)
         encoded.append(data)
     return encoded
 
@@ -162,7 +172,14 @@ def _refuse(data: object, max_bytes: int, name: str) -> NoReturn:
 
 
 def decode_payload(serializer: Serializer, data: bytes, max_bytes: int) -> Any:
-    """Deserialize stored bytes, which are untrusted: size-checked before decoding."""
+    """Deserialize stored bytes, which are untrusted: size-checked before decoding.
+
+    A trace carrier in front (see ``_tracing``) is stripped first, here, so that
+    every reader of payloads sees the content alone; ``max_bytes`` bounds the
+    serialized content, as it did when it was enqueued.
+    """
+    if data[:1] == CARRIER_MARK:
+        data = split_carrier(data)[1]
     if len(data) > max_bytes:
         raise SerializationError(f"stored payload is {len(data)} bytes; max_payload_bytes is {max_bytes}")
     try:

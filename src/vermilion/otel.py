@@ -1,0 +1,291 @@
+"""OpenTelemetry tracing for vermilion: ``pip install 'vermilion[otel]'``.
+
+``instrument()`` turns tracing on for every ``Queue`` and ``AsyncWorker`` in
+the process; ``uninstrument()`` turns it off. ``import vermilion`` never
+imports this module (nor OpenTelemetry): without it, nothing is traced and
+nothing is paid.
+
+Spans follow the OpenTelemetry semantic conventions for messaging spans,
+version 1.44.0: ``send <queue>`` (PRODUCER) around each enqueue, ``create
+<queue>`` (PRODUCER) per message of an ``enqueue_many`` whose ``send`` span is
+then a CLIENT span linking them, and ``process <queue>`` (CONSUMER) around each
+handling. The creation context travels inside the stored payload (the
+carrier, see ``docs/redis-layout.md``), and the ``process`` span links to it
+and, by default, is its child.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import TYPE_CHECKING
+
+try:
+    from opentelemetry import trace
+    from opentelemetry.context import Context
+    from opentelemetry.propagate import get_global_textmap
+    from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.trace import (
+        Link,
+        Span,
+        SpanContext,
+        SpanKind,
+        Status,
+        StatusCode,
+        Tracer,
+        TracerProvider,
+    )
+    from opentelemetry.util.types import AttributeValue
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise ImportError("vermilion.otel needs OpenTelemetry: pip install 'vermilion[otel]'") from exc
+
+from . import _tracing
+from ._logs import logger
+from ._messages import Failure, Outcome, Retry
+from ._redis_internals import connection_settings
+
+if TYPE_CHECKING:
+    from ._queue import Queue
+    from ._wire import Leased
+
+__all__ = ["SCHEMA_URL", "instrument", "is_instrumented", "uninstrument"]
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
+"""The semantic conventions version the spans follow."""
+
+_SYSTEM = "vermilion"
+_ERROR_TYPE = "error.type"
+_MESSAGE_ID = "messaging.message.id"
+_BATCH_COUNT = "messaging.batch.message_count"
+_ATTEMPT = "messaging.vermilion.message.attempt"
+_OUTCOME = "messaging.vermilion.outcome"
+_ENQUEUE_RESULT = "messaging.vermilion.enqueue.result"
+_RETRY_BACKOFF = "messaging.vermilion.retry.backoff"
+# A handler that returned Failure raised nothing: its error.type is this.
+_FAILURE_ERROR_TYPE = "failure"
+
+Attributes = dict[str, AttributeValue]
+
+
+def instrument(
+    tracer_provider: TracerProvider | None = None,
+    *,
+    propagator: TextMapPropagator | None = None,
+    message_as_parent: bool = True,
+    create_spans: bool = True,
+) -> None:
+    """Trace every enqueue and every handled message in this process.
+
+    Calling it again replaces the previous settings.
+
+    Args:
+        tracer_provider: where spans go; the global tracer provider by default.
+        propagator: writes the creation context into each message and reads it
+            back; the global one by default (W3C ``traceparent``, ``tracestate``
+            and ``baggage`` unless configured otherwise).
+        message_as_parent: make each ``process`` span a child of the message's
+            creation context (one trace from request to handler). ``False``
+            keeps it in the worker's own context, linked to the creation
+            context only, as the conventions do by default.
+        create_spans: give each message of an ``enqueue_many`` its own
+            ``create`` span, as the conventions recommend for batches;
+            ``False`` makes one ``send`` span the creation context of all.
+    """
+    for name, flag in (("message_as_parent", message_as_parent), ("create_spans", create_spans)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
+    tracer = trace.get_tracer("vermilion", version("vermilion"), tracer_provider, schema_url=SCHEMA_URL)
+    _tracing.hook = _Hook(
+        tracer,
+        propagator or get_global_textmap(),
+        message_as_parent=message_as_parent,
+        create_spans=create_spans,
+    )
+
+
+def uninstrument() -> None:
+    """Stop tracing: enqueues and handling go back to creating no spans and no carriers."""
+    _tracing.hook = None
+
+
+def is_instrumented() -> bool:
+    """Whether :func:`instrument` is in effect."""
+    return isinstance(_tracing.hook, _Hook)
+
+
+@dataclass(eq=False)
+class _Processing:
+    """The ``process`` span of the message a handler task is handling."""
+
+    span: Span
+    raised: BaseException | None = None
+
+
+_processing: ContextVar[_Processing | None] = ContextVar("vermilion_otel_processing", default=None)
+
+
+class _Hook:
+    """The tracing hook ``vermilion._tracing`` calls, holding the settings of ``instrument``."""
+
+    def __init__(
+        self, tracer: Tracer, propagator: TextMapPropagator, *, message_as_parent: bool, create_spans: bool
+    ) -> None:
+        self._tracer = tracer
+        self._propagator = propagator
+        self._message_as_parent = message_as_parent
+        self._create_spans = create_spans
+
+    # -- producer ----------------------------------------------------------------
+
+    async def send(
+        self, queue: Queue, messages: list[tuple[str, bytes]], batch: bool, send: _tracing.Sender
+    ) -> list[str]:
+        attributes = _attributes(queue, "send")
+        if batch:
+            attributes[_BATCH_COUNT] = len(messages)
+        else:
+            attributes[_MESSAGE_ID] = messages[0][0]
+        carriers: list[bytes] | None = None
+        links: list[Link] = []
+        kind = SpanKind.PRODUCER
+        if batch and self._create_spans:
+            created = [self._create(queue, mid) for mid, _ in messages]
+            carriers = [text for _, text in created]
+            links = [Link(context) for context, _ in created if context.is_valid]
+            kind = SpanKind.CLIENT  # the create spans are the messages' creation contexts
+        with self._tracer.start_as_current_span(
+            f"send {queue.name}", kind=kind, attributes=attributes, links=links
+        ) as span:
+            if carriers is None:
+                carriers = [self._inject(None)] * len(messages)
+            traced = [
+                (mid, _tracing.with_carrier(text, payload) if text else payload)
+                for (mid, payload), text in zip(messages, carriers, strict=True)
+            ]
+            try:
+                replies = await send(traced)
+            except Exception as exc:
+                span.set_attribute(_ERROR_TYPE, _type_name(exc))
+                raise
+            if not batch:
+                span.set_attribute(_ENQUEUE_RESULT, replies[0])
+        return replies
+
+    def _create(self, queue: Queue, mid: str) -> tuple[SpanContext, bytes]:
+        attributes = _attributes(queue, "create")
+        attributes[_MESSAGE_ID] = mid
+        span = self._tracer.start_span(f"create {queue.name}", kind=SpanKind.PRODUCER, attributes=attributes)
+        span.end()
+        return span.get_span_context(), self._inject(trace.set_span_in_context(span))
+
+    def _inject(self, context: Context | None) -> bytes:
+        """The carrier text for ``context`` (the current one if ``None``), ``b""`` if empty."""
+        headers: dict[str, str] = {}
+        self._propagator.inject(headers, context=context)
+        lines = [f"{key}:{value}" for key, value in headers.items() if _fits_a_line(key, value)]
+        text = "\n".join(lines).encode()
+        if len(text) > _tracing.MAX_CARRIER_BYTES:
+            logger.warning(
+                "trace context of %d bytes is too large to carry in a message (at most %d); not sent",
+                len(text),
+                _tracing.MAX_CARRIER_BYTES,
+            )
+            return b""
+        return text
+
+    # -- consumer ----------------------------------------------------------------
+
+    async def process(self, queue: Queue, leased: Leased, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        attributes = _attributes(queue, "process")
+        attributes[_MESSAGE_ID] = leased.mid
+        attributes[_ATTEMPT] = leased.attempt
+        parent, links = self._relations(_tracing.carrier_text(leased.payload))
+        name = f"process {queue.name}"
+        with self._tracer.start_as_current_span(
+            name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes, links=links
+        ) as span:
+            state = _Processing(span)
+            token = _processing.set(state)
+            try:
+                outcome = await run()
+            finally:
+                _processing.reset(token)
+            _record_outcome(span, outcome, state.raised)
+        return outcome
+
+    def _relations(self, text: bytes) -> tuple[Context | None, list[Link]]:
+        """The ``process`` span's parent (``None``: the current context) and links."""
+        if not text:
+            return None, []
+        creation = self._propagator.extract(_parse_carrier(text))
+        created = trace.get_current_span(creation).get_span_context()
+        if not created.is_valid:
+            return None, []
+        links = [Link(created)]
+        if not self._message_as_parent:
+            return None, links
+        # The worker's own context, if it has a span, stays reachable through a link.
+        ambient = trace.get_current_span().get_span_context()
+        if ambient.is_valid:
+            links.append(Link(ambient))
+        return creation, links
+
+    def exception(self, exc: BaseException) -> None:
+        state = _processing.get()
+        if state is not None:
+            state.raised = exc
+            state.span.record_exception(exc)
+
+
+def _attributes(queue: Queue, operation: str) -> Attributes:
+    attributes: Attributes = {
+        "messaging.system": _SYSTEM,
+        "messaging.destination.name": queue.name,
+        "messaging.operation.name": operation,
+        "messaging.operation.type": operation,
+    }
+    settings = connection_settings(queue.redis)
+    if "path" in settings:
+        attributes["server.address"] = str(settings["path"])
+    else:
+        attributes["server.address"] = str(settings.get("host", "localhost"))
+        attributes["server.port"] = int(settings.get("port", 6379))
+    return attributes
+
+
+def _record_outcome(span: Span, outcome: Outcome, raised: BaseException | None) -> None:
+    if isinstance(outcome, Failure):
+        span.set_attribute(_OUTCOME, "failure")
+    elif isinstance(outcome, Retry):
+        span.set_attribute(_OUTCOME, "retry")
+        span.add_event("retry", {} if outcome.backoff is None else {_RETRY_BACKOFF: outcome.backoff})
+    else:
+        span.set_attribute(_OUTCOME, "success")
+    if raised is not None:
+        span.set_attribute(_ERROR_TYPE, _type_name(raised))
+        span.set_status(Status(StatusCode.ERROR, f"{type(raised).__name__}: {raised}"))
+    elif isinstance(outcome, Failure):
+        span.set_attribute(_ERROR_TYPE, _FAILURE_ERROR_TYPE)
+        span.set_status(Status(StatusCode.ERROR, outcome.reason))
+
+
+def _type_name(exc: BaseException) -> str:
+    kind = type(exc)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _fits_a_line(key: str, value: str) -> bool:
+    """Whether a header can be stored as one ``key:value`` line of the carrier."""
+    return ":" not in key and "\n" not in key and "\n" not in value
+
+
+def _parse_carrier(text: bytes) -> dict[str, str]:
+    """The headers of a carrier's text; malformed lines (not ours) are skipped."""
+    headers: dict[str, str] = {}
+    for line in text.decode(errors="replace").split("\n"):
+        key, colon, value = line.partition(":")
+        if colon:
+            headers[key] = value
+    return headers
