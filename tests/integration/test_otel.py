@@ -433,3 +433,24 @@ async def test_a_users_serializer_may_write_the_carrier_mark(
     await handle(queue, handler, 1)
     assert handler.seen[0][0].content == raw
     assert len(named(exporter, f"process {queue.name}")) == (1 if traced else 0)
+
+
+async def test_handler_cancelled_by_stop_ends_its_span_with_the_error(
+    queue: Queue, exporter: InMemorySpanExporter
+) -> None:
+    """A worker stopping cancels a running handler: the process span still ends, in ERROR."""
+    started = asyncio.Event()
+
+    async def stuck(message: Message) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    await queue.enqueue("x")
+    worker = AsyncWorker(queue, stuck, monitor=None)
+    await worker.start()
+    await asyncio.wait_for(started.wait(), 10)
+    await worker.stop(timeout=0)
+    (process,) = named(exporter, f"process {queue.name}")
+    assert process.status.status_code is StatusCode.ERROR
+    assert (process.attributes or {})["error.type"] == "asyncio.exceptions.CancelledError"
+    assert [event.name for event in process.events] == ["exception"]
