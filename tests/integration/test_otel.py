@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, context as otel_context, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 from tests.conftest import QueueFactory
 from tests.helpers import eventually, lease_one
-from vermilion import AsyncWorker, Failure, Message, Queue, Retry, Success, otel
+from vermilion import AsyncWorker, Failure, Message, Queue, Retry, Success, VermilionConnectionError, otel
 from vermilion._tracing import CARRIER_MARK
 
 Outcome = Success | Retry | Failure | None
@@ -454,3 +454,35 @@ async def test_handler_cancelled_by_stop_ends_its_span_with_the_error(
     assert process.status.status_code is StatusCode.ERROR
     assert (process.attributes or {})["error.type"] == "asyncio.exceptions.CancelledError"
     assert [event.name for event in process.events] == ["exception"]
+
+
+async def test_baggage_reaches_the_handler(queue: Queue, exporter: InMemorySpanExporter) -> None:
+    """The carrier holds every header the propagator writes: baggage set by the request too."""
+    token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        await queue.enqueue("x")
+    finally:
+        otel_context.detach(token)
+    seen: list[object] = []
+
+    async def handler(message: Message) -> None:
+        seen.append(baggage.get_baggage("tenant"))
+
+    async with AsyncWorker(queue, handler, monitor=None):
+
+        async def handled() -> bool:
+            return bool(seen)
+
+        await eventually(handled)
+    assert seen == ["acme"]
+
+
+async def test_a_failed_send_is_an_error_span(exporter: InMemorySpanExporter) -> None:
+    """An enqueue that raises ends its send span in ERROR, with the exception's class."""
+    async with Queue("unreachable", "redis://127.0.0.1:1/0") as queue:
+        with pytest.raises(VermilionConnectionError):
+            await queue.enqueue("x")
+    (send,) = named(exporter, "send unreachable")
+    assert send.status.status_code is StatusCode.ERROR
+    assert (send.attributes or {})["error.type"] == "vermilion.VermilionConnectionError"
+    assert [event.name for event in send.events] == ["exception"]
