@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given, strategies as st
 
-from vermilion import JsonSerializer, MsgpackSerializer, SerializationError
+from vermilion import JsonSerializer, MsgpackSerializer, Queue, SerializationError, otel
 from vermilion._serialization import decode_payload, encode_content, encode_contents
 from vermilion._tracing import (
     CARRIER_MARK,
@@ -122,3 +122,20 @@ def test_carrier_text_is_parsed_into_headers() -> None:
         "tracestate": "a=1,b=2:3",
         "baggage": "k=v",
     }
+
+
+@pytest.mark.parametrize(
+    ("url", "server"),
+    [
+        ("redis://cache.internal:6380/2", {"server.address": "cache.internal", "server.port": 6380}),
+        ("unix:///run/redis.sock", {"server.address": "/run/redis.sock"}),
+    ],
+)
+async def test_spans_name_the_server(url: str, server: dict[str, object]) -> None:
+    """server.address and server.port come from the queue's client (no connection is made)."""
+    async with Queue("q", url) as queue:
+        assert otel._queue_attributes(queue) == {
+            "messaging.system": "vermilion",
+            "messaging.destination.name": "q",
+            **server,
+        }
