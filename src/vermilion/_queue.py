@@ -293,14 +293,16 @@ class Queue:
         return [_result(mid, reply) for (mid, _), reply in zip(messages, replies, strict=True)]
 
     async def _send(
-        self, options: EnqueueOptions, messages: list[tuple[str, bytes]], *, batch: bool = False
+        self,
+        options: EnqueueOptions,
+        messages: list[tuple[str, bytes]],
+        *,
+        batch: bool = False,
+        traced: bool = False,
     ) -> list[str]:
         hook = _tracing.hook  # vermilion.otel: spans, and the trace context in each payload
-        if hook is not None:
-            return await hook.send(self, messages, batch, lambda traced: self._send_now(options, traced))
-        return await self._send_now(options, messages)
-
-    async def _send_now(self, options: EnqueueOptions, messages: list[tuple[str, bytes]]) -> list[str]:
+        if hook is not None and not traced:
+            return await hook.send(self, messages, batch, lambda sent: self._send(options, sent, traced=True))
         try:
             return await self._connection.enqueue(self._keys, options, messages)
         except OutcomeUnknownError as exc:
