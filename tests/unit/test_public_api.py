@@ -49,6 +49,7 @@ def test_all_is_complete() -> None:
         "MigrationReport", "has_v1_keys", "migrate_queue", "scan_v1_queue_names", "v1_queue_names",
         "encode_record", "new_worker_id", "parse_record", "beat", "live_workers", "withdraw",
         "PresenceBeat", "presence_beat", "worker_key", "workers_key", "format_workers", "worker_row",
+        "WorkerObserver",
     }  # fmt: skip
     missing = {
         name for module, name, ident in public_in_modules if ident not in exported and name not in internal
