@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-log = logging.getLogger("vermilion.prometheus")
+log: logging.Logger = logging.getLogger("vermilion.prometheus")
 
 HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 """Upper bounds (seconds) of the handling-time histogram's buckets."""
@@ -83,6 +83,8 @@ class QueueCollector(Collector):
         self.timeout: float = seconds(timeout, "timeout", allow_zero=False)
         self._runner: _LoopThread | None = None
         self._client: aioredis.Redis | None = None
+        # Kept between scrapes: each checks its queue's protocol version once, not per scrape.
+        self._queues: dict[str, Queue] = {}
         self._lock = threading.Lock()  # scrapes may come from several HTTP threads at once
 
     def describe(self) -> Iterator[Metric]:
@@ -116,6 +118,7 @@ class QueueCollector(Collector):
             if self._client is not None:
                 self._runner.run(self._client.aclose(), self.timeout)
                 self._client = None
+                self._queues.clear()
             self._runner.stop()
             self._runner = None
 
@@ -140,8 +143,15 @@ class QueueCollector(Collector):
             self._client = aioredis.Redis.from_url(
                 self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout
             )
-        names: Sequence[str] = self.queues if self.queues is not None else await queue_names(self._client)
-        return [(name, await Queue(name, redis=self._client).status()) for name in names]
+        client = self._client
+        names: Sequence[str] = self.queues if self.queues is not None else await queue_names(client)
+        return [(name, await self._queue(name, client).status()) for name in names]
+
+    def _queue(self, name: str, client: aioredis.Redis) -> Queue:
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = Queue(name, redis=client)
+        return queue
 
 
 class _LoopThread:
@@ -188,39 +198,39 @@ class WorkerMetrics:
         handling_buckets: Sequence[float] = HANDLING_BUCKETS,
         queueing_buckets: Sequence[float] = QUEUEING_BUCKETS,
     ) -> None:
-        self.handled = Counter(
+        self.handled: Counter = Counter(
             "vermilion_worker_handled_messages_total",
             "Messages whose handling ended, by outcome.",
             ["queue", "outcome"],
             registry=registry,
         )
-        self.handling = Histogram(
+        self.handling: Histogram = Histogram(
             "vermilion_worker_handling_seconds",
             "Time a handler took on a message.",
             ["queue"],
             buckets=handling_buckets,
             registry=registry,
         )
-        self.queueing = Histogram(
+        self.queueing: Histogram = Histogram(
             "vermilion_worker_queueing_seconds",
             "Time from enqueue to a message's first hand-out.",
             ["queue"],
             buckets=queueing_buckets,
             registry=registry,
         )
-        self.lease_renewals = Counter(
+        self.lease_renewals: Counter = Counter(
             "vermilion_worker_lease_renewals_total",
             "Leases renewed while handlers ran.",
             ["queue"],
             registry=registry,
         )
-        self.stale_acks = Counter(
+        self.stale_acks: Counter = Counter(
             "vermilion_worker_stale_acks_total",
             "Outcomes that found their lease gone (lapsed and reclaimed, or the queue cleared).",
             ["queue"],
             registry=registry,
         )
-        self.poll_errors = Counter(
+        self.poll_errors: Counter = Counter(
             "vermilion_worker_poll_errors_total",
             "Polls that failed: Redis unreachable or refusing.",
             ["queue"],
