@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -271,3 +272,23 @@ async def test_cli_metrics_port_errors(make_queue: QueueFactory, redis_url: str,
         )
     assert run.returncode == 1, run
     assert f"vermilion: cannot serve metrics on 127.0.0.1:{port}" in run.stderr
+
+
+async def test_cli_metrics_port_without_the_extra(
+    make_queue: QueueFactory, redis_url: str, app_dir: Path, tmp_path: Path
+) -> None:
+    """Without prometheus-client (shadowed here by a package that cannot be imported): a usage error."""
+    queue = await make_queue()
+    shadow = tmp_path / "shadow" / "prometheus_client"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("No module named prometheus_client")\n')
+    env = {**os.environ, "PYTHONPATH": str(shadow.parent)}
+    run = await vermilion(
+        *["worker", "jobs.tasks:handle", "--queue", queue.name, "--metrics-port", str(free_port())],
+        url=redis_url,
+        cwd=app_dir,
+        env=env,
+    )
+    assert run.returncode == 2, run
+    assert "--metrics-port needs prometheus-client" in run.stderr
+    assert "pip install 'vermilion[prometheus]'" in run.stderr
