@@ -26,6 +26,7 @@ _OPERATIONS = (
     "clear",
     "version",
     "migrate",
+    "presence",
 )
 
 

@@ -7,9 +7,12 @@ none) and which column of ``vermilion status`` shows which ``QueueStatus`` field
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from vermilion._messages import EnqueueResult, QueueStatus
 from vermilion._migration import MigrationReport
+from vermilion._presence import WorkerPresence
 from vermilion._stats import Summary
 from vermilion._worker import WorkerStatus
 
@@ -20,7 +23,9 @@ __all__ = [
     "format_queue_statuses",
     "format_table",
     "format_worker_status",
+    "format_workers",
     "status_row",
+    "worker_row",
 ]
 
 
@@ -145,3 +150,48 @@ def format_migration(report: MigrationReport) -> str:
         return f"{report.queue}: nothing to migrate (no version-1 data)"
     n = report.moved
     return f"migrated {report.queue}: moved {n:,} message{'' if n == 1 else 's'} to protocol version 2"
+
+
+def worker_row(presence: WorkerPresence) -> dict[str, Any]:
+    """One worker's entry of ``workers --json``: every field, times as ISO 8601 UTC."""
+    row: dict[str, Any] = {}
+    for name in WorkerPresence.__dataclass_fields__:
+        value = getattr(presence, name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, Summary):
+            value = value.as_dict()
+        row[name] = value
+    return row
+
+
+def _time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_workers(queue: str, workers: Sequence[WorkerPresence]) -> str:
+    """The table of ``vermilion workers``: one line per live worker."""
+    if not workers:
+        return f"no live workers on queue {queue!r}"
+    headers = ["id", "host", "pid", "concurrency", "in flight", "success", "retry", "failure"]
+    headers += ["p50 (ms)", "p99 (ms)", "started (UTC)", "last seen (UTC)"]
+    rows = []
+    for w in workers:
+        timing = w.handling_time_ms
+        rows.append(
+            [
+                w.id,
+                w.host,
+                str(w.pid),  # an id, not a quantity: no thousands separator
+                w.concurrency,
+                w.in_flight,
+                w.counts.get("handler/success", 0),
+                w.counts.get("handler/retry", 0),
+                w.counts.get("handler/error", 0),
+                None if timing is None else float(timing.p50),
+                None if timing is None else float(timing.p99),
+                _time(w.started_at),
+                _time(w.last_seen),
+            ]
+        )
+    return format_table(headers, rows)

@@ -37,6 +37,12 @@ _ABOUT = {
         "names of the queues that have data in Redis",
         "Names of the queues that have data in Redis, sorted, one a line.",
     ),
+    "workers": (
+        "the live workers of a queue",
+        "The workers of QUEUE that announced themselves in Redis and have not lapsed: id, host, pid,"
+        " concurrency, messages in flight, outcomes so far, handling time, when they started and when"
+        " they last announced themselves. A crashed worker is listed until its record lapses.",
+    ),
     "enqueue": (
         "add one message, given as JSON",
         "Add one message. Prints 'added MID' or 'updated MID' (exit code 0), or"
@@ -97,6 +103,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
     return value
 
 
@@ -190,6 +206,18 @@ def _add_worker(commands: Any) -> None:
         help="on SIGTERM/SIGINT, wait up to S seconds for running handlers (default 30)",
     )
     worker.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs vermilion[prometheus])",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the address --metrics-port listens on (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
+    worker.add_argument(
         "--log-level",
         type=str.lower,
         choices=LOG_LEVELS,
@@ -209,6 +237,11 @@ def _add_queues(commands: Any) -> None:
     queues.add_argument(
         "--pattern", default="*", metavar="GLOB", help="only names matching this Redis glob (default *)"
     )
+
+
+def _add_workers(commands: Any) -> None:
+    workers = _queue_command(commands, "workers", _commands.list_workers)
+    workers.add_argument("queue", metavar="QUEUE")
 
 
 def _add_enqueue(commands: Any) -> None:
@@ -299,13 +332,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json",
         action="store_true",
-        help=f"{_JSON_HELP} (status, queues, enqueue, message-status, clear, migrate)",
+        help=f"{_JSON_HELP} (status, queues, workers, enqueue, message-status, clear, migrate)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_worker,
         _add_status,
         _add_queues,
+        _add_workers,
         _add_enqueue,
         _add_message_status,
         _add_clear,
