@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-LIBRARIES = ("vermilion", "arq", "saq", "taskiq", "streaq", "bullmq", "bare-list")
+LIBRARIES = ("vermilion", "arq", "saq", "taskiq", "streaq", "bullmq", "bare-list", "vermilion-observed")
 CEILING = "bare-list"
 PEERS = ("arq", "saq", "taskiq", "streaq", "bullmq")
 CONCURRENCY = 50

@@ -96,6 +96,38 @@ class Vermilion(Adapter):
             await self.worker.stop(timeout=5.0)
 
 
+class VermilionObserved(Vermilion):
+    """``vermilion`` with Prometheus worker metrics and OpenTelemetry tracing on (issue #16's
+    overhead measure): every message carries its trace context, every handling gets a
+    ``process`` span (SDK, ``BatchSpanProcessor``, an exporter that discards) and metric events."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+        from prometheus_client import CollectorRegistry
+
+        from vermilion import otel
+        from vermilion.prometheus import WorkerMetrics
+
+        class Discard(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Discard()))
+        otel.instrument(tracer_provider=provider)
+        self.metrics = WorkerMetrics(CollectorRegistry())
+
+    async def start_worker(self, on_message: OnMessage) -> None:
+        async def handle(message: Any) -> None:
+            on_message(message.content)
+
+        self.worker = self._worker_class(self.queue, handle, concurrency=CONCURRENCY)
+        self.metrics.instrument(self.worker)
+        await self.worker.start()
+
+
 class Arq(Adapter):
     """``ArqRedis.enqueue_job``; ``Worker(max_jobs=50, poll_delay=1 ms, keep_result=0)``."""
 
@@ -360,6 +392,7 @@ class BareList(Adapter):
 
 ADAPTERS: dict[str, type[Adapter]] = {
     "vermilion": Vermilion,
+    "vermilion-observed": VermilionObserved,
     "arq": Arq,
     "saq": Saq,
     "taskiq": Taskiq,

@@ -36,6 +36,8 @@ HERE = Path(__file__).resolve().parent
 DASH = "\u2013"  # en dash, for ranges
 TIMES = "\u00d7"  # multiplication sign, for ratios
 LIBRARIES = ("vermilion", "arq", "saq", "taskiq", "streaq", "bullmq", "bare-list")
+# Variants measured only when named with --only: vermilion with metrics and tracing on.
+VARIANTS = ("vermilion-observed",)
 PEERS = ("arq", "saq", "taskiq", "streaq", "bullmq")
 CEILING = "bare-list"
 MEASURES = ("enqueue", "batch", "drain", "latency", "idle", "memory", "footprint")
@@ -494,10 +496,10 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown measures: {', '.join(unknown)}")
     args.measures = [m for m in MEASURES if m in measures]
     libs = [lib for item in args.only for lib in item.split(",") if lib]
-    unknown = sorted(set(libs) - set(LIBRARIES))
+    unknown = sorted(set(libs) - set(LIBRARIES) - set(VARIANTS))
     if unknown:
         p.error(f"unknown libraries: {', '.join(unknown)}")
-    args.libs = [lib for lib in LIBRARIES if lib in libs] if libs else list(LIBRARIES)
+    args.libs = [lib for lib in (*LIBRARIES, *VARIANTS) if lib in libs] if libs else list(LIBRARIES)
     return args
 
 
