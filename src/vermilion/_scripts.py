@@ -27,6 +27,7 @@ _OPERATIONS = (
     "version",
     "migrate",
     "presence",
+    "schedule",
 )
 
 
