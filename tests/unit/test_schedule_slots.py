@@ -83,7 +83,8 @@ async def test_mids_name_the_slot_in_utc(queue: Queue) -> None:
     assert slot == datetime(2026, 12, 8, 3, tzinfo=ZoneInfo("Europe/Paris"))
     assert item.mid(slot) == "nightly-report@2026-12-08T02:00:00Z"
     assert item.mid(slot.astimezone(timezone(timedelta(hours=5)))) == "nightly-report@2026-12-08T02:00:00Z"
-    assert isinstance(item, Schedule) and item.catch_up == 1 and item.content is None
+    assert item.catch_up == 1
+    assert item.content is None
     assert repr(item) == "<Schedule 'nightly-report' '0 3 * * *' Europe/Paris on queue 'schedule-unit'>"
     with pytest.raises(TypeError, match="slot must be an aware datetime"):
         item.mid(datetime(2026, 12, 8))
