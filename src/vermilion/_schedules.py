@@ -18,8 +18,6 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime, timezone, tzinfo
 from typing import Any
 
-import anyio
-
 from ._cron import Cron, load_timezone
 from ._exceptions import ConfigurationError, VermilionError
 from ._logs import logger
@@ -136,7 +134,6 @@ class Schedule:
         """Enqueue every slot as it comes, until cancelled; Redis errors are logged and retried."""
         slots: list[int] = []
         failures = 0
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 reply = await self._send(slots)
@@ -150,18 +147,25 @@ class Schedule:
                 slots = []
                 continue
             failures = 0
-            received = loop.time()
             slots = self._cron.latest(reply.watermark_ms, reply.now_ms, self.catch_up)
-            if slots:
-                continue
-            upcoming = self._cron.next_after(max(reply.now_ms, reply.watermark_ms))
-            wait = _MAX_SLEEP if upcoming is None else min(_MAX_SLEEP, (upcoming - reply.now_ms) / 1000)
-            await asyncio.sleep(wait)
-            if upcoming is not None:
-                # The server's clock now, estimated from the last reply: the
-                # slots due then go with the next call, which checks them.
-                estimate = reply.now_ms + int((loop.time() - received) * 1000)
-                slots = self._cron.latest(reply.watermark_ms, max(estimate, upcoming), self.catch_up)
+            if not slots:
+                slots = await self._sleep_until_next(reply)
+
+    async def _sleep_until_next(self, reply: TickReply) -> list[int]:
+        """Sleep until the next slot, or five minutes at most; return the slots to send then.
+
+        The server's clock at the wake-up is estimated from the last reply; the
+        next call checks the slots against the real one.
+        """
+        loop = asyncio.get_running_loop()
+        received = loop.time()
+        upcoming = self._cron.next_after(max(reply.now_ms, reply.watermark_ms))
+        if upcoming is None or upcoming - reply.now_ms > _MAX_SLEEP * 1000:
+            await asyncio.sleep(_MAX_SLEEP)
+            return []  # only re-read the server's clock
+        await asyncio.sleep((upcoming - reply.now_ms) / 1000)
+        estimate = reply.now_ms + int((loop.time() - received) * 1000)
+        return self._cron.latest(reply.watermark_ms, max(estimate, upcoming), self.catch_up)
 
 
 def _aware(value: object, argument: str) -> datetime:
@@ -194,11 +198,24 @@ def check_schedules(schedules: Iterable[object], argument: str = "schedules") ->
 
 
 async def run_schedules(schedules: Iterable[Schedule]) -> None:
-    """Run every schedule until cancelled (or one meets a ``ConfigurationError``, which is raised)."""
-    checked = check_schedules(schedules)
-    async with anyio.create_task_group() as group:
-        for item in checked:
-            group.start_soon(item.run, name=f"vermilion-schedule-{item.name}")
+    """Run every schedule until cancelled, or until one meets a ``ConfigurationError``, raised here.
+
+    Returns at once when ``schedules`` is empty.
+    """
+    tasks = [
+        asyncio.create_task(item.run(), name=f"vermilion-schedule-{item.name}")
+        for item in check_schedules(schedules)
+    ]
+    if not tasks:
+        return
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 Supervisor = Callable[[Callable[[], Coroutine[Any, Any, None]], str], Coroutine[Any, Any, None]]

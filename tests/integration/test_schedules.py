@@ -20,7 +20,17 @@ from tests.conftest import QueueFactory
 from tests.helpers import dequeue, eventually, lease_one
 from tests.integration.test_cli import vermilion
 from tests.integration.test_worker_process import read_line
-from vermilion import AsyncWorker, Message, Queue, Schedule, ScriptError, queue_names, run_schedules, schedule
+from vermilion import (
+    AsyncWorker,
+    ConfigurationError,
+    Message,
+    Queue,
+    Schedule,
+    ScriptError,
+    queue_names,
+    run_schedules,
+    schedule,
+)
 from vermilion._keys import schedules_key
 from vermilion._scripts import SCRIPTS
 from vermilion._wire import OutcomeRequest
@@ -356,6 +366,20 @@ async def test_the_scheduler_command_refuses_bad_input(redis_url: str, args: lis
 
 
 async def test_run_schedules_refuses_a_schedule_given_alone(queue: Queue) -> None:
+    """A Schedule outside a list is refused; no schedules at all return at once."""
+    await asyncio.wait_for(run_schedules([]), 1)
     item = Schedule(queue, "alone", cron="* * * * *")
     with pytest.raises(TypeError, match="wrap the schedule in a list"):
         await run_schedules(item)  # type: ignore[arg-type]
+
+
+async def test_a_queue_vermilion_cannot_use_stops_the_schedules(make_queue: QueueFactory) -> None:
+    """Data of protocol version 1 in the queue: run_schedules raises the ConfigurationError."""
+    queue = await make_queue()
+    v1_key = f"vermilion:{{{queue.name}}}:messages"
+    await queue.redis.hset(v1_key, "m", "x")
+    try:
+        with pytest.raises(ConfigurationError, match="vermilion migrate"):
+            await asyncio.wait_for(run_schedules([schedule(queue, "old", cron="* * * * *")]), 10)
+    finally:
+        await queue.redis.delete(v1_key)

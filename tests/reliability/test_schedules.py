@@ -14,6 +14,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from tests.integration.test_schedules import (
     SCHEDULER_PROCESS,
     START,
@@ -113,3 +115,30 @@ async def test_a_scheduler_killed_with_its_call_in_flight_loses_and_doubles_no_s
         assert_consecutive_seconds(await queued_mids(queue))
         assert await audit(direct, name) == []
     await direct.aclose()
+
+
+async def test_a_scheduler_cut_off_from_redis_keeps_trying_and_catches_up(
+    fault_server: ServerFactory, fault_proxy: ProxyFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis unreachable for about three slots: warnings, capped retries, then the missed slots.
+
+    With catch_up=10 every missed second is enqueued when Redis answers again.
+    """
+    name = f"sched-{uuid.uuid4().hex[:8]}"
+    server = fault_server("redis")
+    proxy = await fault_proxy(server.port)
+    async with Queue(name, server.url) as watcher, Queue(name, proxy.url) as queue:
+        task = asyncio.create_task(run_schedules([schedule(queue, "cut", cron="* * * * * *", catch_up=10)]))
+        try:
+            await wait_for_mids(watcher, 2)
+            proxy.set_mode("reset")
+            count = len(await watcher.content())
+            await asyncio.sleep(3.0)  # the outage: slots pass with nobody to enqueue them
+            assert len(await watcher.content()) <= count + 1  # at most the call in flight at the cut
+            proxy.set_mode("pass")
+            await wait_for_mids(watcher, count + 4)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert_consecutive_seconds(await queued_mids(watcher))
+    assert any("schedule 'cut'" in r.message and "trying again" in r.message for r in caplog.records)
