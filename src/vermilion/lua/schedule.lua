@@ -22,8 +22,9 @@
 -- the slots its catch-up rule wants: passing only the latest of several missed
 -- slots skips the others for good.
 -- Invariants: every argument and key type is checked before the first write; the
--- watermark never goes backwards and never passes now; a slot is enqueued at
--- most once (after it, the watermark covers it); writes only `mids`, `ready`,
+-- watermark never goes backwards, and is only ever set to now (the first call) or
+-- to a due slot (a server clock set back leaves it ahead until the clock passes
+-- it); a slot is enqueued at most once (after it, the watermark covers it); writes only `mids`, `ready`,
 -- `notify` (one token when it made `ready` non-empty) and its own field of
 -- `schedules`. The time is the server's (TIME), or the test clock.
 
