@@ -101,7 +101,8 @@ def checker(session: nox.Session) -> None:
     """The explicit-state checker of the Lua scripts (tests/checker) at a larger bound than
     CI's W=2 M=3 D=8: depth 9 unless CHECKER_D says otherwise; CHECKER_W, CHECKER_M,
     CHECKER_VARIANTS (how many mids get every enqueue variant), CHECKER_EXTEND=1 to add
-    extend. Needs the server of the tests (VERMILION_TEST_REDIS_URL, else 127.0.0.1:6379).
+    extend, CHECKER_SLOTS (1-3) to add calls of the schedule script with that many slots.
+    Needs the server of the tests (VERMILION_TEST_REDIS_URL, else 127.0.0.1:6379).
     Not run by default: depth 9 takes about 20 minutes
     and a few GB (each level is about five times the last)."""
     session.install("-e", ".[test]")

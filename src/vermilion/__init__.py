@@ -37,6 +37,7 @@ from ._messages import (
 )
 from ._presence import WorkerPresence
 from ._queue import Queue, clear_queues, queue_names
+from ._schedules import Schedule, run_schedules, schedule
 from ._serialization import JsonSerializer, MsgpackSerializer, Serializer
 from ._stats import Summary
 from ._worker import AsyncWorker, QueueSizeMonitor, exponential_idle_backoff
@@ -65,6 +66,7 @@ __all__ = [
     "QueueStatus",
     "ReplayResult",
     "Retry",
+    "Schedule",
     "ScriptError",
     "SerializationError",
     "Serializer",
@@ -78,6 +80,8 @@ __all__ = [
     "clear_queues",
     "exponential_idle_backoff",
     "queue_names",
+    "run_schedules",
+    "schedule",
     "set_min_log_level",
 ]
 

@@ -21,6 +21,7 @@ __all__ = [
     "queue_name_in",
     "queue_name_of",
     "scan_pattern",
+    "schedules_key",
     "worker_key",
     "workers_key",
 ]
@@ -104,6 +105,11 @@ def worker_key(queue: str, worker_id: str) -> bytes:
     return f"{KEY_PREFIX}:{{{queue}}}:v{PROTOCOL_VERSION}:worker:{worker_id}".encode()
 
 
+def schedules_key(queue: str) -> bytes:
+    """The watermarks of a queue's schedules: a hash, schedule name -> ms, in the queue's slot."""
+    return f"{KEY_PREFIX}:{{{queue}}}:v{PROTOCOL_VERSION}:schedules".encode()
+
+
 def scan_pattern(pattern: str) -> str:
     """The ``SCAN MATCH`` pattern for the keys of queues whose names match a glob ``pattern``."""
     return f"{KEY_PREFIX}:{{{pattern}}}:*"
@@ -111,7 +117,8 @@ def scan_pattern(pattern: str) -> str:
 
 def queue_name_of(key: bytes) -> bytes | None:
     """The raw queue name inside a key ``SCAN`` found, or None for a key no live queue keeps."""
-    if key.endswith((b"}:v2:meta", b"}:seq")):  # kept by clear(): not a sign of a live queue
+    # Kept by clear(): not a sign of a live queue.
+    if key.endswith((b"}:v2:meta", b"}:seq", b"}:v2:schedules")):
         return None
     raw, _, part = key[len(KEY_PREFIX) + 2 :].partition(b"}")
     # Workers announce themselves on a queue before it holds anything: their

@@ -22,7 +22,7 @@ and the worker's options and status; it sends nothing to Redis itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
@@ -47,6 +47,7 @@ from ._polling import Poller, Slots
 from ._presence import new_worker_id
 from ._presence_beat import DEFAULT_PRESENCE_INTERVAL, presence_beat
 from ._queue import Queue
+from ._schedules import Schedule, ScheduleRunner
 from ._stats import Tally
 from ._transport import Channel
 from ._validation import positive_int, seconds, to_ms
@@ -100,6 +101,9 @@ class AsyncWorker:
         presence_interval: seconds between the worker's announcements in Redis
             (``Queue.workers()`` lists it; the record lapses after three
             intervals without one); ``None`` announces nothing.
+        schedules: recurring messages (:func:`vermilion.schedule`) this worker
+            enqueues while it runs, on their own queues; any number of workers
+            may run the same schedules: each slot is enqueued once.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class AsyncWorker:
         on_exception: ExceptionMapper = exception_to_failure,
         stop_timeout: float | timedelta = 30.0,
         presence_interval: float | timedelta | None = DEFAULT_PRESENCE_INTERVAL,
+        schedules: Iterable[Schedule] = (),
     ) -> None:
         if not isinstance(queue, Queue):
             raise TypeError(f"queue must be a vermilion.Queue, not {type(queue).__name__}")
@@ -134,6 +139,7 @@ class AsyncWorker:
         if not callable(on_exception):
             raise TypeError("on_exception must be callable")
         self.stop_timeout: float = seconds(stop_timeout, "stop_timeout")
+        self._schedules = ScheduleRunner(schedules)
         self._lock_ms = to_ms(self.lock_timeout)
 
         self._tally = Tally()
@@ -282,6 +288,7 @@ class AsyncWorker:
         ]
         if self._presence is not None:
             self._presence.launch(self._supervise)
+        self._schedules.launch(self._supervise)
         logger.info("worker started on queue %r (concurrency %d)", self.queue.name, self.concurrency)
 
     def _new_events(self) -> None:
@@ -338,6 +345,7 @@ class AsyncWorker:
 
     async def _stop(self, grace: float) -> None:
         self._stopping.set()
+        await self._schedules.stop()
         poll, acker, heartbeat = self._tasks
         if self._poller.waiting:
             poll.cancel()

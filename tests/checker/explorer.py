@@ -24,13 +24,13 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import hiredis
 import redis
 
-from vermilion._keys import KEY_PARTS, QueueKeys
+from vermilion._keys import KEY_PARTS, QueueKeys, schedules_key
 from vermilion._scripts import SCRIPTS
 from vermilion._wire import pack_command
 
@@ -52,6 +52,10 @@ _FAILURE = struct.Struct(">BI5sI")
 POINTER, FRESH, FRESH_WITH_LEASE = 0, 1, 2
 SUSPECT, OVERRIDES = 1, 2
 _RECORD = struct.Struct(">BB6s6sI5s7s")
+# The schedule's slots (ms), each enqueueing mid "a": a few, right after the start, so
+# that ticks reach them; one mid, so that it keeps b and c interchangeable.
+SCHEDULE_SLOTS = (START_CLOCK + 1, START_CLOCK + 2, START_CLOCK + 3)
+SCHEDULE_MID = "a"
 PARTS = KEY_PARTS
 
 
@@ -121,6 +125,7 @@ class Keys:
     version: bytes | None
     failed_bytes: int | None = None
     failed_dropped: int = 0
+    watermark: int | None = None  # of the schedule (schedule.lua), when it is explored
 
     def raw(self) -> tuple[Any, ...]:
         return (
@@ -138,6 +143,7 @@ class Keys:
             self.version,
             self.failed_bytes,
             self.failed_dropped,
+            self.watermark,
         )
 
     def live(self) -> set[str]:
@@ -220,6 +226,7 @@ class Explorer:
         with_clear: bool = True,
         with_dequeue2: bool = True,
         with_history: bool = True,
+        schedule_slots: int = 0,
         queue: str | None = None,
         client: redis.Redis | None = None,
         max_seconds: float | None = None,
@@ -235,6 +242,7 @@ class Explorer:
         self.with_clear = with_clear
         self.with_dequeue2 = with_dequeue2
         self.with_history = with_history
+        self.slots = SCHEDULE_SLOTS[:schedule_slots]
         self.max_seconds = max_seconds
         self.r = client or redis.Redis(host="127.0.0.1", port=6379)
         self.queue = queue or f"checker-{uuid.uuid4().hex[:12]}"
@@ -244,9 +252,16 @@ class Explorer:
         self.data_keys = self.all_keys[:11]
         self.clock_key = self.all_keys[11]
         self.k = dict(zip(PARTS, self.data_keys, strict=True))
+        # The schedule's watermarks are kept (dumped and restored) beside the queue's keys.
+        self.schedules_key = schedules_key(self.queue)
+        self.data_keys.append(self.schedules_key)
+        # Every script takes the queue's keys and the clock; schedule also its own key between.
+        self._queue_keys = (12, *self.all_keys)
+        self.all_keys.insert(11, self.schedules_key)
+        self._script_keys = (13, *self.all_keys)
         srcs: dict[str, bytes | str] = {
             name: SCRIPTS[name].source
-            for name in ("enqueue", "dequeue", "ack", "extend", "clear", "replay", "purge")
+            for name in ("enqueue", "dequeue", "ack", "extend", "clear", "replay", "purge", "schedule")
         }
         if sources:
             srcs.update(sources)
@@ -343,6 +358,7 @@ class Explorer:
         cmds.append(["HGETALL", k["errors"]])
         cmds.append(["LLEN", k["notify"]])
         cmds.append(["HMGET", k["meta"], "seq", "version", "failed_bytes", "failed_dropped"])
+        cmds.append(["HGET", self.schedules_key, "s"])  # last: the schedule's watermark
 
     @staticmethod
     def _decode(res: list[Any]) -> tuple[Keys, tuple[bytes | None, ...] | None]:
@@ -367,6 +383,7 @@ class Explorer:
             version=version,
             failed_bytes=None if failed_bytes is None else int(failed_bytes),
             failed_dropped=int(failed_dropped or 0),
+            watermark=None if res[-1] is None else int(res[-1]),
         )
         return keys, None
 
@@ -380,7 +397,8 @@ class Explorer:
         self._restore(restore, state.dumps, clock)
         batch = [_pack(tuple(c)) for c in restore]
         if script is not None:
-            batch.append(_pack(("EVALSHA", self.sha[script], 12, *self.all_keys, *args)))
+            counted_keys = self._script_keys if script == "schedule" else self._queue_keys
+            batch.append(_pack(("EVALSHA", self.sha[script], *counted_keys, *args)))
         batch.append(self._packed_reads)
         n_script = 0 if script is None else 1
         res = self._send(b"".join(batch), len(restore) + n_script + self._n_reads)[len(restore) :]
@@ -455,6 +473,7 @@ class Explorer:
             k.notify > 0,
             k.seq is not None,
             k.version,
+            self._schedule_fp(s),
         )
 
         def life_rel(m: str, life: int) -> int:
@@ -488,6 +507,16 @@ class Explorer:
         for m, t in k.failed.items():
             groups.setdefault(t, []).append(ren[m])
         return tuple(tuple(sorted(groups[t])) for t in sorted(groups))
+
+    def _schedule_fp(self, s: State) -> tuple[int, int] | None:
+        """How many slots are due, and how many the watermark covers (-1: none yet): the
+        script compares slots with nothing else (its own `now` becomes the first watermark,
+        which then covers exactly the slots due)."""
+        if not self.slots:
+            return None
+        wm = s.keys.watermark
+        covered = -1 if wm is None else sum(1 for t in self.slots if t <= wm)
+        return (sum(1 for t in self.slots if t <= s.clock), covered)
 
     # -- checks --
 
@@ -621,6 +650,8 @@ class Explorer:
             if len(s.keys.failed) > 1:
                 out.append(("replay-all", None))
                 out.append(("purge-all", None))
+        if self.slots:
+            out.append(("schedule", ()))
         out.append(("tick", 1))
         events = [
             v for d in (s.keys.delayed, s.keys.locks, s.keys.done) for v in d.values() if v + 1 > s.clock
@@ -772,6 +803,12 @@ class Explorer:
         elif kind in ("replay", "purge", "replay-all", "purge-all"):
             reply, keys, dumps = self.run(s, kind.removesuffix("-all"), self._history_argv(kind, arg), clock)
             label = self._after_history_op(kind, arg, reply, before, keys, model, clock)
+        elif kind == "schedule":
+            argv = ["s", "p", *(x for t in self.slots for x in (str(t), SCHEDULE_MID))]
+            reply, keys, dumps = self.run(s, "schedule", argv, clock)
+            results = [int(x) for x in reply[2:]]
+            label = f"schedule->{results} watermark={int(reply[1]) - START_CLOCK}"
+            self._after_schedule(before, keys, model, int(reply[0]), int(reply[1]), results)
         elif kind == "extend":
             w, lease = arg
             m, token, _, _ = lease
@@ -941,6 +978,33 @@ class Explorer:
                 raise Violation(f"{kind} woke no worker")
         return label
 
+    def _after_schedule(
+        self, before: Keys, keys: Keys, model: dict[str, MidModel], now: int, wm: int, results: list[int]
+    ) -> None:
+        """Each slot due (after the watermark, not after now) is enqueued if its mid is new,
+        and covered either way; any other is refused (-1). So the watermark never goes
+        backwards and a slot is enqueued at most once."""
+        old = before.watermark
+        if old is not None and wm < old:
+            raise Violation(f"the schedule's watermark went backwards: {old} -> {wm}")
+        covered = now if old is None else old
+        for t, r in zip(self.slots, results, strict=True):
+            if t <= covered or t > now:
+                if r != -1:
+                    raise Violation(f"slot {t} (watermark {covered}, now {now}) answered {r}, not -1")
+                continue
+            mm = model.get(SCHEDULE_MID, MidModel())
+            known = mm.status != "unknown"
+            if r != (0 if known else 1):
+                raise Violation(f"slot {t} of mid {SCHEDULE_MID} in model state {mm} answered {r}")
+            if r == 1:
+                model[SCHEDULE_MID] = MidModel("live", 0, False, mm.life + 1)
+            covered = t
+        if wm != covered or keys.watermark != wm:
+            raise Violation(f"watermark replied {wm}, stored {keys.watermark}, expected {covered}")
+        if 1 not in results and replace(keys, watermark=None).raw() != replace(before, watermark=None).raw():
+            raise Violation("schedule enqueued no slot yet changed the queue's keys")
+
     # -- search --
 
     def explore(self) -> Stats:
@@ -951,7 +1015,7 @@ class Explorer:
             self.r.set(self.clock_key, str(START_CLOCK))
             empty = Keys(frozenset(), (), {}, {}, {}, {}, {}, {}, {}, 0, None, None, None, 0)
             init = State(
-                tuple([None] * 11),
+                tuple([None] * len(self.data_keys)),
                 START_CLOCK,
                 empty,
                 tuple(() for _ in range(self.W)),
@@ -1018,6 +1082,7 @@ def main() -> int:
     d = int(os.environ.get("CHECKER_D", "10"))
     variants = int(os.environ.get("CHECKER_VARIANTS", "1"))
     extend = os.environ.get("CHECKER_EXTEND", "0") == "1"
+    slots = int(os.environ.get("CHECKER_SLOTS", "0"))
     print(f"exploring W={w} M={m} D={d} ...", flush=True)
     print(f"enqueue variants for {variants} mid(s), extend {'on' if extend else 'off'}", flush=True)
     url = os.environ.get("VERMILION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -1027,6 +1092,7 @@ def main() -> int:
         d,
         enqueue_variants_for=variants,
         with_extend=extend,
+        schedule_slots=slots,
         client=redis.Redis.from_url(url),
         progress=lambda st: print(f"  {st}", flush=True),
     )

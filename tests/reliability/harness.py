@@ -209,6 +209,8 @@ async def audit(client: aioredis.Redis, name: str, *, atomic: bool = False) -> l
         part = text[len(prefix) :] if text.startswith(prefix) else None
         if part is not None and (part == "workers" or part.startswith("worker:")):
             problems.extend(await presence_problems(client, text, part))
+        elif part == "schedules":
+            problems.extend(await schedule_problems(client, text))
         elif part not in KEY_PARTS:
             problems.append(f"unknown key {text!r}")
     if counts is not None:
@@ -247,6 +249,16 @@ def history_problems(
     if failed_bytes != error_bytes:
         problems.append(f"meta failed_bytes is {failed_bytes}, the failure records hold {error_bytes} bytes")
     return problems
+
+
+async def schedule_problems(client: aioredis.Redis, key: str) -> list[str]:
+    """The schedules' watermarks must be a hash of whole numbers of ms."""
+    kind = _text(await client.type(key))
+    if kind != "hash":
+        return [f"schedules key {key!r} is a {kind}"]
+    marks = await client.hgetall(key)
+    bad = {_text(name): _text(mark) for name, mark in marks.items() if not mark.isdigit()}
+    return [f"watermark of schedule {name!r} is {mark!r}" for name, mark in bad.items()]
 
 
 def layout_problems(

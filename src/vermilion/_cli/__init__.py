@@ -3,9 +3,9 @@
 ``main`` parses the arguments (:mod:`._parser`), runs the command, and turns
 what went wrong into one ``vermilion: ...`` line on stderr and an exit code
 (:mod:`._exit`). The commands live in :mod:`._commands` (queues), :mod:`._failures`
-(the failure history),
-:mod:`._serve` (``worker``) and :mod:`._demo`. It must not grow options or
-commands of its own: those belong to the modules named here.
+(the failure history), :mod:`._serve` (``worker``), :mod:`._scheduler` and
+:mod:`._demo`. It must not grow options or commands of its own: those belong to
+the modules named here.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["main"]
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    if args.command == "worker":
+    if args.command in ("worker", "scheduler"):
         level = args.log_level.upper()
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     else:

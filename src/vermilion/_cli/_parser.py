@@ -20,6 +20,7 @@ from vermilion._queue import DEFAULT_URL
 from . import _commands, _failures
 from ._demo import run_demo_command
 from ._exit import EXIT_USAGE
+from ._scheduler import run_scheduler
 from ._serve import LOG_LEVELS, run_worker
 
 __all__ = ["parse_args"]
@@ -187,6 +188,17 @@ def _with_output() -> list[argparse.ArgumentParser]:
     return [*_with_server(), output]
 
 
+def _add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default="info",
+        metavar="LEVEL",
+        help=f"one of {', '.join(LOG_LEVELS)} (default info)",
+    )
+
+
 def _add_worker(commands: Any) -> None:
     worker = _command(
         commands,
@@ -242,14 +254,39 @@ def _add_worker(commands: Any) -> None:
         metavar="HOST",
         help="the address --metrics-port listens on (default 127.0.0.1; 0.0.0.0 for every interface)",
     )
-    worker.add_argument(
-        "--log-level",
-        type=str.lower,
-        choices=LOG_LEVELS,
-        default="info",
-        metavar="LEVEL",
-        help=f"one of {', '.join(LOG_LEVELS)} (default info)",
+    _add_log_level(worker)
+
+
+def _add_scheduler(commands: Any) -> None:
+    scheduler = _command(
+        commands,
+        "scheduler",
+        run_scheduler,
+        parents=_with_server(),
+        help="enqueue a recurring message at every slot of a cron expression, until SIGTERM or SIGINT",
+        description="Enqueue JSON on QUEUE at every time slot of CRON (slot times from the Redis server's"
+        " clock), with the mid NAME@<slot in UTC>. Any number of schedulers and workers may run the"
+        " same schedule: each slot is enqueued once. A new schedule starts with its first slot after it"
+        " first runs; after downtime, the latest --catch-up missed slots are enqueued. Needs"
+        " vermilion[cron]. Logs go to stderr.",
     )
+    scheduler.add_argument("queue", metavar="QUEUE")
+    scheduler.add_argument("name", metavar="NAME", help="the schedule's name, unique per queue")
+    scheduler.add_argument(
+        "--cron", required=True, metavar="EXPR", help="five fields, or six with seconds first: '0 3 * * *'"
+    )
+    scheduler.add_argument(
+        "--content", default="null", metavar="JSON", help="each slot's content as JSON (default null)"
+    )
+    scheduler.add_argument("--tz", default="UTC", metavar="ZONE", help="the cron's time zone (default UTC)")
+    scheduler.add_argument(
+        "--catch-up",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="after downtime, enqueue at most the latest N missed slots (default 1)",
+    )
+    _add_log_level(scheduler)
 
 
 def _add_status(commands: Any) -> None:
@@ -388,6 +425,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_worker,
+        _add_scheduler,
         _add_status,
         _add_queues,
         _add_workers,
