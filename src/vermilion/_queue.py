@@ -11,12 +11,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ._clients import client_from_url, is_client
 from ._exceptions import OutcomeUnknownError, ProtocolError
 from ._keys import QueueKeys
 from ._logs import logger
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
 from ._protocol import ScriptClient
-from ._redis_internals import connection_settings, describe_client
+from ._redis_internals import RedisClient, connection_settings, describe_client
 from ._serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MsgpackSerializer,
@@ -57,13 +58,17 @@ class Queue:
     """One named queue in Redis, for producers (and the worker that serves it).
 
     Give either ``url`` (the queue then owns its client and closes it in
-    :meth:`aclose`) or ``redis``, a ``redis.asyncio.Redis`` client you own and
-    close. With neither, ``$VERMILION_URL`` or ``redis://127.0.0.1:6379/0``.
+    :meth:`aclose`) or a client you own and close (``redis``, or in place of
+    ``url``). With neither, ``$VERMILION_URL`` or ``redis://127.0.0.1:6379/0``.
 
     Args:
         name: 1-200 characters from ``A-Z a-z 0-9 _ . : -``.
-        url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
-        redis: a ``redis.asyncio.Redis`` client (decoded or not).
+        url: a ``redis://``, ``rediss://`` or ``unix://`` URL; a Redis Cluster's
+            ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://``);
+            Sentinel's ``redis+sentinel://host:port[,host:port...]/service``.
+            A client in its place is taken as ``redis``.
+        redis: a ``redis.asyncio.Redis`` client (decoded or not, Sentinel-managed
+            or not) or a ``redis.asyncio.RedisCluster``.
         serializer: how content becomes bytes; msgpack by default.
         max_payload_bytes: largest serialized content accepted, checked
             before anything is sent, and again by workers before decoding.
@@ -73,14 +78,16 @@ class Queue:
     def __init__(
         self,
         name: str,
-        url: str | None = None,
+        url: str | RedisClient | None = None,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         serializer: Serializer | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         failure_history: int = DEFAULT_FAILURE_HISTORY,
     ) -> None:
         self._name = check_queue_name(name)
+        if is_client(url) and redis is None:
+            url, redis = None, url
         if url is not None and redis is not None:
             raise ValueError("give either url or redis, not both")
         if serializer is not None and not isinstance(serializer, Serializer):
@@ -99,13 +106,13 @@ class Queue:
                 raise TypeError(f"url must be a str, not {type(url).__name__}")
             # socket_timeout=None (redis-py would default to 5 s): the transport
             # bounds each call itself, more cheaply than a timeout per write.
-            client = aioredis.Redis.from_url(
-                url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=None
-            )
+            client = client_from_url(url, connect_timeout=_CONNECT_TIMEOUT, socket_timeout=None)
             self._owns_client = True
         else:
-            if not isinstance(redis, aioredis.Redis):
-                raise TypeError(f"redis must be a redis.asyncio.Redis client, not {type(redis).__name__}")
+            if not is_client(redis):
+                raise TypeError(
+                    f"redis must be a redis.asyncio.Redis or RedisCluster client, not {type(redis).__name__}"
+                )
             client = redis
             self._owns_client = False
         self._keys = QueueKeys.for_queue(self._name)
@@ -124,7 +131,19 @@ class Queue:
 
     @property
     def redis(self) -> aioredis.Redis:
-        """The ``redis.asyncio.Redis`` client this queue uses."""
+        """The ``redis.asyncio.Redis`` client this queue uses (see :attr:`client` for a cluster).
+
+        Raises:
+            TypeError: the queue is on a Redis Cluster.
+        """
+        client = self._connection.client
+        if isinstance(client, aioredis.RedisCluster):
+            raise TypeError(f"queue {self._name!r} is on a Redis Cluster: use Queue.client")
+        return client
+
+    @property
+    def client(self) -> RedisClient:
+        """The client this queue uses: a ``redis.asyncio.Redis`` or a ``RedisCluster``."""
         return self._connection.client
 
     @property
@@ -158,8 +177,9 @@ class Queue:
                 self._name,
                 len(self._workers),
             )
-        if self._owns_client:
-            await self._connection.aclose()
+        # Closes the client only if this queue made it (a cluster's node
+        # connections are vermilion's own either way).
+        await self._connection.aclose()
 
     # -- producing ---------------------------------------------------------------
 
@@ -370,7 +390,7 @@ class Queue:
         return self._connection, self._keys
 
 
-def _call_timeout(client: aioredis.Redis) -> float:
+def _call_timeout(client: RedisClient) -> float:
     """How long a call of a client made from a URL may take: 30 s, or a shorter
     ``socket_timeout`` given in the URL (which the calls then honour as a whole)."""
     configured = connection_settings(client).get("socket_timeout")
@@ -387,10 +407,11 @@ def _result(mid: str, reply: str) -> EnqueueResult:
     raise ProtocolError(f"enqueue answered {reply!r}")
 
 
-async def queue_names(redis: aioredis.Redis, pattern: str = "*") -> list[str]:
+async def queue_names(redis: RedisClient, pattern: str = "*") -> list[str]:
     """The sorted names of the queues that have any key in Redis, matching ``pattern``.
 
     ``pattern`` is a Redis glob over queue names (``*``, ``?``, ``[abc]``).
+    On a Redis Cluster every master is scanned.
     A key that looks like vermilion's but holds no valid queue name (written by
     hand or by another tool, or not UTF-8) is skipped with a warning.
     """
@@ -399,10 +420,13 @@ async def queue_names(redis: aioredis.Redis, pattern: str = "*") -> list[str]:
     if not pattern or "{" in pattern or "}" in pattern:
         raise ValueError("pattern must be a non-empty glob without braces")
     connection = ScriptClient(redis)
-    return sorted([name async for name in connection.scan_queue_names(pattern)])
+    try:
+        return sorted([name async for name in connection.scan_queue_names(pattern)])
+    finally:
+        await connection.aclose()  # a cluster's node connections; never the user's client
 
 
-async def clear_queues(redis: aioredis.Redis, *names: str) -> int:
+async def clear_queues(redis: RedisClient, *names: str) -> int:
     """Delete every key of the named queues. Returns how many live messages were removed.
 
     Every name is checked before anything is deleted; names are exact, never patterns.
@@ -410,6 +434,9 @@ async def clear_queues(redis: aioredis.Redis, *names: str) -> int:
     checked = [check_queue_name(name) for name in names]
     connection = ScriptClient(redis)
     removed = 0
-    for name in checked:
-        removed += await connection.clear(QueueKeys.for_queue(name))
+    try:
+        for name in checked:
+            removed += await connection.clear(QueueKeys.for_queue(name))
+    finally:
+        await connection.aclose()
     return removed

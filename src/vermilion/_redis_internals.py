@@ -19,18 +19,28 @@ from __future__ import annotations
 
 import select
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
 from ._error_mapping import CONNECTION_ERRORS
 
+RedisClient: TypeAlias = "aioredis.Redis | aioredis.RedisCluster"
+"""A client vermilion accepts: one server's (plain or Sentinel-managed), or a cluster's."""
+
+# Settings of a cluster's connections that belong to its own node pools, not to
+# a connection to one node.
+_CLUSTER_ONLY_SETTINGS = ("connection_class", "max_connections", "response_callbacks")
+
 __all__ = [
+    "RedisClient",
     "Wire",
+    "cluster_seeds",
     "connection_settings",
     "describe_client",
     "new_wire",
+    "node_client",
     "pool_of",
     "pooled_wire",
     "release_pooled",
@@ -151,27 +161,57 @@ async def release_pooled(client: aioredis.Redis, wire: Wire) -> None:
     await client.connection_pool.release(wire.connection)
 
 
-def pool_of(client: aioredis.Redis) -> object:
-    """What clients that share connections have in common (their pool)."""
+def pool_of(client: RedisClient) -> object:
+    """What clients that share connections have in common (their pool; a cluster client itself)."""
+    if isinstance(client, aioredis.RedisCluster):
+        return client
     return client.connection_pool
 
 
-def connection_settings(client: aioredis.Redis) -> Mapping[str, Any]:
+def connection_settings(client: RedisClient) -> Mapping[str, Any]:
     """The keyword arguments each of the client's connections is made with."""
+    if isinstance(client, aioredis.RedisCluster):
+        return client.get_connection_kwargs()
     return client.connection_pool.connection_kwargs
 
 
-def describe_client(client: aioredis.Redis) -> str:
+async def cluster_seeds(cluster: aioredis.RedisCluster) -> list[tuple[str, int]]:
+    """The address of every node the cluster client knows (it connects first if it has not)."""
+    await cluster.initialize()
+    return [(node.host, int(node.port)) for node in cluster.get_nodes()]
+
+
+def node_client(cluster: aioredis.RedisCluster, host: str, port: int) -> aioredis.Redis:
+    """A client of one cluster node with the cluster client's connection settings
+    (credentials, TLS, timeouts), whose connections vermilion keeps itself."""
+    settings = dict(cluster.get_connection_kwargs())
+    connection_class = settings.get("connection_class") or aioredis.Connection
+    for name in _CLUSTER_ONLY_SETTINGS:
+        settings.pop(name, None)
+    settings.update(host=host, port=port)
+    pool = aioredis.ConnectionPool(connection_class=connection_class, **settings)
+    return aioredis.Redis(connection_pool=pool)
+
+
+def describe_client(client: RedisClient) -> str:
     """Where a client connects, without its password."""
     kwargs = connection_settings(client)
+    if isinstance(client, aioredis.RedisCluster):
+        tls = isinstance(kwargs.get("connection_class"), type) and issubclass(
+            kwargs["connection_class"], aioredis.SSLConnection
+        )
+        scheme = "rediss+cluster" if tls else "redis+cluster"
+        nodes = ",".join(f"{node.host}:{node.port}" for node in client.get_nodes()) or "?"
+        return f"{scheme}://{_masked_auth(kwargs)}{nodes}"
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     scheme = "rediss" if kwargs.get("ssl") or "ssl_context" in kwargs else "redis"
-    user = kwargs.get("username")
-    auth = ""
-    if kwargs.get("password") is not None:
-        auth = f"{user or ''}:***@"
-    elif user:
-        auth = f"{user}@"
     host = kwargs.get("host", "localhost")
-    return f"{scheme}://{auth}{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    return f"{scheme}://{_masked_auth(kwargs)}{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def _masked_auth(kwargs: Mapping[str, Any]) -> str:
+    user = kwargs.get("username")
+    if kwargs.get("password") is not None:
+        return f"{user or ''}:***@"
+    return f"{user}@" if user else ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
@@ -23,7 +23,7 @@ from ._logs import logger
 from ._redis_internals import Wire, new_wire, pooled_wire, release_pooled
 from ._wire import pack_command
 
-__all__ = ["Channel", "Transport"]
+__all__ = ["Channel", "Sender", "Transport"]
 
 # A blocked BLPOP gets this much longer than its own timeout before the
 # connection is declared dead.
@@ -105,8 +105,36 @@ class Channel:
     def __init__(self, wire: Wire) -> None:
         self.wire = wire
 
+    async def disconnect(self) -> None:
+        """Drop the connection (and its read buffer); the next call connects again."""
+        await self.wire.disconnect()
+
     async def aclose(self) -> None:
         await self.wire.disconnect()
+
+
+class Sender(Protocol):
+    """What :mod:`._protocol` sends through: one server's :class:`Transport`, or a
+    cluster's router (:class:`._cluster.ClusterTransport`), which picks the node
+    that owns ``route``'s slot."""
+
+    async def run(
+        self,
+        command: Sequence[Any] | bytes,
+        *,
+        replayable: bool,
+        read_timeout: float | None = None,
+        channel: Channel | None = None,
+        route: bytes | None = None,
+    ) -> Any: ...
+
+    def open_channel(self) -> Channel: ...
+
+    async def primaries(self) -> Sequence[Sender]:
+        """One sender per master, for commands every master must run (SCAN)."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class Transport:
@@ -137,10 +165,12 @@ class Transport:
         replayable: bool,
         read_timeout: float | None = None,
         channel: Channel | None = None,
+        route: bytes | None = None,
     ) -> Any:
         """Send ``command`` and return its reply, with redis-py's errors translated.
 
-        A call that failed before it left is never "maybe ran". One that may
+        ``route`` (a key the command touches) matters to a cluster only: one
+        server owns every key. A call that failed before it left is never "maybe ran". One that may
         have run is repeated once if ``replayable``, else raises
         :class:`OutcomeUnknownError`. A failed connect is not repeated at once.
         """
@@ -249,10 +279,15 @@ class Transport:
         """A connection of its own, outside the pool, for one caller's calls in sequence."""
         return Channel(new_wire(self.client))
 
+    async def primaries(self) -> Sequence[Transport]:
+        return [self]
+
     async def aclose(self) -> None:
+        """Close the connections this transport made, and the client if it owns it."""
         self._deadlines.cancel()
         made, self._made, self._idle = self._made, set(), []
         with translate_errors():
             for wire in made:
                 await wire.disconnect()
-            await self.client.aclose()
+            if self._owns_client:
+                await self.client.aclose()
