@@ -36,6 +36,7 @@ _CLUSTER_ONLY_SETTINGS = ("connection_class", "max_connections", "response_callb
 __all__ = [
     "RedisClient",
     "Wire",
+    "close_client",
     "cluster_seeds",
     "connection_settings",
     "describe_client",
@@ -203,11 +204,36 @@ def describe_client(client: RedisClient) -> str:
         scheme = "rediss+cluster" if tls else "redis+cluster"
         nodes = ",".join(f"{node.host}:{node.port}" for node in client.get_nodes()) or "?"
         return f"{scheme}://{_masked_auth(kwargs)}{nodes}"
+    sentinels = _sentinel_addresses(client)
+    if sentinels is not None:
+        return f"redis+sentinel://{_masked_auth(kwargs)}{sentinels}"
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     scheme = "rediss" if kwargs.get("ssl") or "ssl_context" in kwargs else "redis"
     host = kwargs.get("host", "localhost")
     return f"{scheme}://{_masked_auth(kwargs)}{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+async def close_client(client: aioredis.Redis) -> None:
+    """Close a client vermilion made, and the clients of the Sentinels it asks, if any."""
+    await client.aclose()
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
+def _sentinel_addresses(client: aioredis.Redis) -> str | None:
+    """``host:port,.../service`` of a Sentinel-managed client; None for any other."""
+    pool = client.connection_pool
+    service = getattr(pool, "service_name", None)
+    manager = getattr(pool, "sentinel_manager", None)
+    if service is None or manager is None:
+        return None
+    hosts = []
+    for sentinel in manager.sentinels:
+        settings = sentinel.connection_pool.connection_kwargs
+        hosts.append(f"{settings.get('host', '?')}:{settings.get('port', '?')}")
+    return f"{','.join(hosts)}/{service}"
 
 
 def _masked_auth(kwargs: Mapping[str, Any]) -> str:

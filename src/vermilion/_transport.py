@@ -20,7 +20,7 @@ import redis.exceptions as redis_errors
 from ._error_mapping import CONNECTION_ERRORS, translate_errors, translated
 from ._exceptions import OutcomeUnknownError
 from ._logs import logger
-from ._redis_internals import Wire, new_wire, pooled_wire, release_pooled
+from ._redis_internals import Wire, close_client, new_wire, pooled_wire, release_pooled
 from ._wire import pack_command
 
 __all__ = ["Channel", "Sender", "Transport"]
@@ -290,4 +290,4 @@ class Transport:
             for wire in made:
                 await wire.disconnect()
             if self._owns_client:
-                await self.client.aclose()
+                await close_client(self.client)

@@ -10,9 +10,11 @@ ever signalled, by their own handle.
 
 from __future__ import annotations
 
+import json
 import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -20,9 +22,14 @@ import redis
 
 from tests.reliability.servers import FaultServer, binary
 
-__all__ = ["LocalCluster", "LocalSentinels", "server_kind", "wait_until"]
+__all__ = ["LocalCluster", "LocalSentinels", "command", "report", "server_kind", "wait_until"]
 
 SLOTS = 16384
+
+
+def report(name: str, figures: Mapping[str, object]) -> None:
+    """Print a test's measured figures (shown with ``pytest -s``; the docs quote them)."""
+    sys.stderr.write(f"\n{name}: {json.dumps(figures)}\n")
 
 
 def server_kind() -> str:
@@ -264,10 +271,10 @@ class LocalSentinels(_Deployment):
                 state = command(sentinel.port, "SENTINEL", "MASTER", self.service)
             except redis.RedisError:
                 return False
-            fields = dict(zip(state[::2], state[1::2], strict=True))
-            if int(fields[b"num-other-sentinels"]) < len(self.sentinels) - 1:
+            # redis-py makes a dict of the reply (bytes keys and values here).
+            if int(state[b"num-other-sentinels"]) < len(self.sentinels) - 1:
                 return False
-            if int(fields[b"num-slaves"]) < len(self.replicas):
+            if int(state[b"num-slaves"]) < len(self.replicas):
                 return False
         return True
 
