@@ -105,6 +105,7 @@ class ClusterTransport:
         read_timeout: float | None = None,
         channel: Channel | None = None,
         route: bytes | None = None,
+        then: bytes | None = None,
     ) -> Any:
         """Send ``command`` to the master of ``route``'s slot (any master without one)."""
         packed = command if isinstance(command, bytes) else pack_command(command)
@@ -120,9 +121,11 @@ class ClusterTransport:
             node = self._node(address)
             try:
                 if asking is not None:
-                    return await self._run_asking(node, packed, replayable, read_timeout)
+                    return await self._run_asking(node, packed, replayable, read_timeout, then)
                 sub = channel.on(address, node) if isinstance(channel, ClusterChannel) else None
-                return await node.run(packed, replayable=replayable, read_timeout=read_timeout, channel=sub)
+                return await node.run(
+                    packed, replayable=replayable, read_timeout=read_timeout, channel=sub, then=then
+                )
             except ScriptError as exc:
                 refusal = exc.__cause__
                 if isinstance(refusal, redis_errors.AskError) and redirects < _MAX_REDIRECTS:
@@ -165,13 +168,20 @@ class ClusterTransport:
                 raise
 
     async def _run_asking(
-        self, node: Transport, packed: bytes, replayable: bool, read_timeout: float | None
+        self,
+        node: Transport,
+        packed: bytes,
+        replayable: bool,
+        read_timeout: float | None,
+        then: bytes | None,
     ) -> Any:
         """ASKING then the command on one connection: the importing node serves it once."""
         channel = node.open_channel()
         try:
             await node.run(_ASKING, replayable=True, channel=channel)
-            return await node.run(packed, replayable=replayable, read_timeout=read_timeout, channel=channel)
+            return await node.run(
+                packed, replayable=replayable, read_timeout=read_timeout, channel=channel, then=then
+            )
         finally:
             await channel.aclose()
 

@@ -12,12 +12,13 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ._clients import client_from_url, is_client
-from ._exceptions import OutcomeUnknownError, ProtocolError
+from ._exceptions import OutcomeUnknownError, ProtocolError, ReplicationError
 from ._keys import QueueKeys
 from ._logs import logger
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
 from ._protocol import ScriptClient
 from ._redis_internals import RedisClient, connection_settings, describe_client
+from ._replication import DEFAULT_REPLICA_TIMEOUT, Replication, replication_for
 from ._serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MsgpackSerializer,
@@ -73,6 +74,9 @@ class Queue:
         max_payload_bytes: largest serialized content accepted, checked
             before anything is sent, and again by workers before decoding.
         failure_history: how many failed messages the queue remembers.
+        replicas: enqueues (and the acks of this queue's workers) wait until
+            this many replicas have the write (``WAIT``); 0 waits for none.
+        replica_timeout: how long that wait may take, in seconds (at most 10).
     """
 
     def __init__(
@@ -84,6 +88,8 @@ class Queue:
         serializer: Serializer | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         failure_history: int = DEFAULT_FAILURE_HISTORY,
+        replicas: int = 0,
+        replica_timeout: float | timedelta = DEFAULT_REPLICA_TIMEOUT,
     ) -> None:
         self._name = check_queue_name(name)
         if is_client(url) and redis is None:
@@ -99,6 +105,7 @@ class Queue:
         if failure_history < 0:
             raise ValueError("failure_history must not be negative")
         self.failure_history: int = failure_history
+        replication = replication_for(replicas, replica_timeout)
         if redis is None:
             if url is None:
                 url = os.environ.get("VERMILION_URL") or DEFAULT_URL
@@ -121,6 +128,7 @@ class Queue:
             timeout=_call_timeout(client) if self._owns_client else None,
             owns_client=self._owns_client,
         )
+        self._connection.replication = replication
         # Running workers on this queue, so that aclose() can warn about them.
         self._workers: set[Any] = set()
 
@@ -232,6 +240,8 @@ class Queue:
         can_update: bool = False,
         can_requeue: bool = False,
         reset_delay: bool = False,
+        replicas: int | None = None,
+        replica_timeout: float | timedelta | None = None,
     ) -> EnqueueResult:
         """Add a message, or update / requeue / refuse it if its ``mid`` is busy.
 
@@ -245,6 +255,8 @@ class Queue:
                 window, handle the new content again once that ends.
             reset_delay: if the mid is still queued, restart its delay from now
                 (debouncing).
+            replicas: this call's own ``replicas`` (the queue's by default).
+            replica_timeout: this call's own ``replica_timeout`` (the queue's by default).
 
         Returns:
             ``EnqueueResult``: ``ok`` with ``action`` ``"added"``/``"updated"``, or
@@ -254,6 +266,8 @@ class Queue:
             TypeError, ValueError, SerializationError: bad arguments; nothing was sent.
             OutcomeUnknownError: the connection failed after sending; check
                 ``message_status(mid)``.
+            ReplicationError: stored on the master, but fewer than ``replicas``
+                replicas confirmed it in time: it may be lost on failover.
         """
         options = self._options(
             delay=delay,
@@ -263,7 +277,9 @@ class Queue:
             reset_delay=reset_delay,
         )
         message = self._message(content, mid, "content", "mid")
-        (reply,) = await self._send(options, [message])
+        (reply,) = await self._send(
+            options, [message], replication_for(replicas, replica_timeout, self._replicated)
+        )
         return _result(message[0], reply)
 
     async def enqueue_many(
@@ -276,6 +292,8 @@ class Queue:
         can_update: bool = False,
         can_requeue: bool = False,
         reset_delay: bool = False,
+        replicas: int | None = None,
+        replica_timeout: float | timedelta | None = None,
     ) -> list[EnqueueResult]:
         """Enqueue many messages in one round trip and one atomic script call.
 
@@ -308,12 +326,23 @@ class Queue:
             ]
         payloads = encode_contents(self.serializer, items, self.max_payload_bytes, "contents")
         messages = list(zip(mid_list, payloads, strict=True))
-        replies = await self._send(options, messages)
+        replies = await self._send(
+            options, messages, replication_for(replicas, replica_timeout, self._replicated)
+        )
         return [_result(mid, reply) for (mid, _), reply in zip(messages, replies, strict=True)]
 
-    async def _send(self, options: EnqueueOptions, messages: list[tuple[str, bytes]]) -> list[str]:
+    @property
+    def _replicated(self) -> Replication | None:
+        return self._connection.replication
+
+    async def _send(
+        self, options: EnqueueOptions, messages: list[tuple[str, bytes]], replication: Replication | None
+    ) -> list[str]:
         try:
-            return await self._connection.enqueue(self._keys, options, messages)
+            return await self._connection.enqueue(self._keys, options, messages, replication)
+        except ReplicationError as exc:
+            exc.results = [_result(mid, reply) for (mid, _), reply in zip(messages, exc.replies, strict=True)]
+            raise
         except OutcomeUnknownError as exc:
             # Random mids were made here: the caller needs them to check.
             exc.mids = tuple(mid for mid, _ in messages)

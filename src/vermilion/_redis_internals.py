@@ -139,6 +139,33 @@ class Wire:
             return await self.connection.read_response(disable_decoding=True)
         return await self.connection.read_response(disable_decoding=True, timeout=read_timeout)
 
+    async def exchange_pair(self, first: bytes, second: bytes, *, with_settings: bool) -> tuple[Any, Any]:
+        """Write two packed commands in one packet and read both replies (undecoded).
+
+        An error reply to either is raised only once both are read, so that
+        the connection stays in step. ``with_settings`` as for :meth:`exchange_with_settings`.
+        """
+        writer = getattr(self.connection, "_writer", None)
+        parser = getattr(self.connection, "_parser", None)
+        if with_settings or writer is None or parser is None:
+            await self.connection.send_packed_command(first + second)
+            replies = [await self._read_any() for _ in range(2)]
+        else:
+            writer.write(first + second)
+            await writer.drain()
+            replies = [await parser.read_response(disable_decoding=True) for _ in range(2)]
+        for reply in replies:
+            if isinstance(reply, redis_errors.ResponseError):
+                raise reply
+        return replies[0], replies[1]
+
+    async def _read_any(self) -> Any:
+        """One reply through redis-py's public read, an error reply returned rather than raised."""
+        try:
+            return await self.connection.read_response(disable_decoding=True)
+        except redis_errors.ResponseError as error:
+            return error
+
     def abort(self) -> bool:
         """Close the socket at once; False while there is none (still connecting)."""
         writer = getattr(self.connection, "_writer", None)

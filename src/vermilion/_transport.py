@@ -126,6 +126,7 @@ class Sender(Protocol):
         read_timeout: float | None = None,
         channel: Channel | None = None,
         route: bytes | None = None,
+        then: bytes | None = None,
     ) -> Any: ...
 
     def open_channel(self) -> Channel: ...
@@ -166,11 +167,15 @@ class Transport:
         read_timeout: float | None = None,
         channel: Channel | None = None,
         route: bytes | None = None,
+        then: bytes | None = None,
     ) -> Any:
         """Send ``command`` and return its reply, with redis-py's errors translated.
 
         ``route`` (a key the command touches) matters to a cluster only: one
-        server owns every key. A call that failed before it left is never "maybe ran". One that may
+        server owns every key. ``then``, a packed command sent right behind
+        it on the same connection (``WAIT``), makes the reply a pair.
+
+        A call that failed before it left is never "maybe ran". One that may
         have run is repeated once if ``replayable``, else raises
         :class:`OutcomeUnknownError`. A failed connect is not repeated at once.
         """
@@ -178,7 +183,7 @@ class Transport:
         attempts = 2 if replayable else 1
         for attempt in range(1, attempts + 1):
             try:
-                return await self._send_once(packed, read_timeout, channel)
+                return await self._send_once(packed, read_timeout, channel, then)
             except _MaybeSent as maybe:
                 error = maybe.error
                 if not replayable:
@@ -193,7 +198,11 @@ class Transport:
         raise AssertionError("unreachable")
 
     async def _send_once(
-        self, command: bytes, read_timeout: float | None = None, channel: Channel | None = None
+        self,
+        command: bytes,
+        read_timeout: float | None = None,
+        channel: Channel | None = None,
+        then: bytes | None = None,
     ) -> Any:
         """Send one packed command and read its reply, never re-sending.
 
@@ -221,7 +230,9 @@ class Transport:
                 if not wire.is_connected:
                     await wire.connect()
                 sent = True
-                if self._owns_client:
+                if then is not None:
+                    reply = await wire.exchange_pair(command, then, with_settings=not self._owns_client)
+                elif self._owns_client:
                     reply = await wire.exchange(command)
                 else:
                     beyond = None if read_timeout is None or limit is None else limit + _PAST_THE_DEADLINE

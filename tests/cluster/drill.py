@@ -15,7 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.helpers import eventually
-from vermilion import AsyncWorker, Message, OutcomeUnknownError, Queue, VermilionConnectionError
+from vermilion import (
+    AsyncWorker,
+    Message,
+    OutcomeUnknownError,
+    Queue,
+    ReplicationError,
+    VermilionConnectionError,
+)
 
 
 class FailoverDrill:
@@ -25,6 +32,7 @@ class FailoverDrill:
         self.enqueue_options = enqueue_options
         self.acknowledged: list[str] = []
         self.unknown: list[str] = []
+        self.unconfirmed: list[str] = []
         self.handled: Counter[str] = Counter()
         self.killed_at: float | None = None
         self.recovered_at: float | None = None
@@ -40,6 +48,9 @@ class FailoverDrill:
                 result = await self.queue.enqueue(index, mid=mid, **self.enqueue_options)
             except OutcomeUnknownError:
                 self.unknown.append(mid)  # may or may not be stored: not counted as acknowledged
+                return
+            except ReplicationError:
+                self.unconfirmed.append(mid)  # stored on the master only: not acknowledged either
                 return
             except VermilionConnectionError:
                 await asyncio.sleep(0.05)  # never sent: safe to send again
@@ -59,8 +70,11 @@ class FailoverDrill:
         status = await self.queue.status()
         return status.nqueued + status.nlocked + status.nbackoff == 0
 
-    async def run(self, kill: Callable[[], None]) -> dict[str, float]:
-        """Produce and drain; ``kill`` the master once a fifth of the messages were handled."""
+    async def run(
+        self, kill: Callable[[], None], revive: Callable[[], None] | None = None
+    ) -> dict[str, float]:
+        """Produce and drain; ``kill`` the master once a fifth of the messages were handled,
+        and ``revive`` it (as a replica of the new master) two seconds later."""
         worker = AsyncWorker(
             self.queue, self._handle, concurrency=8, monitor=None, idle_backoff=0.05, lock_timeout=3
         )
@@ -71,12 +85,16 @@ class FailoverDrill:
             )
             kill()
             self.killed_at = time.monotonic()
+            if revive is not None:
+                await asyncio.sleep(2)
+                await asyncio.to_thread(revive)
             await asyncio.wait_for(producing, 90)
             await eventually(self._drained, 60, interval=0.1, what="the queue drained on the new master")
         assert self.recovered_at is not None, "no enqueue was acknowledged after the kill"
         return {
             "acknowledged": len(self.acknowledged),
             "unknown": len(self.unknown),
+            "unconfirmed": len(self.unconfirmed),
             "lost": len(set(self.acknowledged) - set(self.handled)),
             "duplicated": sum(1 for times in self.handled.values() if times > 1),
             "recovery_s": round(self.recovered_at - self.killed_at, 2),

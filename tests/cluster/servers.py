@@ -11,6 +11,7 @@ ever signalled, by their own handle.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -33,6 +34,9 @@ def report(name: str, figures: Mapping[str, object]) -> None:
 
 
 def server_kind() -> str:
+    """redis-server, unless the run is the embedded Valkey's (as CI's second run) or it is missing."""
+    if os.environ.get("VERMILION_TEST_SERVER") == "embedded" and binary("valkey"):
+        return "valkey"
     return "redis" if binary("redis") else "valkey"
 
 
@@ -88,11 +92,20 @@ class _Deployment:
     """Servers started together: a failed start stops what it had started."""
 
     def start(self) -> None:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
+        # Free ports are picked before the servers bind them (a cluster's bus
+        # ports too, inside the ephemeral range): a port taken in between
+        # fails the start, which is then made once more on fresh ports.
+        for attempt in (1, 2):
+            try:
+                self._start()
+                return
+            except RuntimeError:
+                self.stop()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
 
     def _start(self) -> None:
         raise NotImplementedError
@@ -235,11 +248,18 @@ class LocalSentinels(_Deployment):
     def __init__(self, service: str = "vermilion", replicas: int = 2, sentinels: int = 3) -> None:
         self.kind = server_kind()
         self.service = service
+        self._counts = (replicas, sentinels)
+        self._new_servers()
+
+    def _new_servers(self) -> None:
+        replicas, sentinels = self._counts
         self.master = FaultServer(self.kind)
         self.replicas = [FaultServer(self.kind) for _ in range(replicas)]
         self.sentinels: list[FaultServer] = [_SentinelServer(self.kind) for _ in range(sentinels)]
 
     def _start(self) -> None:
+        if self.master.process is None and not self.master.dir.exists():  # a second attempt
+            self._new_servers()
         self.master.start()
         for replica in self.replicas:
             replica.config["replicaof"] = f"127.0.0.1 {self.master.port}"

@@ -47,7 +47,7 @@ def test_all_is_complete() -> None:
         "Poller", "Slots", "Tally", "as_delay_function", "error_backoff", "exception_to_failure",
         "user_delay", "describe_client", "LeaseKey",
         "ClusterChannel", "ClusterTransport", "Sender", "client_from_url", "cluster_seeds", "is_client",
-        "node_client", "close_client",
+        "node_client", "close_client", "Replication", "replication_for",
         "MigrationReport", "has_v1_keys", "migrate_queue", "scan_v1_queue_names", "v1_queue_names",
     }  # fmt: skip
     missing = {
