@@ -75,7 +75,9 @@ def _host_port(scheme: str, item: str) -> tuple[str, int]:
 def _cluster(scheme: str, rest: str, connect_timeout: float, socket_timeout: float | None) -> RedisClient:
     credentials, hosts, path = _split(scheme, rest)
     if path not in ([], ["0"]):
-        raise ValueError(f"a Redis Cluster has database 0 only; the URL names /{'/'.join(path)}")
+        raise ValueError(
+            f"{scheme}:// URLs name database 0 only (a Redis Cluster has no other), not /{'/'.join(path)}"
+        )
     return aioredis.RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in hosts],
         ssl=scheme == "rediss+cluster",

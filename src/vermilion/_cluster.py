@@ -19,6 +19,7 @@ only through :mod:`._redis_internals`.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,6 +78,24 @@ class ClusterChannel(Channel):
             await channel.aclose()
 
 
+class _BusyWait:
+    """The growing pauses between tries of a call the cluster refused for now, for a bounded time."""
+
+    def __init__(self) -> None:
+        self._until: float | None = None
+        self._pause = _FIRST_BUSY_PAUSE
+
+    async def wait(self) -> bool:
+        """Pause before the next try; False once the time is up."""
+        now = asyncio.get_running_loop().time()
+        self._until = self._until or now + _BUSY_WAIT
+        if now >= self._until:
+            return False
+        await asyncio.sleep(self._pause)
+        self._pause = min(_LONGEST_BUSY_PAUSE, self._pause * 2)
+        return True
+
+
 class ClusterTransport:
     """Sends each command to the master of its route's slot, following redirections."""
 
@@ -94,6 +113,8 @@ class ClusterTransport:
         self._stale = False
         self._refresh_lock = asyncio.Lock()
         self._slots: dict[bytes, int] = {}
+        # How often each redirection or refusal was followed (for tests and debugging).
+        self.followed: Counter[str] = Counter()
 
     # -- sending ---------------------------------------------------------------
 
@@ -107,15 +128,18 @@ class ClusterTransport:
         route: bytes | None = None,
         then: bytes | None = None,
     ) -> Any:
-        """Send ``command`` to the master of ``route``'s slot (any master without one)."""
+        """Send ``command`` to the master of ``route``'s slot (any master without one).
+
+        Sent again only after a reply that proves it did not run (MOVED, ASK,
+        TRYAGAIN, CLUSTERDOWN), or after a connection that failed before it
+        was sent (or on a replay-safe call) when the slot has a new master.
+        """
         packed = command if isinstance(command, bytes) else pack_command(command)
         slot = None if route is None else self._slot(route)
         redirects = 0
         asking: str | None = None
-        moved_after_failure = False
-        loop = asyncio.get_running_loop()
-        busy_until: float | None = None
-        pause = _FIRST_BUSY_PAUSE
+        failed_over = False
+        busy = _BusyWait()
         while True:
             address = asking or await self._owner(slot)
             node = self._node(address)
@@ -126,46 +150,53 @@ class ClusterTransport:
                 return await node.run(
                     packed, replayable=replayable, read_timeout=read_timeout, channel=sub, then=then
                 )
-            except ScriptError as exc:
-                refusal = exc.__cause__
-                if isinstance(refusal, redis_errors.AskError) and redirects < _MAX_REDIRECTS:
-                    # MOVED and ASK prove the command did not run: following them is safe.
-                    redirects += 1
-                    target = f"{refusal.host}:{refusal.port}"
-                    if isinstance(refusal, redis_errors.MovedError):
-                        self._moved(refusal.slot_id, target)
-                        asking = None
-                    else:
-                        asking = target
-                    continue
-                if not isinstance(refusal, (redis_errors.TryAgainError, redis_errors.ClusterDownError)):
-                    raise
-                # Refused without running: a slot half migrated, or a failover under way.
-                now = loop.time()
-                busy_until = busy_until or now + _BUSY_WAIT
-                if now >= busy_until:
-                    raise
-                if isinstance(refusal, redis_errors.ClusterDownError):
-                    self._stale = True
-                # The wait is bounded by time: a slot half migrated answers ASK
-                # then TRYAGAIN until the move is done.
-                asking = None
-                redirects = 0
-                await asyncio.sleep(pause)
-                pause = min(_LONGEST_BUSY_PAUSE, pause * 2)
+            except OutcomeUnknownError:
+                # It may have run: never sent again, wherever the slot is now.
+                self._stale = True
+                raise
             except VermilionConnectionError:
                 # Never sent, or safe to repeat: one more try if the slot has a
                 # new master (a failover), never more.
                 self._stale = True
-                if slot is None or asking is not None or moved_after_failure:
+                if slot is None or asking is not None or failed_over:
                     raise
-                moved_after_failure = True
+                failed_over = True
                 if await self._owner(slot) == address:
                     raise
-                logger.info("Redis Cluster slot %d moved to a new master after a failed connection", slot)
-            except OutcomeUnknownError:
-                self._stale = True
-                raise
+                self.followed["failover"] += 1
+                logger.info("Redis Cluster slot %d has a new master after a failed connection", slot)
+            except ScriptError as exc:
+                refusal = exc.__cause__
+                if isinstance(refusal, redis_errors.AskError) and redirects < _MAX_REDIRECTS:
+                    redirects += 1
+                    asking = self._redirect(refusal)
+                    continue
+                if not isinstance(refusal, (redis_errors.TryAgainError, redis_errors.ClusterDownError)):
+                    raise
+                kind = "tryagain" if isinstance(refusal, redis_errors.TryAgainError) else "clusterdown"
+                self.followed[kind] += 1
+                self._stale = self._stale or kind == "clusterdown"
+                if not await busy.wait():
+                    raise VermilionConnectionError(
+                        f"the Redis Cluster refused the call for {_BUSY_WAIT:g} s ({refusal}); it did not run"
+                    ) from exc
+                # A slot half migrated answers ASK then TRYAGAIN until the move
+                # is done: the redirections are bounded by the wait's time.
+                asking = None
+                redirects = 0
+
+    def _redirect(self, refusal: redis_errors.AskError) -> str | None:
+        """Follow MOVED (the map changes) or ASK (this call only); the node for ASKING, if any.
+
+        Both prove the command did not run, so sending it there is safe.
+        """
+        target = f"{refusal.host}:{refusal.port}"
+        if isinstance(refusal, redis_errors.MovedError):
+            self.followed["moved"] += 1
+            self._moved(refusal.slot_id, target)
+            return None
+        self.followed["ask"] += 1
+        return target
 
     async def _run_asking(
         self,

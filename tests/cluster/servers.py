@@ -298,6 +298,32 @@ class LocalSentinels(_Deployment):
                 return False
         return True
 
+    def settled(self) -> bool:
+        """The current master has every running replica attached and in sync (as after a
+        failover, once the Sentinels have reconfigured the replicas)."""
+        try:
+            master = self.master_port()
+            info = _sync(master).info("replication")
+        except (redis.RedisError, RuntimeError):
+            return False
+        running = [s for s in [self.master, *self.replicas] if s.process is not None and s.port != master]
+        links = [_sync(s.port).info("replication").get("master_link_status") for s in running]
+        return int(info.get("connected_slaves", 0)) == len(running) and all(link == "up" for link in links)
+
+    def planned_failover(self) -> None:
+        """``SENTINEL FAILOVER``, once no failover is in progress any more (``INPROG``)."""
+
+        def accepted() -> bool:
+            try:
+                command(self.sentinels[0].port, "SENTINEL", "FAILOVER", self.service)
+            except redis.ResponseError as exc:
+                if "INPROG" not in str(exc):
+                    raise
+                return False
+            return True
+
+        wait_until(accepted, 30, "the Sentinels to accept a failover")
+
     def master_port(self) -> int:
         for sentinel in self.sentinels:
             try:

@@ -8,14 +8,18 @@ master has no replica yet answer ReplicationError (unconfirmed, not lost).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode
 
 from tests.cluster.conftest import names_on_every_master, slot_of
 from tests.cluster.drill import FailoverDrill
-from tests.cluster.servers import LocalCluster, report
-from vermilion import Queue
+from tests.cluster.servers import LocalCluster, report, wait_until
+from tests.helpers import eventually
+from vermilion import OutcomeUnknownError, Queue, VermilionConnectionError
 
 pytestmark = pytest.mark.slow
 
@@ -52,3 +56,42 @@ async def test_a_master_killed_during_a_drain_and_enqueues(own_cluster: LocalClu
             assert figures["lost"] <= figures["acknowledged"] // 100
         assert figures["recovery_s"] < 15
         await queue.clear()
+
+
+async def test_an_enqueue_lost_in_a_failover_is_never_sent_to_the_new_master(
+    own_cluster: LocalCluster,
+) -> None:
+    """The master stops (SIGSTOP) with an enqueue sent to it; the call's deadline passes and the
+    replica takes over. The enqueue raises OutcomeUnknownError and is not re-sent to the new
+    master: the message is not there, and the same mid enqueued again is added, not refused."""
+    cluster = own_cluster
+    name = names_on_every_master(cluster)[0]
+    victim = cluster.master_of(slot_of(name))
+    client = aioredis.RedisCluster(
+        startup_nodes=[ClusterNode("127.0.0.1", cluster.master_ports()[1])], socket_timeout=2
+    )
+    try:
+        async with Queue(name, client) as queue:
+            assert (await queue.enqueue("before", mid="before")).ok
+            cluster.server(victim).pause()
+            try:
+                with pytest.raises(OutcomeUnknownError):
+                    await queue.enqueue("lost", mid="lost")
+                await asyncio.to_thread(
+                    wait_until, lambda: cluster.master_of(slot_of(name)) != victim, 30, "a failover"
+                )
+
+                async def answers() -> bool:
+                    try:
+                        return await queue.message_status("before") is not None
+                    except VermilionConnectionError:
+                        return False
+
+                await eventually(answers, 30, interval=0.2, what="the new master answering")
+                assert await queue.message_status("lost") is None
+                assert (await queue.enqueue("again", mid="lost")).action == "added"
+            finally:
+                cluster.server(victim).resume()
+            await queue.clear()
+    finally:
+        await client.aclose()
