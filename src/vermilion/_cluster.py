@@ -287,8 +287,10 @@ class ClusterTransport:
             known.extend(addresses)
         self._owners = owners
         self._masters = list(dict.fromkeys(masters))
-        # Replicas stay seeds too: after a failover one of them is the master to ask.
-        self._seeds = list(dict.fromkeys([*known, *self._seeds]))
+        # The node that answered is asked first next time (one that hangs would
+        # cost a call's timeout on every refresh); replicas stay seeds too:
+        # after a failover one of them is the master to ask.
+        self._seeds = list(dict.fromkeys([asked, *known, *self._seeds]))
         self._stale = False
 
     # -- every master ------------------------------------------------------------

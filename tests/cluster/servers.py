@@ -271,7 +271,7 @@ class LocalSentinels(_Deployment):
                 f"port {sentinel.port}\nbind 127.0.0.1\ndir {sentinel.dir}\nlogfile server.log\n"
                 f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} {quorum}\n"
                 f"sentinel down-after-milliseconds {self.service} 1000\n"
-                f"sentinel failover-timeout {self.service} 10000\n"
+                f"sentinel failover-timeout {self.service} 3000\n"
                 f"sentinel parallel-syncs {self.service} 2\n"
             )
             sentinel.start()

@@ -24,8 +24,8 @@ from vermilion import OutcomeUnknownError, Queue, VermilionConnectionError
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def own_cluster() -> Iterator[LocalCluster]:
+@pytest.fixture(scope="module")
+def damaged_cluster() -> Iterator[LocalCluster]:
     local = LocalCluster(masters=3, replicas=1, node_timeout_ms=1000)
     local.start()
     try:
@@ -34,13 +34,24 @@ def own_cluster() -> Iterator[LocalCluster]:
         local.stop()
 
 
+@pytest.fixture
+def own_cluster(damaged_cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """The module's cluster, mended after each test: a killed node is started again (it rejoins
+    as a replica of the master that replaced it) and every master has its replica back."""
+    yield damaged_cluster
+    for server in damaged_cluster.servers:
+        if server.process is None:
+            server.start()
+    wait_until(damaged_cluster.healthy, 60, "the cluster mended")
+
+
 @pytest.mark.parametrize("replicas", [0, 1])
 async def test_a_master_killed_during_a_drain_and_enqueues(own_cluster: LocalCluster, replicas: int) -> None:
     cluster = own_cluster
     name = names_on_every_master(cluster)[0]
     victim = cluster.master_of(slot_of(name))
     async with Queue(name, cluster.url, replicas=replicas) as queue:
-        drill = FailoverDrill(queue, messages=1500)
+        drill = FailoverDrill(queue, messages=800)
         # With replicas=1 the new master needs a replica again: the killed
         # node comes back as one, as an operator would bring it back.
         server = cluster.server(victim)

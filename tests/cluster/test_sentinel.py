@@ -62,7 +62,7 @@ async def test_producer_and_worker_follow_a_sentinel_failover(sentinels: LocalSe
     AsyncWorker reconnect to it by themselves (each new connection asks the Sentinels)."""
     old_master = sentinels.master_port()
     async with Queue(f"test-{uuid.uuid4().hex[:12]}", sentinels.url) as queue:
-        drill = FailoverDrill(queue, messages=1000)
+        drill = FailoverDrill(queue, messages=600)
         figures = await drill.run(sentinels.server(old_master).kill)
         report("sentinel failover", figures)
         assert sentinels.master_port() != old_master
@@ -92,7 +92,7 @@ async def test_a_planned_sentinel_failover(sentinels: LocalSentinels, replicas: 
             while after_switch < 100 and time.monotonic() < deadline:
                 switched = sentinels.master_port() != old_master
                 try:
-                    assert (await queue.enqueue(index, mid=f"m{index}", replica_timeout=0.5)).ok
+                    assert (await queue.enqueue(index, mid=f"m{index}", replica_timeout=0.2)).ok
                     acknowledged.append(f"m{index}")
                     after_switch += switched
                 except VermilionError as exc:
