@@ -180,10 +180,32 @@ class Transport:
         :class:`OutcomeUnknownError`. A failed connect is not repeated at once.
         """
         packed = command if isinstance(command, bytes) else pack_command(command)
+        try:
+            return await self._run_packed(packed, replayable, read_timeout, channel, then)
+        except redis_errors.ReadOnlyError:
+            # A master demoted under us (a Sentinel failover): nothing ran, so
+            # once more on a new connection, which may reach the new master.
+            logger.debug("the server is a read-only replica now; sending again on a new connection")
+        try:
+            return await self._run_packed(packed, replayable, read_timeout, channel, then)
+        except redis_errors.ReadOnlyError as exc:
+            raise translated(exc) from exc
+
+    async def _run_packed(
+        self,
+        packed: bytes,
+        replayable: bool,
+        read_timeout: float | None,
+        channel: Channel | None,
+        then: bytes | None,
+    ) -> Any:
+        """:meth:`run`'s send and its replay rule; a READONLY refusal is left to the caller."""
         attempts = 2 if replayable else 1
         for attempt in range(1, attempts + 1):
             try:
                 return await self._send_once(packed, read_timeout, channel, then)
+            except redis_errors.ReadOnlyError:
+                raise
             except _MaybeSent as maybe:
                 error = maybe.error
                 if not replayable:
@@ -237,8 +259,10 @@ class Transport:
                 else:
                     beyond = None if read_timeout is None or limit is None else limit + _PAST_THE_DEADLINE
                     reply = await wire.exchange_with_settings(command, beyond)
-            except redis_errors.BusyLoadingError:
-                # -LOADING: the server refused the command, which did not run.
+            except (redis_errors.BusyLoadingError, redis_errors.ReadOnlyError):
+                # -LOADING, -READONLY: the server refused the command, which did
+                # not run (a replica refuses a script's first write). A fresh
+                # connection asks a Sentinel-managed client's Sentinels anew.
                 self._deadlines.stop(wire)
                 await wire.disconnect()
                 raise
