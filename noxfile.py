@@ -42,6 +42,8 @@ def redis_py(session: nox.Session, bound: str) -> None:
         session.install("--upgrade", ".[test]", "redis[hiredis]")
     session.run("python", "-c", "import redis; print('redis-py', redis.__version__)")
     session.run("pytest", "tests/unit", "tests/integration", *session.posargs)
+    # The cluster and Sentinel clients are read through redis-py's internals too.
+    session.run("pytest", "tests/cluster", "-m", "not slow", *session.posargs)
 
 
 @nox.session

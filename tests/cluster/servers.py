@@ -291,7 +291,9 @@ class LocalSentinels(_Deployment):
                 state = command(sentinel.port, "SENTINEL", "MASTER", self.service)
             except redis.RedisError:
                 return False
-            # redis-py makes a dict of the reply (bytes keys and values here).
+            # A flat list of pairs; newer redis-py makes a dict of it (bytes keys and values).
+            if isinstance(state, list):
+                state = dict(zip(state[::2], state[1::2], strict=True))
             if int(state[b"num-other-sentinels"]) < len(self.sentinels) - 1:
                 return False
             if int(state[b"num-slaves"]) < len(self.replicas):
