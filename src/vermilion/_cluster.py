@@ -58,8 +58,7 @@ class ClusterChannel(Channel):
     the queue's slot now.
     """
 
-    def __init__(self, router: ClusterTransport) -> None:  # no wire of its own
-        self._router = router
+    def __init__(self) -> None:  # no wire of its own: one channel per node, made when first used
         self._by_node: dict[str, Channel] = {}
 
     def on(self, address: str, node: Transport) -> Channel:
@@ -235,8 +234,8 @@ class ClusterTransport:
     # -- the slot map ------------------------------------------------------------
 
     async def _owner(self, slot: int | None) -> str:
-        if self._owners is None or self._stale:
-            await self._refresh()
+        """The address of ``slot``'s master (any master's for None), from a fresh map if stale."""
+        await self._refresh_if_needed()
         assert self._owners is not None
         if slot is None:
             if not self._masters:
@@ -304,7 +303,7 @@ class ClusterTransport:
             await self._refresh()
 
     def open_channel(self) -> ClusterChannel:
-        return ClusterChannel(self)
+        return ClusterChannel()
 
     async def aclose(self) -> None:
         nodes, self._nodes = list(self._nodes.values()), {}
