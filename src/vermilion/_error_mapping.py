@@ -56,6 +56,12 @@ def translated(exc: BaseException) -> BaseException:
         )
     if isinstance(exc, CONNECTION_ERRORS):
         return VermilionConnectionError(f"Redis connection failed: {exc}")
+    if isinstance(exc, redis_errors.AskError):  # MOVED or ASK reached a one-server client
+        return ScriptError(
+            f"Redis refused the command: {'MOVED' if isinstance(exc, redis_errors.MovedError) else 'ASK'}"
+            f" {exc}: the server is a Redis Cluster node; connect with a redis+cluster:// URL or"
+            " a redis.asyncio.RedisCluster client"
+        )
     if isinstance(exc, redis_errors.ResponseError):
         message = str(exc)
         if message.startswith("VERMILION "):

@@ -8,6 +8,7 @@ caller can do about it::
     ├── SerializationError      content that cannot be encoded or decoded
     ├── VermilionConnectionError  Redis unreachable, connection lost, timed out
     │   └── OutcomeUnknownError   lost while a write was in flight: it may have run
+    ├── ReplicationError        a write ran, but fewer replicas than asked confirmed it
     └── ProtocolError           Redis answered something the protocol forbids
         └── ScriptError         a script failed on the server
 
@@ -18,10 +19,16 @@ them at one boundary and chains the original (``raise ... from exc``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._messages import EnqueueResult
+
 __all__ = [
     "ConfigurationError",
     "OutcomeUnknownError",
     "ProtocolError",
+    "ReplicationError",
     "ScriptError",
     "SerializationError",
     "VermilionConnectionError",
@@ -56,6 +63,31 @@ class OutcomeUnknownError(VermilionConnectionError):
     """
 
     mids: tuple[str, ...] = ()
+
+
+class ReplicationError(VermilionError):
+    """Raised when a write ran on the master but fewer replicas than asked confirmed it in time.
+
+    The write stands on the master (``results`` holds each message's outcome
+    there); it is lost if the master fails before a replica receives it.
+    ``replicas`` is how many were asked for, ``acknowledged`` how many
+    confirmed; ``mids`` holds the messages concerned.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        replicas: int,
+        acknowledged: int,
+        mids: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.replicas = replicas
+        self.acknowledged = acknowledged
+        self.mids = mids
+        self.results: list[EnqueueResult] = []
+        self.replies: list[str] = []  # the script's raw replies, which Queue turns into results
 
 
 class ProtocolError(VermilionError):

@@ -58,7 +58,8 @@ async def live_workers(client: ScriptClient, queue: str) -> list[WorkerPresence]
     if not ids:
         return []
     command = (b"MGET", *(worker_key(queue, worker_id) for worker_id in ids))
-    records = await client.transport.run(command, replayable=True)
+    # Routed by the first record's key: on a cluster, every key of the queue is in its slot.
+    records = await client.transport.run(command, replayable=True, route=command[1])
     found = [
         parse_record(bytes(raw), expires_ms)
         for raw, expires_ms in zip(records, expiries, strict=True)

@@ -26,13 +26,21 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
+from ._cluster import ClusterTransport
 from ._error_mapping import naming_a_denied_command, refused_as
-from ._exceptions import ConfigurationError, OutcomeUnknownError, ProtocolError, ScriptError
+from ._exceptions import (
+    ConfigurationError,
+    OutcomeUnknownError,
+    ProtocolError,
+    ReplicationError,
+    ScriptError,
+)
 from ._keys import PROTOCOL_VERSION, QueueKeys, queue_name_in, queue_name_of, scan_pattern
 from ._logs import logger
-from ._redis_internals import pool_of
+from ._redis_internals import RedisClient, pool_of
+from ._replication import Replication
 from ._scripts import SCRIPTS, Script
-from ._transport import Channel, Transport
+from ._transport import Channel, Sender, Transport
 from ._wire import (
     ENQUEUE_OPTION_FIELDS,
     Counts,
@@ -69,12 +77,19 @@ class ScriptClient:
     """Script calls and the few plain commands vermilion needs, on one client."""
 
     def __init__(
-        self, client: aioredis.Redis, *, timeout: float | None = None, owns_client: bool = False
+        self, client: RedisClient, *, timeout: float | None = None, owns_client: bool = False
     ) -> None:
         self.client = client
-        self.transport = Transport(client, timeout=timeout, owns_client=owns_client)
+        # A cluster's calls go to the master of each queue's slot (its hash tag).
+        self.transport: Sender = (
+            ClusterTransport(client, timeout=timeout, owns_client=owns_client)
+            if isinstance(client, aioredis.RedisCluster)
+            else Transport(client, timeout=timeout, owns_client=owns_client)
+        )
         self._checked = False
         self._versions_checked: set[str] = set()
+        # The queue's replicas option, which its worker's acks follow.
+        self.replication: Replication | None = None
         # EVALSHA <sha> <numkeys> <keys...> of each (script, queue), packed once.
         self._heads: dict[tuple[str, str], tuple[int, bytes]] = {}
 
@@ -181,15 +196,21 @@ class ScriptClient:
         channel: Channel | None = None,
         versioned: bool = True,
         cache_head: bool = True,
+        then: bytes | None = None,
     ) -> Any:
-        """Call ``script`` with ``argc`` arguments already packed as RESP bulk strings."""
+        """Call ``script`` with ``argc`` arguments already packed as RESP bulk strings
+        (and ``then`` behind it: the reply is then a pair)."""
         await self._ensure_checked()
         if versioned:
             await self._ensure_version(keys)
         count, head = self._head(script, keys) if cache_head else _packed_head(script, keys)
         try:
             return await self.transport.run(
-                b"*%d\r\n%b%b" % (count + argc, head, body), replayable=replayable, channel=channel
+                b"*%d\r\n%b%b" % (count + argc, head, body),
+                replayable=replayable,
+                channel=channel,
+                route=keys.keys[0],
+                then=then,
             )
         except ScriptError as exc:
             if not refused_as(exc, redis_errors.NoScriptError):
@@ -203,6 +224,8 @@ class ScriptClient:
                 b"*%d\r\n%b%b" % (3 + len(keys.keys) + argc, eval_head, body),
                 replayable=replayable,
                 channel=channel,
+                route=keys.keys[0],
+                then=then,
             )
         except ScriptError as exc:
             raise naming_a_denied_command(exc, script) from exc.__cause__
@@ -217,15 +240,36 @@ class ScriptClient:
     # -- operations --------------------------------------------------------------
 
     async def enqueue(
-        self, keys: QueueKeys, options: EnqueueOptions, messages: Sequence[tuple[str, bytes]]
+        self,
+        keys: QueueKeys,
+        options: EnqueueOptions,
+        messages: Sequence[tuple[str, bytes]],
+        replication: Replication | None = None,
     ) -> list[str]:
-        """Enqueue ``(mid, payload)`` pairs with shared options, in one script call."""
+        """Enqueue ``(mid, payload)`` pairs with shared options, in one script call.
+
+        With ``replication``, raises :class:`ReplicationError` (its ``replies``
+        set) when fewer replicas than asked confirmed the write.
+        """
         body = options.packed_argv + pack_messages(messages)
         argc = len(ENQUEUE_OPTION_FIELDS) + 2 * len(messages)
-        reply = await self._call_packed(SCRIPTS["enqueue"], keys, argc, body, replayable=False)
+        then = None if replication is None else replication.wait
+        reply = await self._call_packed(SCRIPTS["enqueue"], keys, argc, body, replayable=False, then=then)
+        if replication is not None:
+            reply, acknowledged = reply[0], reply_int(reply[1])
         if len(reply) != len(messages):
             raise ProtocolError(f"enqueue answered {len(reply)} results for {len(messages)} messages")
-        return [reply_text(item) for item in reply]
+        replies = [reply_text(item) for item in reply]
+        if replication is not None and acknowledged < replication.replicas:
+            error = ReplicationError(
+                replication.shortfall("the enqueue", acknowledged),
+                replicas=replication.replicas,
+                acknowledged=acknowledged,
+                mids=tuple(mid for mid, _ in messages),
+            )
+            error.replies = replies
+            raise error
+        return replies
 
     async def dequeue(
         self,
@@ -249,7 +293,7 @@ class ScriptClient:
             # hiredis keeps its read buffer, as large as the reply, until the
             # next reply arrives; the payloads would be decoded while it still
             # holds a third copy. Reconnecting (next call) frees it now.
-            await channel.wire.disconnect()
+            await channel.disconnect()
         return parsed
 
     async def ack(
@@ -266,13 +310,34 @@ class ScriptClient:
         """
         args = ack_argv(outcomes, max_failed, max_failed_bytes)
         try:
-            reply = await self.call_script(SCRIPTS["ack"], keys, args, replayable=False)
+            reply = await self._replicated_ack(keys, args)
         except OutcomeUnknownError:
             # The fence makes re-sending safe, but an outcome the first send
             # applied now reads as stale: a 0 from the re-send proves nothing.
-            reply = await self.call_script(SCRIPTS["ack"], keys, args, replayable=False)
+            reply = await self._replicated_ack(keys, args)
             return [True if reply_int(item) else None for item in reply]
         return [bool(reply_int(item)) for item in reply]
+
+    async def _replicated_ack(self, keys: QueueKeys, args: Sequence[Any]) -> Any:
+        """One ``ack`` call, followed by the queue's WAIT if it asks for replicas.
+
+        Too few replicas is logged, not raised: the outcome stands on the
+        master, and if a failover loses it the message is handled again
+        (a duplicate, never a loss).
+        """
+        replication = self.replication
+        if replication is None:
+            return await self.call_script(SCRIPTS["ack"], keys, args, replayable=False)
+        body = b"".join([bulk(arg) for arg in args])
+        reply, acknowledged = await self._call_packed(
+            SCRIPTS["ack"], keys, len(args), body, replayable=False, then=replication.wait
+        )
+        if reply_int(acknowledged) < replication.replicas:
+            logger.warning(
+                "%s; its messages may be handled again after a failover",
+                replication.shortfall(f"an ack on queue {keys.name!r}", reply_int(acknowledged)),
+            )
+        return reply
 
     async def extend(self, keys: QueueKeys, leases: Sequence[tuple[str, int, int]]) -> list[bool]:
         argv = [arg for mid, token, lock_ms in leases for arg in (mid_arg(mid), token, lock_ms)]
@@ -316,6 +381,7 @@ class ScriptClient:
             replayable=True,
             read_timeout=timeout,
             channel=channel,
+            route=keys.key("notify"),
         )
         return reply is not None
 
@@ -337,22 +403,24 @@ class ScriptClient:
     ) -> AsyncIterator[str]:
         """Yield, once each, the queue names ``name_of`` reads in the keys SCAN finds by ``match``."""
         await self._ensure_checked()
-        cursor: int = 0
         seen: set[bytes] = set()
-        while True:
-            scan = (b"SCAN", cursor, b"MATCH", match, b"COUNT", 1000)
-            reply = await self.transport.run(scan, replayable=True)
-            cursor = reply_int(reply[0])
-            for key in reply[1]:
-                raw = name_of(key)
-                if raw is None or raw in seen:
-                    continue
-                seen.add(raw)
-                name = queue_name_in(key, raw)
-                if name is not None:
-                    yield name
-            if cursor == 0:
-                return
+        # A cluster spreads the queues over its masters: each is scanned.
+        for node in await self.transport.primaries():
+            cursor: int = 0
+            while True:
+                scan = (b"SCAN", cursor, b"MATCH", match, b"COUNT", 1000)
+                reply = await node.run(scan, replayable=True)
+                cursor = reply_int(reply[0])
+                for key in reply[1]:
+                    raw = name_of(key)
+                    if raw is None or raw in seen:
+                        continue
+                    seen.add(raw)
+                    name = queue_name_in(key, raw)
+                    if name is not None:
+                        yield name
+                if cursor == 0:
+                    break
 
     async def aclose(self) -> None:
         await self.transport.aclose()

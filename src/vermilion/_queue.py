@@ -12,7 +12,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from . import _tracing
-from ._exceptions import OutcomeUnknownError, ProtocolError
+from ._clients import client_from_url, is_client
+from ._exceptions import OutcomeUnknownError, ProtocolError, ReplicationError
 from ._failures import FailureHistory
 from ._keys import QueueKeys
 from ._logs import logger
@@ -20,7 +21,8 @@ from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
 from ._presence import WorkerPresence
 from ._presence_calls import live_workers
 from ._protocol import DEFAULT_MAX_FAILED_BYTES, ScriptClient
-from ._redis_internals import connection_settings, describe_client
+from ._redis_internals import RedisClient, connection_settings, describe_client
+from ._replication import DEFAULT_REPLICA_TIMEOUT, Replication, replication_for
 from ._serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MsgpackSerializer,
@@ -61,13 +63,17 @@ class Queue(FailureHistory):
     """One named queue in Redis, for producers (and the worker that serves it).
 
     Give either ``url`` (the queue then owns its client and closes it in
-    :meth:`aclose`) or ``redis``, a ``redis.asyncio.Redis`` client you own and
-    close. With neither, ``$VERMILION_URL`` or ``redis://127.0.0.1:6379/0``.
+    :meth:`aclose`) or a client you own and close (``redis``, or in place of
+    ``url``). With neither, ``$VERMILION_URL`` or ``redis://127.0.0.1:6379/0``.
 
     Args:
         name: 1-200 characters from ``A-Z a-z 0-9 _ . : -``.
-        url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
-        redis: a ``redis.asyncio.Redis`` client (decoded or not).
+        url: a ``redis://``, ``rediss://`` or ``unix://`` URL; a Redis Cluster's
+            ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://``);
+            Sentinel's ``redis+sentinel://host:port[,host:port...]/service``.
+            A client in its place is taken as ``redis``.
+        redis: a ``redis.asyncio.Redis`` client (decoded or not, Sentinel-managed
+            or not) or a ``redis.asyncio.RedisCluster``.
         serializer: how content becomes bytes; msgpack by default.
         max_payload_bytes: largest serialized content accepted, checked
             before anything is sent, and again by workers before decoding.
@@ -75,20 +81,27 @@ class Queue(FailureHistory):
         failure_history_bytes: how many bytes of failed messages (payloads and
             reasons) it keeps; 64 MiB by default. Beyond either bound the
             oldest are dropped (and counted in ``status().nfailed_dropped``).
+        replicas: enqueues (and the acks of this queue's workers) wait until
+            this many replicas have the write (``WAIT``); 0 waits for none.
+        replica_timeout: how long that wait may take, in seconds (at most 10).
     """
 
     def __init__(
         self,
         name: str,
-        url: str | None = None,
+        url: str | RedisClient | None = None,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         serializer: Serializer | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         failure_history: int = DEFAULT_FAILURE_HISTORY,
         failure_history_bytes: int = DEFAULT_MAX_FAILED_BYTES,
+        replicas: int = 0,
+        replica_timeout: float | timedelta = DEFAULT_REPLICA_TIMEOUT,
     ) -> None:
         self._name = check_queue_name(name)
+        if is_client(url) and redis is None:
+            url, redis = None, url
         if url is not None and redis is not None:
             raise ValueError("give either url or redis, not both")
         if serializer is not None and not isinstance(serializer, Serializer):
@@ -97,6 +110,7 @@ class Queue(FailureHistory):
         self.max_payload_bytes: int = positive_int(max_payload_bytes, "max_payload_bytes")
         self.failure_history: int = non_negative_int(failure_history, "failure_history")
         self.failure_history_bytes: int = non_negative_int(failure_history_bytes, "failure_history_bytes")
+        replication = replication_for(replicas, replica_timeout)
         if redis is None:
             if url is None:
                 url = os.environ.get("VERMILION_URL") or DEFAULT_URL
@@ -104,13 +118,13 @@ class Queue(FailureHistory):
                 raise TypeError(f"url must be a str, not {type(url).__name__}")
             # socket_timeout=None (redis-py would default to 5 s): the transport
             # bounds each call itself, more cheaply than a timeout per write.
-            client = aioredis.Redis.from_url(
-                url, socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=None
-            )
+            client = client_from_url(url, connect_timeout=_CONNECT_TIMEOUT, socket_timeout=None)
             self._owns_client = True
         else:
-            if not isinstance(redis, aioredis.Redis):
-                raise TypeError(f"redis must be a redis.asyncio.Redis client, not {type(redis).__name__}")
+            if not is_client(redis):
+                raise TypeError(
+                    f"redis must be a redis.asyncio.Redis or RedisCluster client, not {type(redis).__name__}"
+                )
             client = redis
             self._owns_client = False
         self._keys = QueueKeys.for_queue(self._name)
@@ -119,6 +133,7 @@ class Queue(FailureHistory):
             timeout=_call_timeout(client) if self._owns_client else None,
             owns_client=self._owns_client,
         )
+        self._connection.replication = replication
         # Running workers on this queue, so that aclose() can warn about them.
         self._workers: set[Any] = set()
 
@@ -129,7 +144,19 @@ class Queue(FailureHistory):
 
     @property
     def redis(self) -> aioredis.Redis:
-        """The ``redis.asyncio.Redis`` client this queue uses."""
+        """The ``redis.asyncio.Redis`` client this queue uses (see :attr:`client` for a cluster).
+
+        Raises:
+            TypeError: the queue is on a Redis Cluster.
+        """
+        client = self._connection.client
+        if isinstance(client, aioredis.RedisCluster):
+            raise TypeError(f"queue {self._name!r} is on a Redis Cluster: use Queue.client")
+        return client
+
+    @property
+    def client(self) -> RedisClient:
+        """The client this queue uses: a ``redis.asyncio.Redis`` or a ``RedisCluster``."""
         return self._connection.client
 
     @property
@@ -163,8 +190,9 @@ class Queue(FailureHistory):
                 self._name,
                 len(self._workers),
             )
-        if self._owns_client:
-            await self._connection.aclose()
+        # Closes the client only if this queue made it (a cluster's node
+        # connections are vermilion's own either way).
+        await self._connection.aclose()
 
     # -- producing ---------------------------------------------------------------
 
@@ -217,6 +245,8 @@ class Queue(FailureHistory):
         can_update: bool = False,
         can_requeue: bool = False,
         reset_delay: bool = False,
+        replicas: int | None = None,
+        replica_timeout: float | timedelta | None = None,
     ) -> EnqueueResult:
         """Add a message, or update / requeue / refuse it if its ``mid`` is busy.
 
@@ -230,6 +260,8 @@ class Queue(FailureHistory):
                 window, handle the new content again once that ends.
             reset_delay: if the mid is still queued, restart its delay from now
                 (debouncing).
+            replicas: this call's own ``replicas`` (the queue's by default).
+            replica_timeout: this call's own ``replica_timeout`` (the queue's by default).
 
         Returns:
             ``EnqueueResult``: ``ok`` with ``action`` ``"added"``/``"updated"``, or
@@ -239,6 +271,8 @@ class Queue(FailureHistory):
             TypeError, ValueError, SerializationError: bad arguments; nothing was sent.
             OutcomeUnknownError: the connection failed after sending; check
                 ``message_status(mid)``.
+            ReplicationError: stored on the master, but fewer than ``replicas``
+                replicas confirmed it in time: it may be lost on failover.
         """
         options = self._options(
             delay=delay,
@@ -248,7 +282,9 @@ class Queue(FailureHistory):
             reset_delay=reset_delay,
         )
         message = self._message(content, mid, "content", "mid")
-        (reply,) = await self._send(options, [message])
+        (reply,) = await self._send(
+            options, [message], replication_for(replicas, replica_timeout, self._replicated)
+        )
         return _result(message[0], reply)
 
     async def enqueue_many(
@@ -261,6 +297,8 @@ class Queue(FailureHistory):
         can_update: bool = False,
         can_requeue: bool = False,
         reset_delay: bool = False,
+        replicas: int | None = None,
+        replica_timeout: float | timedelta | None = None,
     ) -> list[EnqueueResult]:
         """Enqueue many messages in one round trip and one atomic script call.
 
@@ -293,22 +331,34 @@ class Queue(FailureHistory):
             ]
         payloads = encode_contents(self.serializer, items, self.max_payload_bytes, "contents")
         messages = list(zip(mid_list, payloads, strict=True))
-        replies = await self._send(options, messages, batch=True)
+        replies = await self._send(
+            options, messages, replication_for(replicas, replica_timeout, self._replicated), batch=True
+        )
         return [_result(mid, reply) for (mid, _), reply in zip(messages, replies, strict=True)]
+
+    @property
+    def _replicated(self) -> Replication | None:
+        return self._connection.replication
 
     async def _send(
         self,
         options: EnqueueOptions,
         messages: list[tuple[str, bytes]],
+        replication: Replication | None,
         *,
         batch: bool = False,
         traced: bool = False,
     ) -> list[str]:
         hook = _tracing.hook  # vermilion.otel: spans, and the trace context in each payload
         if hook is not None and not traced:
-            return await hook.send(self, messages, batch, lambda sent: self._send(options, sent, traced=True))
+            return await hook.send(
+                self, messages, batch, lambda sent: self._send(options, sent, replication, traced=True)
+            )
         try:
-            return await self._connection.enqueue(self._keys, options, messages)
+            return await self._connection.enqueue(self._keys, options, messages, replication)
+        except ReplicationError as exc:
+            exc.results = [_result(mid, reply) for (mid, _), reply in zip(messages, exc.replies, strict=True)]
+            raise
         except OutcomeUnknownError as exc:
             # Random mids were made here: the caller needs them to check.
             exc.mids = tuple(mid for mid, _ in messages)
@@ -389,7 +439,7 @@ class Queue(FailureHistory):
         return self._connection, self._keys
 
 
-def _call_timeout(client: aioredis.Redis) -> float:
+def _call_timeout(client: RedisClient) -> float:
     """How long a call of a client made from a URL may take: 30 s, or a shorter
     ``socket_timeout`` given in the URL (which the calls then honour as a whole)."""
     configured = connection_settings(client).get("socket_timeout")
@@ -406,10 +456,11 @@ def _result(mid: str, reply: str) -> EnqueueResult:
     raise ProtocolError(f"enqueue answered {reply!r}")
 
 
-async def queue_names(redis: aioredis.Redis, pattern: str = "*") -> list[str]:
+async def queue_names(redis: RedisClient, pattern: str = "*") -> list[str]:
     """The sorted names of the queues that have any key in Redis, matching ``pattern``.
 
     ``pattern`` is a Redis glob over queue names (``*``, ``?``, ``[abc]``).
+    On a Redis Cluster every master is scanned.
     A key that looks like vermilion's but holds no valid queue name (written by
     hand or by another tool, or not UTF-8) is skipped with a warning.
     """
@@ -418,10 +469,13 @@ async def queue_names(redis: aioredis.Redis, pattern: str = "*") -> list[str]:
     if not pattern or "{" in pattern or "}" in pattern:
         raise ValueError("pattern must be a non-empty glob without braces")
     connection = ScriptClient(redis)
-    return sorted([name async for name in connection.scan_queue_names(pattern)])
+    try:
+        return sorted([name async for name in connection.scan_queue_names(pattern)])
+    finally:
+        await connection.aclose()  # a cluster's node connections; never the user's client
 
 
-async def clear_queues(redis: aioredis.Redis, *names: str) -> int:
+async def clear_queues(redis: RedisClient, *names: str) -> int:
     """Delete every key of the named queues. Returns how many live messages were removed.
 
     Every name is checked before anything is deleted; names are exact, never patterns.
@@ -429,6 +483,9 @@ async def clear_queues(redis: aioredis.Redis, *names: str) -> int:
     checked = [check_queue_name(name) for name in names]
     connection = ScriptClient(redis)
     removed = 0
-    for name in checked:
-        removed += await connection.clear(QueueKeys.for_queue(name))
+    try:
+        for name in checked:
+            removed += await connection.clear(QueueKeys.for_queue(name))
+    finally:
+        await connection.aclose()
     return removed

@@ -19,18 +19,29 @@ from __future__ import annotations
 
 import select
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
 from ._error_mapping import CONNECTION_ERRORS
 
+RedisClient: TypeAlias = "aioredis.Redis | aioredis.RedisCluster"
+"""A client vermilion accepts: one server's (plain or Sentinel-managed), or a cluster's."""
+
+# Settings of a cluster's connections that belong to its own node pools, not to
+# a connection to one node.
+_CLUSTER_ONLY_SETTINGS = ("connection_class", "max_connections", "response_callbacks")
+
 __all__ = [
+    "RedisClient",
     "Wire",
+    "close_client",
+    "cluster_seeds",
     "connection_settings",
     "describe_client",
     "new_wire",
+    "node_client",
     "pool_of",
     "pooled_wire",
     "release_pooled",
@@ -128,6 +139,33 @@ class Wire:
             return await self.connection.read_response(disable_decoding=True)
         return await self.connection.read_response(disable_decoding=True, timeout=read_timeout)
 
+    async def exchange_pair(self, first: bytes, second: bytes, *, with_settings: bool) -> tuple[Any, Any]:
+        """Write two packed commands in one packet and read both replies (undecoded).
+
+        An error reply to either is raised only once both are read, so that
+        the connection stays in step. ``with_settings`` as for :meth:`exchange_with_settings`.
+        """
+        writer = getattr(self.connection, "_writer", None)
+        parser = getattr(self.connection, "_parser", None)
+        if with_settings or writer is None or parser is None:
+            await self.connection.send_packed_command(first + second)
+            replies = [await self._read_any() for _ in range(2)]
+        else:
+            writer.write(first + second)
+            await writer.drain()
+            replies = [await parser.read_response(disable_decoding=True) for _ in range(2)]
+        for reply in replies:
+            if isinstance(reply, redis_errors.ResponseError):
+                raise reply
+        return replies[0], replies[1]
+
+    async def _read_any(self) -> Any:
+        """One reply through redis-py's public read, an error reply returned rather than raised."""
+        try:
+            return await self.connection.read_response(disable_decoding=True)
+        except redis_errors.ResponseError as error:
+            return error
+
     def abort(self) -> bool:
         """Close the socket at once; False while there is none (still connecting)."""
         writer = getattr(self.connection, "_writer", None)
@@ -151,27 +189,82 @@ async def release_pooled(client: aioredis.Redis, wire: Wire) -> None:
     await client.connection_pool.release(wire.connection)
 
 
-def pool_of(client: aioredis.Redis) -> object:
-    """What clients that share connections have in common (their pool)."""
+def pool_of(client: RedisClient) -> object:
+    """What clients that share connections have in common (their pool; a cluster client itself)."""
+    if isinstance(client, aioredis.RedisCluster):
+        return client
     return client.connection_pool
 
 
-def connection_settings(client: aioredis.Redis) -> Mapping[str, Any]:
+def connection_settings(client: RedisClient) -> Mapping[str, Any]:
     """The keyword arguments each of the client's connections is made with."""
+    if isinstance(client, aioredis.RedisCluster):
+        return client.get_connection_kwargs()
     return client.connection_pool.connection_kwargs
 
 
-def describe_client(client: aioredis.Redis) -> str:
+async def cluster_seeds(cluster: aioredis.RedisCluster) -> list[tuple[str, int]]:
+    """The address of every node the cluster client knows (it connects first if it has not)."""
+    await cluster.initialize()
+    return [(node.host, int(node.port)) for node in cluster.get_nodes()]
+
+
+def node_client(cluster: aioredis.RedisCluster, host: str, port: int) -> aioredis.Redis:
+    """A client of one cluster node with the cluster client's connection settings
+    (credentials, TLS, timeouts), whose connections vermilion keeps itself."""
+    settings = dict(cluster.get_connection_kwargs())
+    connection_class = settings.get("connection_class") or aioredis.Connection
+    for name in _CLUSTER_ONLY_SETTINGS:
+        settings.pop(name, None)
+    settings.update(host=host, port=port)
+    pool = aioredis.ConnectionPool(connection_class=connection_class, **settings)
+    return aioredis.Redis(connection_pool=pool)
+
+
+def describe_client(client: RedisClient) -> str:
     """Where a client connects, without its password."""
     kwargs = connection_settings(client)
+    if isinstance(client, aioredis.RedisCluster):
+        tls = isinstance(kwargs.get("connection_class"), type) and issubclass(
+            kwargs["connection_class"], aioredis.SSLConnection
+        )
+        scheme = "rediss+cluster" if tls else "redis+cluster"
+        nodes = ",".join(f"{node.host}:{node.port}" for node in client.get_nodes()) or "?"
+        return f"{scheme}://{_masked_auth(kwargs)}{nodes}"
+    sentinels = _sentinel_addresses(client)
+    if sentinels is not None:
+        return f"redis+sentinel://{_masked_auth(kwargs)}{sentinels}"
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     scheme = "rediss" if kwargs.get("ssl") or "ssl_context" in kwargs else "redis"
-    user = kwargs.get("username")
-    auth = ""
-    if kwargs.get("password") is not None:
-        auth = f"{user or ''}:***@"
-    elif user:
-        auth = f"{user}@"
     host = kwargs.get("host", "localhost")
-    return f"{scheme}://{auth}{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    return f"{scheme}://{_masked_auth(kwargs)}{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+async def close_client(client: aioredis.Redis) -> None:
+    """Close a client vermilion made, and the clients of the Sentinels it asks, if any."""
+    await client.aclose()
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
+def _sentinel_addresses(client: aioredis.Redis) -> str | None:
+    """``host:port,.../service`` of a Sentinel-managed client; None for any other."""
+    pool = client.connection_pool
+    service = getattr(pool, "service_name", None)
+    manager = getattr(pool, "sentinel_manager", None)
+    if service is None or manager is None:
+        return None
+    hosts = []
+    for sentinel in manager.sentinels:
+        settings = sentinel.connection_pool.connection_kwargs
+        hosts.append(f"{settings.get('host', '?')}:{settings.get('port', '?')}")
+    return f"{','.join(hosts)}/{service}"
+
+
+def _masked_auth(kwargs: Mapping[str, Any]) -> str:
+    user = kwargs.get("username")
+    if kwargs.get("password") is not None:
+        return f"{user or ''}:***@"
+    return f"{user}@" if user else ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
@@ -20,10 +20,10 @@ import redis.exceptions as redis_errors
 from ._error_mapping import CONNECTION_ERRORS, translate_errors, translated
 from ._exceptions import OutcomeUnknownError
 from ._logs import logger
-from ._redis_internals import Wire, new_wire, pooled_wire, release_pooled
+from ._redis_internals import Wire, close_client, new_wire, pooled_wire, release_pooled
 from ._wire import pack_command
 
-__all__ = ["Channel", "Transport"]
+__all__ = ["Channel", "Sender", "Transport"]
 
 # A blocked BLPOP gets this much longer than its own timeout before the
 # connection is declared dead.
@@ -105,8 +105,37 @@ class Channel:
     def __init__(self, wire: Wire) -> None:
         self.wire = wire
 
+    async def disconnect(self) -> None:
+        """Drop the connection (and its read buffer); the next call connects again."""
+        await self.wire.disconnect()
+
     async def aclose(self) -> None:
         await self.wire.disconnect()
+
+
+class Sender(Protocol):
+    """What :mod:`._protocol` sends through: one server's :class:`Transport`, or a
+    cluster's router (:class:`._cluster.ClusterTransport`), which picks the node
+    that owns ``route``'s slot."""
+
+    async def run(
+        self,
+        command: Sequence[Any] | bytes,
+        *,
+        replayable: bool,
+        read_timeout: float | None = None,
+        channel: Channel | None = None,
+        route: bytes | None = None,
+        then: bytes | None = None,
+    ) -> Any: ...
+
+    def open_channel(self) -> Channel: ...
+
+    async def primaries(self) -> Sequence[Sender]:
+        """One sender per master, for commands every master must run (SCAN)."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class Transport:
@@ -137,18 +166,46 @@ class Transport:
         replayable: bool,
         read_timeout: float | None = None,
         channel: Channel | None = None,
+        route: bytes | None = None,
+        then: bytes | None = None,
     ) -> Any:
         """Send ``command`` and return its reply, with redis-py's errors translated.
+
+        ``route`` (a key the command touches) matters to a cluster only: one
+        server owns every key. ``then``, a packed command sent right behind
+        it on the same connection (``WAIT``), makes the reply a pair.
 
         A call that failed before it left is never "maybe ran". One that may
         have run is repeated once if ``replayable``, else raises
         :class:`OutcomeUnknownError`. A failed connect is not repeated at once.
         """
         packed = command if isinstance(command, bytes) else pack_command(command)
+        try:
+            return await self._run_packed(packed, replayable, read_timeout, channel, then)
+        except redis_errors.ReadOnlyError:
+            # A master demoted under us (a Sentinel failover): nothing ran, so
+            # once more on a new connection, which may reach the new master.
+            logger.debug("the server is a read-only replica now; sending again on a new connection")
+        try:
+            return await self._run_packed(packed, replayable, read_timeout, channel, then)
+        except redis_errors.ReadOnlyError as exc:
+            raise translated(exc) from exc
+
+    async def _run_packed(
+        self,
+        packed: bytes,
+        replayable: bool,
+        read_timeout: float | None,
+        channel: Channel | None,
+        then: bytes | None,
+    ) -> Any:
+        """:meth:`run`'s send and its replay rule; a READONLY refusal is left to the caller."""
         attempts = 2 if replayable else 1
         for attempt in range(1, attempts + 1):
             try:
-                return await self._send_once(packed, read_timeout, channel)
+                return await self._send_once(packed, read_timeout, channel, then)
+            except redis_errors.ReadOnlyError:
+                raise
             except _MaybeSent as maybe:
                 error = maybe.error
                 if not replayable:
@@ -163,7 +220,11 @@ class Transport:
         raise AssertionError("unreachable")
 
     async def _send_once(
-        self, command: bytes, read_timeout: float | None = None, channel: Channel | None = None
+        self,
+        command: bytes,
+        read_timeout: float | None = None,
+        channel: Channel | None = None,
+        then: bytes | None = None,
     ) -> Any:
         """Send one packed command and read its reply, never re-sending.
 
@@ -191,13 +252,17 @@ class Transport:
                 if not wire.is_connected:
                     await wire.connect()
                 sent = True
-                if self._owns_client:
+                if then is not None:
+                    reply = await wire.exchange_pair(command, then, with_settings=not self._owns_client)
+                elif self._owns_client:
                     reply = await wire.exchange(command)
                 else:
                     beyond = None if read_timeout is None or limit is None else limit + _PAST_THE_DEADLINE
                     reply = await wire.exchange_with_settings(command, beyond)
-            except redis_errors.BusyLoadingError:
-                # -LOADING: the server refused the command, which did not run.
+            except (redis_errors.BusyLoadingError, redis_errors.ReadOnlyError):
+                # -LOADING, -READONLY: the server refused the command, which did
+                # not run (a replica refuses a script's first write). A fresh
+                # connection asks a Sentinel-managed client's Sentinels anew.
                 self._deadlines.stop(wire)
                 await wire.disconnect()
                 raise
@@ -249,10 +314,15 @@ class Transport:
         """A connection of its own, outside the pool, for one caller's calls in sequence."""
         return Channel(new_wire(self.client))
 
+    async def primaries(self) -> Sequence[Transport]:
+        return [self]
+
     async def aclose(self) -> None:
+        """Close the connections this transport made, and the client if it owns it."""
         self._deadlines.cancel()
         made, self._made, self._idle = self._made, set(), []
         with translate_errors():
             for wire in made:
                 await wire.disconnect()
-            await self.client.aclose()
+            if self._owns_client:
+                await close_client(self.client)

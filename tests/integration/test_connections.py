@@ -17,6 +17,7 @@ import vermilion._queue
 from tests.helpers import eventually
 from vermilion import OutcomeUnknownError, Queue
 from vermilion._redis_internals import Wire
+from vermilion._transport import Transport
 
 
 def named(url: str, client_name: str) -> str:
@@ -68,6 +69,7 @@ async def test_a_connection_the_server_closed_is_replaced_before_sending(
         [old_id] = await client_ids(redis, client_name)
         await redis.client_kill_filter(_id=str(old_id))
         connection, _ = queue._protocol
+        assert isinstance(connection.transport, Transport)
         [idle] = [wire.connection for wire in connection.transport._idle]
 
         async def closed_seen() -> bool:  # the event loop has read the server's FIN
@@ -99,6 +101,7 @@ async def test_a_close_the_busy_event_loop_has_not_seen_yet_is_noticed_too(
     async with Queue(queue_name, named(redis_url, client_name)) as queue:
         assert (await queue.enqueue("before", mid="before")).ok
         connection, _ = queue._protocol
+        assert isinstance(connection.transport, Transport)
         [idle] = [wire.connection for wire in connection.transport._idle]
         sock = idle._writer.transport.get_extra_info("socket")
         # A blocking client, so that the loop runs no callback between the kill and the enqueue.

@@ -29,6 +29,7 @@ from vermilion import (
     QueueSizeMonitor,
     QueueStatus,
     ReplayResult,
+    ReplicationError,
     Retry,
     ScriptError,
     SerializationError,
@@ -139,6 +140,27 @@ async def producer(client: aioredis.Redis) -> None:
     names: list[str] = await queue_names(client, pattern="e*")
     cleared: int = await clear_queues(client, "emails", "events")
     del names, cleared
+
+
+async def scaled_out(cluster: aioredis.RedisCluster) -> None:
+    on_cluster = Queue("emails", cluster, replicas=1, replica_timeout=timedelta(seconds=1))
+    by_url = Queue("emails", "redis+cluster://10.0.0.1:7000,10.0.0.2:7000", replicas=1)
+    via_sentinel = Queue("emails", "redis+sentinel://10.0.0.5:26379/mymaster")
+    client: aioredis.Redis | aioredis.RedisCluster = on_cluster.client
+    try:
+        await on_cluster.enqueue("x", replicas=2, replica_timeout=0.5)
+        await on_cluster.enqueue_many(["x"], replicas=0)
+    except ReplicationError as exc:
+        wanted: int = exc.replicas
+        confirmed: int = exc.acknowledged
+        mids: tuple[str, ...] = exc.mids
+        stored: list[EnqueueResult] = exc.results
+        del wanted, confirmed, mids, stored
+    names: list[str] = await queue_names(cluster)
+    cleared: int = await clear_queues(cluster, "emails")
+    for queue in (on_cluster, by_url, via_sentinel):
+        await queue.aclose()
+    del client, names, cleared
 
 
 async def consumer(queue: Queue) -> None:

@@ -46,6 +46,8 @@ def test_all_is_complete() -> None:
         "pool_of", "connection_settings", "Acknowledger", "HandlerRunner", "HandlerTasks", "LeaseKeeper",
         "Poller", "Slots", "Tally", "as_delay_function", "error_backoff", "exception_to_failure",
         "user_delay", "describe_client", "LeaseKey",
+        "ClusterChannel", "ClusterTransport", "Sender", "client_from_url", "cluster_seeds", "is_client",
+        "node_client", "close_client", "Replication", "replication_for",
         "MigrationReport", "has_v1_keys", "migrate_queue", "scan_v1_queue_names", "v1_queue_names",
         "TracingHook", "carrier_text", "escape", "split_carrier", "with_carrier",
         "encode_record", "new_worker_id", "parse_record", "beat", "live_workers", "withdraw",

@@ -14,9 +14,9 @@ import json
 import os
 from collections.abc import AsyncIterator, Sequence
 
-import redis.asyncio as aioredis
-
+from vermilion._clients import client_from_url
 from vermilion._queue import DEFAULT_URL, Queue
+from vermilion._redis_internals import RedisClient
 
 from ._exit import EXIT_USAGE, CommandError
 
@@ -32,11 +32,11 @@ def redis_url(args: argparse.Namespace) -> str:
 
 
 @contextlib.asynccontextmanager
-async def connect(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
-    """A Redis client for ``--url``; a malformed URL is a usage error."""
+async def connect(args: argparse.Namespace) -> AsyncIterator[RedisClient]:
+    """A Redis client for ``--url`` (one server, a cluster, Sentinel); a malformed URL is a usage error."""
     try:
-        client = aioredis.Redis.from_url(
-            redis_url(args), socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT
+        client = client_from_url(
+            redis_url(args), connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT
         )
     except ValueError as exc:  # redis-py's message names the accepted schemes
         raise CommandError(f"bad --url: {exc}", EXIT_USAGE) from None
@@ -47,7 +47,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
             await client.aclose()
 
 
-def named_queues(names: Sequence[str], client: aioredis.Redis) -> list[Queue]:
+def named_queues(names: Sequence[str], client: RedisClient) -> list[Queue]:
     """One ``Queue`` per distinct name, every name checked before any is used."""
     return [Queue(name, redis=client) for name in dict.fromkeys(names)]
 
