@@ -27,6 +27,9 @@ _OPERATIONS = (
     "version",
     "migrate",
     "presence",
+    "failed",
+    "replay",
+    "purge",
 )
 
 

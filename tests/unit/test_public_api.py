@@ -51,6 +51,8 @@ def test_all_is_complete() -> None:
         "encode_record", "new_worker_id", "parse_record", "beat", "live_workers", "withdraw",
         "PresenceBeat", "presence_beat", "worker_key", "workers_key", "format_workers", "worker_row",
         "WorkerObserver",
+        "FailureHistory", "StoredFailure", "failed_page", "purge_all", "purge_mids", "replay_all",
+        "replay_mids", "non_negative_int", "decode_or_raw",
     }  # fmt: skip
     missing = {
         name for module, name, ident in public_in_modules if ident not in exported and name not in internal
@@ -63,7 +65,7 @@ def test_the_design_names_are_exported() -> None:
     for name in [
         "AsyncWorker", "EnqueueResult", "Failure", "Message", "MessageStatus", "Queue",
         "QueueStatus", "Retry", "Success", "WorkerStatus", "queue_names", "clear_queues",
-        "set_min_log_level", "VermilionError",
+        "set_min_log_level", "VermilionError", "FailedMessage", "ReplayResult",
     ]:  # fmt: skip
         assert name in vermilion.__all__, name
 
