@@ -26,6 +26,7 @@ __all__ = [
     "MessageStatus",
     "Outcome",
     "PollInfo",
+    "QueueSettings",
     "QueueStatus",
     "ReplayError",
     "ReplayResult",
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 EnqueueAction = Literal["added", "updated"]
-EnqueueError = Literal["already-queued", "locked", "backoff"]
+EnqueueError = Literal["already-queued", "locked", "backoff", "full"]
 ReplayError = Literal["live", "unknown", "no-content"]
 
 
@@ -69,7 +70,8 @@ class EnqueueResult:
     """What ``Queue.enqueue`` did with one message.
 
     ``ok`` is true when the message was added or updated (``action``), false when
-    it was refused because its mid is busy (``error``).
+    it was refused (``error``): because its mid is busy, or (``"full"``) because
+    the queue holds ``max_size`` live messages.
     """
 
     ok: bool
@@ -88,6 +90,7 @@ class QueueStatus:
     entries its bounds (``failure_history``, ``failure_history_bytes``) have
     dropped since the queue began. ``lag`` is how long, in seconds, the
     longest-waiting ready message has been ready: the number to alert on.
+    ``max_size`` is the queue's bound on live messages (``None``: unbounded).
     """
 
     nqueued: int
@@ -98,6 +101,19 @@ class QueueStatus:
     nfailed: int
     lag: float
     nfailed_dropped: int = 0
+    max_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """A queue's flow-control settings, stored in Redis (``Queue.configure()``).
+
+    ``max_size``: the most live messages (ready, delayed or leased) the queue
+    accepts; an enqueue beyond it is refused with ``error="full"``. ``None``:
+    unbounded.
+    """
+
+    max_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

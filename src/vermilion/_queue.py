@@ -14,9 +14,10 @@ import redis.asyncio as aioredis
 from . import _tracing
 from ._exceptions import OutcomeUnknownError, ProtocolError
 from ._failures import FailureHistory
+from ._flow import UNSET, Unset, settings_changes, settings_from_reply
 from ._keys import QueueKeys
 from ._logs import logger
-from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
+from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueSettings, QueueStatus
 from ._presence import WorkerPresence
 from ._presence_calls import live_workers
 from ._protocol import DEFAULT_MAX_FAILED_BYTES, ScriptClient
@@ -41,7 +42,7 @@ _CONNECT_TIMEOUT = 5.0
 # Bounds a call whose connection went silent (or the URL's shorter socket_timeout);
 # blocking reads set their own.
 _CALL_TIMEOUT = 30.0
-_REFUSALS = {"already-queued", "locked", "backoff"}
+_REFUSALS = {"already-queued", "locked", "backoff", "full"}
 _MID_RANDOM_BYTES = 9  # 72 bits, 12 base64url characters
 
 
@@ -314,6 +315,24 @@ class Queue(FailureHistory):
             exc.mids = tuple(mid for mid, _ in messages)
             raise
 
+    # -- settings ----------------------------------------------------------------
+
+    async def configure(self, *, max_size: int | Unset | None = UNSET) -> QueueSettings:
+        """Change the queue's flow-control settings, stored in Redis for every client.
+
+        Args:
+            max_size: the most live messages (ready, delayed or leased) the
+                queue accepts; an enqueue past it is refused with
+                ``error="full"``. ``None`` removes the bound.
+
+        Only the settings given change; ``configure()`` alone reads them.
+
+        Returns:
+            The settings in force after the call.
+        """
+        changes = settings_changes(max_size=max_size)
+        return settings_from_reply(await self._connection.configure(self._keys, changes))
+
     # -- inspecting --------------------------------------------------------------
 
     async def message_status(self, mid: str) -> MessageStatus | None:
@@ -334,6 +353,7 @@ class Queue(FailureHistory):
             nfailed=counts.nfailed,
             lag=counts.lag_ms / 1000,
             nfailed_dropped=counts.nfailed_dropped,
+            max_size=counts.max_size,
         )
 
     async def size(self) -> int:

@@ -30,6 +30,7 @@ _OPERATIONS = (
     "failed",
     "replay",
     "purge",
+    "configure",
 )
 
 

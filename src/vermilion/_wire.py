@@ -213,6 +213,7 @@ class Counts:
     lag_ms: int
     now_ms: int = 0
     nfailed_dropped: int = 0
+    max_size: int | None = None
 
 
 def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:
@@ -235,8 +236,17 @@ def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:
 
 
 def parse_counts(reply: Sequence[Any]) -> Counts:
-    nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, dropped = (reply_int(item) for item in reply)
-    return Counts(nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, nfailed_dropped=dropped)
+    nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, dropped, max_size = map(reply_int, reply)
+    return Counts(
+        nqueued,
+        nlocked,
+        nbackoff,
+        ndone,
+        nfailed,
+        lag_ms,
+        nfailed_dropped=dropped,
+        max_size=None if max_size < 0 else max_size,
+    )
 
 
 def parse_content(reply: Sequence[Any]) -> tuple[int, list[StoredMessage]]:

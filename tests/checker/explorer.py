@@ -220,6 +220,7 @@ class Explorer:
         with_clear: bool = True,
         with_dequeue2: bool = True,
         with_history: bool = True,
+        max_size: int | None = None,
         queue: str | None = None,
         client: redis.Redis | None = None,
         max_seconds: float | None = None,
@@ -235,6 +236,8 @@ class Explorer:
         self.with_clear = with_clear
         self.with_dequeue2 = with_dequeue2
         self.with_history = with_history
+        # Bounded queue (flow control): `meta`'s max_size, set before the first step.
+        self.max_size = max_size
         self.max_seconds = max_seconds
         self.r = client or redis.Redis(host="127.0.0.1", port=6379)
         self.queue = queue or f"checker-{uuid.uuid4().hex[:12]}"
@@ -668,11 +671,16 @@ class Explorer:
                 mm.status == "done" and mm.done_until <= clock and not mm.pending
             )
             expect: str | None = None
-            if fresh:
+            full = self.max_size is not None and len(before.live()) >= self.max_size
+            if fresh and full:
+                expect = "full"
+            elif fresh:
                 expect = "added"
                 model[m] = MidModel("live", 0, False, mm.life + 1)
             elif mm.status == "done" and mm.done_until > clock:
-                if can_requeue:
+                if can_requeue and full and not mm.pending:
+                    expect = "full"  # a requeue of a finished mid takes a place
+                elif can_requeue:
                     expect = "already-queued" if mm.pending else "added"
                     model[m] = MidModel("done", mm.done_until, True, mm.life)
                 else:
@@ -686,7 +694,11 @@ class Explorer:
                     if not can_requeue or mm.pending:
                         raise Violation(f"enqueue of live {m} (flags {flags}) answered 'added'")
                     model[m] = MidModel("live", 0, True, mm.life)
-            if r in ("backoff", "locked", "already-queued") and keys.raw() != before.raw():
+            if self.max_size is not None and len(keys.live()) > max(self.max_size, len(before.live())):
+                raise Violation(
+                    f"enqueue of {m} left {len(keys.live())} live messages, max_size {self.max_size}"
+                )
+            if r in ("backoff", "locked", "already-queued", "full") and keys.raw() != before.raw():
                 raise Violation(f"enqueue of {m} answered {r!r} yet changed the keys")  # (6)
             if expect is not None and r != expect:
                 raise Violation(
@@ -950,8 +962,12 @@ class Explorer:
         try:
             self.r.set(self.clock_key, str(START_CLOCK))
             empty = Keys(frozenset(), (), {}, {}, {}, {}, {}, {}, {}, 0, None, None, None, 0)
+            dumps: tuple[bytes | None, ...] = tuple([None] * 11)
+            if self.max_size is not None:
+                self.r.hset(self.k["meta"], "max_size", str(self.max_size))
+                dumps = self.dump()
             init = State(
-                tuple([None] * 11),
+                dumps,
                 START_CLOCK,
                 empty,
                 tuple(() for _ in range(self.W)),

@@ -8,10 +8,14 @@ out. Every ack outcome ('s', 's500', 'r', 'r100', 'f'), stale acks, crashes,
 dequeues of 1 and of 2, replay and purge of failed mids (each, and all), clock
 ticks and jumps to the next event are kept.
 `nox -s checker` runs a larger bound.
+
+Flow control is explored beside it at smaller bounds (each under a minute):
+a bounded queue (max_size 2) with the same operations at depth 6.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -25,6 +29,7 @@ from .explorer import Explorer, Violation
 
 CI_DEPTH = 8
 MUTATION_DEPTH = 6
+BOUNDED_DEPTH = 6
 
 
 @pytest.fixture
@@ -39,6 +44,7 @@ def _explorer(
     depth: int,
     *,
     sources: dict[str, bytes | str] | None = None,
+    max_size: int | None = None,
 ) -> Explorer:
     return Explorer(
         2,
@@ -49,7 +55,18 @@ def _explorer(
         enqueue_variants_for=1,
         with_extend=False,
         sources=sources,
+        max_size=max_size,
     )
+
+
+def _violation(explorer: Explorer) -> Violation:
+    """The violation the explorer must find (a mutated script), its keys cleaned up."""
+    try:
+        with pytest.raises(Violation) as caught:
+            explorer.explore()
+    finally:
+        explorer.cleanup()
+    return caught.value
 
 
 def _report(capsys: pytest.CaptureFixture[str], text: str) -> None:
@@ -94,13 +111,37 @@ def _mutated(name: str, old: str, new: str) -> dict[str, bytes | str]:
 def test_mutation_is_caught(
     client: redis.Redis, capsys: pytest.CaptureFixture[str], name: str, old: str, new: str
 ) -> None:
-    explorer = _explorer(client, MUTATION_DEPTH, sources=_mutated(name, old, new))
+    caught = _violation(_explorer(client, MUTATION_DEPTH, sources=_mutated(name, old, new)))
+    assert caught.steps, "a counter-example names its operations"
+    _report(capsys, f"counter-example for the {name} mutation ({len(caught.steps)} steps):\n{caught}")
+
+
+@pytest.mark.timeout(600)
+def test_bounded_queue_holds(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    """max_size 2 with three mids: every enqueue that would pass the bound is 'full' and writes nothing."""
+    explorer = _explorer(client, BOUNDED_DEPTH, max_size=2)
     try:
-        with pytest.raises(Violation) as caught:
-            explorer.explore()
+        stats = explorer.explore()
     finally:
         explorer.cleanup()
-    assert caught.value.steps, "a counter-example names its operations"
-    _report(
-        capsys, f"counter-example for the {name} mutation ({len(caught.value.steps)} steps):\n{caught.value}"
-    )
+    _report(capsys, f"checker W=2 M=3 D={BOUNDED_DEPTH} max_size=2: {stats}")
+    assert stats.depth_reached == BOUNDED_DEPTH
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # A new life ignores the bound.
+        ("  if not admit() then return 'full' end\n  return add_fresh", "  return add_fresh"),
+        # A batch admits one message too many.
+        (
+            "if room and room < admitted then admitted = math.max(room, 0) end",
+            "if room and room < admitted then admitted = room + 1 end",
+        ),
+    ],
+    ids=["new-life", "batch"],
+)
+def test_bound_mutation_is_caught(client: redis.Redis, old: str, new: str) -> None:
+    caught = _violation(_explorer(client, BOUNDED_DEPTH, sources=_mutated("enqueue", old, new), max_size=2))
+    assert re.search(r"max_size|'full'|changed the keys", str(caught)), caught

@@ -127,6 +127,7 @@ STATUS_COLUMNS = (
     ("dropped", "nfailed_dropped"),
     ("total", "ntotal"),
     ("lag (s)", "lag"),
+    ("max size", "max_size"),
 )
 
 
@@ -200,6 +201,8 @@ def format_workers(queue: str, workers: Sequence[WorkerPresence]) -> str:
             ]
         )
     return format_table(headers, rows)
+
+
 # A failed message's content and reason are shown on one line, cut to this many characters.
 _CELL_CHARS = 60
 

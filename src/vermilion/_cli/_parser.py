@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from vermilion import __version__
 from vermilion._queue import DEFAULT_URL
 
-from . import _commands, _failures
+from . import _commands, _failures, _settings
 from ._demo import run_demo_command
 from ._exit import EXIT_USAGE
 from ._serve import LOG_LEVELS, run_worker
@@ -57,6 +57,11 @@ _ABOUT = {
         "delete every message and all state of the named queues",
         "Delete every message and all state of the named queues (exact names, never"
         " patterns). Refuses without --yes.",
+    ),
+    "configure": (
+        "show or change a queue's settings (its bound on live messages)",
+        "Show the queue's settings, or change those given: --max-size N refuses enqueues once N"
+        " messages are live (ready, delayed or leased); --no-max-size removes the bound.",
     ),
     "migrate": (
         "upgrade queues written by protocol version 1 (an older vermilion) in place",
@@ -312,6 +317,15 @@ def _add_clear(commands: Any) -> None:
     clear.add_argument("--yes", action="store_true", help="really delete")
 
 
+def _add_configure(commands: Any) -> None:
+    configure = _queue_command(commands, "configure", _settings.configure)
+    configure.add_argument("queue", metavar="QUEUE")
+    configure.add_argument(
+        "--max-size", type=_positive_int, metavar="N", help="the most live messages the queue accepts"
+    )
+    configure.add_argument("--no-max-size", action="store_true", help="remove the bound")
+
+
 def _add_migrate(commands: Any) -> None:
     migrate = _queue_command(commands, "migrate", _commands.migrate)
     migrate.add_argument("queues", nargs="*", metavar="QUEUE", help="queue names (exact, never patterns)")
@@ -382,8 +396,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json",
         action="store_true",
-        help=f"{_JSON_HELP} (status, queues, workers, enqueue, message-status, clear, migrate, failed,"
-        " replay, purge-failed)",
+        help=f"{_JSON_HELP} (status, queues, workers, enqueue, message-status, clear, configure, migrate,"
+        " failed, replay, purge-failed)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
@@ -394,6 +408,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_enqueue,
         _add_message_status,
         _add_clear,
+        _add_configure,
         _add_migrate,
         _add_failed,
         _add_replay,

@@ -21,7 +21,8 @@
 --   10 notify   list   wake-up tokens for idle workers (at most 64)
 --   11 meta     hash   `version` (2), `seq` (the last lease token handed out),
 --                      `failed_bytes` (the sum of the failure records' lengths) and
---                      `failed_dropped` (failures the history's bounds dropped)
+--                      `failed_dropped` (failures the history's bounds dropped), and
+--                      the queue's settings, absent unless set (configure.lua)
 --   12 clock    string TESTS ONLY, optional: the time in ms the script uses instead
 --                      of TIME; a script given a 12th key refuses to run without it
 --

@@ -51,6 +51,24 @@ local function to_int(value, name, min)
   return n
 end
 
+-- A queue setting `meta[name]` (written by configure.lua) as an integer, or
+-- nil when it is not set; a value no script wrote is refused by name.
+local function setting(name)
+  local value = redis.call('HGET', K_META, name)
+  if not value then return nil end
+  local n = stored_int(value, 0, MAX_EXACT)
+  if n == nil then
+    error(fail('queue key ' .. K_META .. ' holds ' .. name .. ' ' .. string.format('%q', string.sub(value, 1, 40))
+      .. ', not a whole number: set it again with configure()'))
+  end
+  return n
+end
+
+-- How many messages are live: ready, delayed or leased (what max_size bounds).
+local function live_count()
+  return redis.call('LLEN', K_READY) + redis.call('ZCARD', K_DELAYED) + redis.call('ZCARD', K_LOCKS)
+end
+
 local function mid_prefix(mid)
   local n = #mid
   if n < 255 then return string.char(n) .. mid end

@@ -3,7 +3,7 @@
 --
 -- KEYS: the queue keys listed in _common.lua.
 -- ARGV: none.
--- Reply: [nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, nfailed_dropped]
+-- Reply: [nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, nfailed_dropped, max_size]
 --   nqueued   ready now: in `ready`, plus ended delays and lapsed leases that a
 --             dequeue has not moved yet
 --   nlocked   leases still running
@@ -12,6 +12,7 @@
 --   nfailed   failures kept in the history
 --   lag_ms    how long the longest-waiting ready message has been ready (0: none)
 --   nfailed_dropped  failure-history entries its bounds dropped (meta's failed_dropped)
+--   max_size  the queue's bound on live messages (meta's max_size), or -1: none
 -- Invariants: writes nothing (flags=no-writes); nqueued + nlocked + nbackoff
 -- equals the number of live messages (one entry in `ready` per ready message).
 
@@ -63,4 +64,5 @@ return {
   redis.call('ZCARD', K_FAILED),
   lag,
   stored_int(redis.call('HGET', K_META, 'failed_dropped'), 0, MAX_EXACT) or 0,
+  stored_int(redis.call('HGET', K_META, 'max_size'), 0, MAX_EXACT) or -1,
 }

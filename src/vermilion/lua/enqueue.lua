@@ -8,7 +8,7 @@
 --   3 flags      integer bit set: 1 can_update, 2 can_requeue, 4 reset_delay
 --   then, for each message: mid (non-empty string), payload (opaque bytes)
 -- Reply: one entry per message, in order: 'added' | 'updated' | 'already-queued'
---   | 'locked' | 'backoff'.
+--   | 'locked' | 'backoff' | 'full'.
 --
 -- Branches, by the mid's state as of now (see state_of):
 --   unknown, failed, expired without requeue   -> fresh life: 'added'
@@ -21,8 +21,13 @@
 --   done (inside its window)                    -> can_requeue: pending requeue; else 'backoff'
 --   A pending requeue exists already: can_update replaces it ('updated'), else
 --   'already-queued'.
+-- Bound: with `meta`'s max_size set, a new life, or a new pending requeue of a
+-- done mid, is refused with 'full' (writing nothing for it) once the live
+-- messages (ready + delayed + leased) reach max_size; a batch admits the first
+-- messages that fit, in order.
 -- A call of one mid the queue does not know, ready now with the default lease,
--- is answered first, with four commands (TIME, SADD, RPUSH, LPUSH) and before
+-- to a queue without max_size, is answered first, with four commands (TIME,
+-- HGET meta, SADD, RPUSH; plus LPUSH when it makes `ready` non-empty) and before
 -- any helper is defined. A batch of unknown mids is written with one command
 -- per key.
 -- Invariants: every argument is checked before the first write; a fresh life
@@ -38,13 +43,15 @@ local FIRST_PAIR = 4
 -- The usual call, answered before any helper is defined (defining them costs
 -- more server time than the call itself): one message, ready now, with the
 -- worker's lease, whose mid the queue does not know. SADD both tells that the
--- mid is new and records it. A command refused here is undone and the call
+-- mid is new and records it; a queue with a bound (meta's max_size) takes the
+-- full path, which counts its live messages. A command refused here is undone and the call
 -- goes on to the full path below, which names a wrong-typed key or a denied
 -- command by its line; an out-of-memory refusal (only ever the first write:
 -- Redis lets a script that wrote finish) is answered as it is, so that the
 -- server counts it once, as it does every other refused call.
 if #ARGV == FIRST_PAIR + 1 and ARGV[1] == '0' and ARGV[2] == '' and #ARGV[3] < 16
-  and string.find(ARGV[3], '^%d+$') and #ARGV[4] > 0 and #ARGV[4] < 255 then
+  and string.find(ARGV[3], '^%d+$') and #ARGV[4] > 0 and #ARGV[4] < 255
+  and not redis.pcall('HGET', K_META, 'max_size') then
   local mid = ARGV[FIRST_PAIR]
   local entry = '\1' .. string.char(#mid) .. mid .. struct.pack('>I6', now_ms()) .. ARGV[FIRST_PAIR + 1]
   local added = redis.pcall('SADD', K_MIDS, mid)
@@ -96,6 +103,20 @@ end
 check_key_types()
 --#include _state
 --#include _history
+
+-- How many more messages the queue's bound (max_size) admits; nil: unbounded.
+-- A new life takes a place; so does a pending requeue of a finished mid (it
+-- starts when the window ends). A requeue of a leased mid takes none: it
+-- replaces its message when that one's lease ends.
+local room = setting('max_size')
+if room then room = room - live_count() end
+
+local function admit()
+  if room == nil then return true end
+  if room <= 0 then return false end
+  room = room - 1
+  return true
+end
 
 local woken = 0
 
@@ -188,9 +209,10 @@ local function reschedule(mid, state, record)
   woken = woken + 1
 end
 
-local function pending_requeue(mid, payload)
+local function pending_requeue(mid, payload, state)
   local exists = has_requeue(mid)
   if exists and not can_update then return 'already-queued' end
+  if not exists and state == 'done' and not admit() then return 'full' end
   redis.call('HSET', K_REQUEUE, mid, struct.pack('>I5', lock or 0) .. payload)
   woken = woken + 1 -- idle workers must now also wait for the end of a de-dup window
   if exists then return 'updated' end
@@ -216,21 +238,26 @@ local function update_queued(mid, payload, state, record)
   return 'already-queued'
 end
 
+local function start_life(mid, payload, state)
+  if not admit() then return 'full' end
+  return add_fresh(mid, payload, state)
+end
+
 local function enqueue_in_state(mid, payload, state, record)
-  if state == nil or state == 'failed' then return add_fresh(mid, payload, state) end
+  if state == nil or state == 'failed' then return start_life(mid, payload, state) end
   if state == 'expired' then
     if has_requeue(mid) then
       if not can_update then return 'already-queued' end
-      return pending_requeue(mid, payload)
+      return pending_requeue(mid, payload, state)
     end
-    return add_fresh(mid, payload, state)
+    return start_life(mid, payload, state)
   end
   if state == 'locked' then
-    if can_requeue then return pending_requeue(mid, payload) end
+    if can_requeue then return pending_requeue(mid, payload, state) end
     return 'locked'
   end
   if state == 'done' then
-    if can_requeue then return pending_requeue(mid, payload) end
+    if can_requeue then return pending_requeue(mid, payload, state) end
     return 'backoff'
   end
   return update_queued(mid, payload, state, record)
@@ -253,12 +280,18 @@ local function every_mid_unknown_and_once()
 end
 
 if every_mid_unknown_and_once() then
-  local payloads, replies = {}, {}
+  -- A bound admits the first `room` messages of the call, in order.
+  local admitted = #mids
+  if room and room < admitted then admitted = math.max(room, 0) end
+  local payloads, replies, written = {}, {}, {}
   for i = 1, #mids do
-    payloads[i] = ARGV[FIRST_PAIR + 2 * i - 1]
-    replies[i] = 'added'
+    if i <= admitted then
+      written[i], payloads[i], replies[i] = mids[i], ARGV[FIRST_PAIR + 2 * i - 1], 'added'
+    else
+      replies[i] = 'full'
+    end
   end
-  write_fresh(mids, payloads, mids)
+  if admitted > 0 then write_fresh(written, payloads, written) end
   wake_workers(woken)
   return replies
 end

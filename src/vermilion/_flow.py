@@ -1,0 +1,43 @@
+"""Flow-control settings of a queue: the checks of ``Queue.configure()`` and
+the mapping between ``QueueSettings`` and the fields of ``meta`` that
+``configure.lua`` writes."""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from ._messages import QueueSettings
+
+__all__ = ["UNSET", "Unset", "settings_changes", "settings_from_reply"]
+
+
+class Unset(enum.Enum):
+    """The default of a ``configure()`` argument: leave that setting as it is."""
+
+    UNSET = "unset"
+
+
+UNSET: Final = Unset.UNSET
+
+
+def _bound(value: int | None, name: str, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum} (or None for no limit), got {value}")
+    return value
+
+
+def settings_changes(*, max_size: int | Unset | None) -> list[tuple[str, int | None]]:
+    """The (field, value) pairs to send: only the settings given; ``None`` removes one."""
+    changes: list[tuple[str, int | None]] = []
+    if max_size is not UNSET:
+        changes.append(("max_size", _bound(max_size, "max_size", 1)))
+    return changes
+
+
+def settings_from_reply(fields: dict[str, int]) -> QueueSettings:
+    return QueueSettings(max_size=fields.get("max_size"))
