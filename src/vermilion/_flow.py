@@ -9,7 +9,7 @@ from typing import Final
 
 from ._messages import QueueSettings
 
-__all__ = ["UNSET", "Unset", "settings_changes", "settings_from_reply"]
+__all__ = ["MAX_PRIORITY", "UNSET", "Unset", "check_priority", "settings_changes", "settings_from_reply"]
 
 
 class Unset(enum.Enum):
@@ -19,6 +19,15 @@ class Unset(enum.Enum):
 
 
 UNSET: Final = Unset.UNSET
+MAX_PRIORITY: Final = 9  # the levels are 0 (the default) to 9; enqueue.lua checks it too
+
+
+def check_priority(priority: int) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, not {type(priority).__name__}")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be from 0 to {MAX_PRIORITY}, got {priority}")
+    return priority
 
 
 def _bound(value: int | None, name: str, minimum: int) -> int | None:

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from . import _tracing
 from ._exceptions import OutcomeUnknownError, ProtocolError
 from ._failures import FailureHistory
-from ._flow import UNSET, Unset, settings_changes, settings_from_reply
+from ._flow import UNSET, Unset, check_priority, settings_changes, settings_from_reply
 from ._keys import QueueKeys
 from ._logs import logger
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueSettings, QueueStatus
@@ -177,6 +177,7 @@ class Queue(FailureHistory):
         can_update: bool,
         can_requeue: bool,
         reset_delay: bool,
+        priority: int,
     ) -> EnqueueOptions:
         if (
             delay.__class__ is float
@@ -185,6 +186,7 @@ class Queue(FailureHistory):
             and can_update is False
             and can_requeue is False
             and reset_delay is False
+            and priority == 0
         ):
             return DEFAULT_ENQUEUE_OPTIONS  # the common case, without the checks below
         for flag, value in (
@@ -202,6 +204,7 @@ class Queue(FailureHistory):
             can_update=can_update,
             can_requeue=can_requeue,
             reset_delay=reset_delay,
+            priority=check_priority(priority),
         )
 
     def _message(self, content: Any, mid: str | None, argument: str, mid_argument: str) -> tuple[str, bytes]:
@@ -218,6 +221,7 @@ class Queue(FailureHistory):
         can_update: bool = False,
         can_requeue: bool = False,
         reset_delay: bool = False,
+        priority: int = 0,
     ) -> EnqueueResult:
         """Add a message, or update / requeue / refuse it if its ``mid`` is busy.
 
@@ -231,6 +235,9 @@ class Queue(FailureHistory):
                 window, handle the new content again once that ends.
             reset_delay: if the mid is still queued, restart its delay from now
                 (debouncing).
+            priority: 0 (the default) to 9; higher levels are handed out first,
+                each level a 10-second head start over the one below (see
+                Flow control). Applies to a new life; updates keep the priority.
 
         Returns:
             ``EnqueueResult``: ``ok`` with ``action`` ``"added"``/``"updated"``, or
@@ -247,6 +254,7 @@ class Queue(FailureHistory):
             can_update=can_update,
             can_requeue=can_requeue,
             reset_delay=reset_delay,
+            priority=priority,
         )
         message = self._message(content, mid, "content", "mid")
         (reply,) = await self._send(options, [message])
@@ -262,6 +270,7 @@ class Queue(FailureHistory):
         can_update: bool = False,
         can_requeue: bool = False,
         reset_delay: bool = False,
+        priority: int = 0,
     ) -> list[EnqueueResult]:
         """Enqueue many messages in one round trip and one atomic script call.
 
@@ -283,6 +292,7 @@ class Queue(FailureHistory):
             can_update=can_update,
             can_requeue=can_requeue,
             reset_delay=reset_delay,
+            priority=priority,
         )
         if given is None:
             mid_list = random_mids(len(items))

@@ -40,6 +40,7 @@ __all__ = [
 
 # The enqueue script's flag bits (lua/enqueue.lua).
 _CAN_UPDATE, _CAN_REQUEUE, _RESET_DELAY = 1, 2, 4
+_PRIORITY_UNIT = 8  # flags carry the priority above the three option bits
 
 
 def bulk(arg: bytes | str | int) -> bytes:
@@ -101,6 +102,7 @@ class EnqueueOptions:
     can_update: bool = False
     can_requeue: bool = False
     reset_delay: bool = False
+    priority: int = 0
 
     def argv(self) -> tuple[int | str, ...]:
         """The script's first arguments, in the order of ENQUEUE_OPTION_FIELDS."""
@@ -108,6 +110,7 @@ class EnqueueOptions:
             (_CAN_UPDATE if self.can_update else 0)
             | (_CAN_REQUEUE if self.can_requeue else 0)
             | (_RESET_DELAY if self.reset_delay else 0)
+            | self.priority * _PRIORITY_UNIT
         )
         return (self.delay_ms, "" if self.lock_ms is None else self.lock_ms, flags)
 

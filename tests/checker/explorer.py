@@ -221,6 +221,7 @@ class Explorer:
         with_dequeue2: bool = True,
         with_history: bool = True,
         max_size: int | None = None,
+        with_priorities: bool = False,
         queue: str | None = None,
         client: redis.Redis | None = None,
         max_seconds: float | None = None,
@@ -238,6 +239,8 @@ class Explorer:
         self.with_history = with_history
         # Bounded queue (flow control): `meta`'s max_size, set before the first step.
         self.max_size = max_size
+        # Priorities (flow control): every mid may also be enqueued at level 1, the first at 2.
+        self.with_priorities = with_priorities
         self.max_seconds = max_seconds
         self.r = client or redis.Redis(host="127.0.0.1", port=6379)
         self.queue = queue or f"checker-{uuid.uuid4().hex[:12]}"
@@ -419,7 +422,8 @@ class Explorer:
         relative to the clock when in the future, by their order when past (only that
         order matters: ZRANGEBYSCORE); the data times (enqueued, due, failure time) left
         out, as no script branches on them; `notify` by whether it exists (the only thing
-        a script reads of it)."""
+        a script reads of it). With priorities the hand-out compares ready times with the
+        priority scores, so those times and scores are kept, relative to the clock."""
         c = s.clock
         tokens: set[int] = {r.token for r in s.keys.records.values() if r.token}
         for held in s.leases:
@@ -430,15 +434,31 @@ class Explorer:
         rank[0] = 0
         k = s.keys
 
-        ready = tuple((kind, ren[mid], lock, p) for kind, mid, _e, lock, p in k.ready)
+        timed = self.with_priorities
+        ready = tuple(
+            (kind, ren[mid], lock, p, (e or 0) - c if timed else 0) for kind, mid, e, lock, p in k.ready
+        )
         records = tuple(
             sorted(
-                (ren[m], (r.state, r.flags, r.attempts, r.lock, rank[r.token], r.payload))
+                (
+                    ren[m],
+                    (
+                        r.state,
+                        r.flags,
+                        r.attempts,
+                        r.lock,
+                        rank[r.token],
+                        r.payload,
+                        r.due - c if timed else 0,
+                    ),
+                )
                 for m, r in k.records.items()
             )
         )
 
         def zs(d: dict[str, int]) -> tuple[tuple[str, Any], ...]:
+            if timed:
+                return tuple(sorted(((ren[m], v - c) for m, v in d.items()), key=repr))
             past = sorted((v, ren[m]) for m, v in d.items() if v <= c)
             out: list[tuple[str, Any]] = [(m, ("past", i)) for i, (_, m) in enumerate(past)]
             out += [(ren[m], v - c) for m, v in d.items() if v > c]
@@ -517,7 +537,11 @@ class Explorer:
                         f"live mid {m} in {places} places (ready entries {n_ready}, delayed {m in k.delayed}, locks {m in k.locks})"
                     )
                     continue
-                if m in k.delayed and (rec is None or rec.state != "d"):
+                if m in k.delayed and k.delayed[m] < 0:
+                    # A ready message of a priority above 0 waits below every due time.
+                    if rec is None or rec.state != "r" or rec.flags // 16 == 0:
+                        bad.append(f"priority place of {m} (score {k.delayed[m]}) with record {rec}")
+                elif m in k.delayed and (rec is None or rec.state != "d"):
                     bad.append(f"delayed mid {m} has record {rec}")
                 if m in k.locks and (rec is None or rec.state != "l"):
                     bad.append(f"leased mid {m} has record {rec}")
@@ -595,6 +619,10 @@ class Explorer:
                 out.append(("enqueue", (m, "0", "1", UPDATED)))
                 out.append(("enqueue", (m, "0", "2", "q")))
                 out.append(("enqueue", (m, "100", "0", "p")))
+            if self.with_priorities:
+                out.append(("enqueue", (m, "0", "8", "p")))  # level 1 (flags carry 8 * level)
+                if i == 0:
+                    out.append(("enqueue", (m, "0", "16", "p")))
         for w in range(self.W):
             out.append(("dequeue", (w, 1)))
             if self.with_dequeue2:

@@ -25,11 +25,12 @@ import redis
 
 from vermilion._scripts import SCRIPTS
 
-from .explorer import Explorer, Violation
+from .explorer import Explorer, Stats, Violation
 
 CI_DEPTH = 8
 MUTATION_DEPTH = 6
 BOUNDED_DEPTH = 6
+PRIORITY_DEPTH = 6
 
 
 @pytest.fixture
@@ -45,6 +46,7 @@ def _explorer(
     *,
     sources: dict[str, bytes | str] | None = None,
     max_size: int | None = None,
+    with_priorities: bool = False,
 ) -> Explorer:
     return Explorer(
         2,
@@ -56,7 +58,16 @@ def _explorer(
         with_extend=False,
         sources=sources,
         max_size=max_size,
+        with_priorities=with_priorities,
     )
+
+
+def _explore(explorer: Explorer) -> Stats:
+    """Run the whole search, its keys cleaned up."""
+    try:
+        return explorer.explore()
+    finally:
+        explorer.cleanup()
 
 
 def _violation(explorer: Explorer) -> Violation:
@@ -77,11 +88,7 @@ def _report(capsys: pytest.CaptureFixture[str], text: str) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_ci_bound_holds(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
-    explorer = _explorer(client, CI_DEPTH)
-    try:
-        stats = explorer.explore()
-    finally:
-        explorer.cleanup()
+    stats = _explore(_explorer(client, CI_DEPTH))
     _report(capsys, f"checker W=2 M=3 D={CI_DEPTH}: {stats}")
     assert stats.depth_reached == CI_DEPTH
     assert stats.states > 100_000  # the search really ran (about 280k states at this bound)
@@ -119,11 +126,7 @@ def test_mutation_is_caught(
 @pytest.mark.timeout(600)
 def test_bounded_queue_holds(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
     """max_size 2 with three mids: every enqueue that would pass the bound is 'full' and writes nothing."""
-    explorer = _explorer(client, BOUNDED_DEPTH, max_size=2)
-    try:
-        stats = explorer.explore()
-    finally:
-        explorer.cleanup()
+    stats = _explore(_explorer(client, BOUNDED_DEPTH, max_size=2))
     _report(capsys, f"checker W=2 M=3 D={BOUNDED_DEPTH} max_size=2: {stats}")
     assert stats.depth_reached == BOUNDED_DEPTH
 
@@ -145,3 +148,19 @@ def test_bounded_queue_holds(client: redis.Redis, capsys: pytest.CaptureFixture[
 def test_bound_mutation_is_caught(client: redis.Redis, old: str, new: str) -> None:
     caught = _violation(_explorer(client, BOUNDED_DEPTH, sources=_mutated("enqueue", old, new), max_size=2))
     assert re.search(r"max_size|'full'|changed the keys", str(caught)), caught
+
+
+@pytest.mark.timeout(600)
+def test_priorities_hold(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    """Levels 1 and 2 beside the default one: priority places in `delayed` stay consistent
+    through retries, delays, lapsed leases and held-back suspects; nothing lost or doubled."""
+    stats = _explore(_explorer(client, PRIORITY_DEPTH, with_priorities=True))
+    _report(capsys, f"checker W=2 M=3 D={PRIORITY_DEPTH} priorities: {stats}")
+    assert stats.depth_reached == PRIORITY_DEPTH
+
+
+def test_priority_mutation_is_caught(client: redis.Redis) -> None:
+    """A priority message handed out but left in `delayed` is caught (two places at once)."""
+    mutation = _mutated("dequeue", "  redis.call('ZREM', K_DELAYED, mid)\n  local raw", "  local raw")
+    caught = _violation(_explorer(client, PRIORITY_DEPTH - 2, sources=mutation, with_priorities=True))
+    assert "places" in str(caught), caught

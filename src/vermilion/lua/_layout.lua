@@ -51,6 +51,27 @@ local function to_int(value, name, min)
   return n
 end
 
+-- Priorities. A message of the default level 0 waits in `ready`. One of level
+-- 1..9 (bits 4-7 of its record's flags) waits, while ready, in `delayed` under
+-- a negative score, below every due time: its virtual time minus
+-- PRIORITY_BASE, the virtual time being the ms it became ready minus level *
+-- PRIORITY_STEP_MS. The hand-out takes, of the head of `ready` (whose virtual
+-- time is when it became ready) and the lowest such score, the earlier virtual
+-- time: each level is a head start of PRIORITY_STEP_MS, and no level starves.
+-- `meta`'s `priorities` (1) says that a queue has had such messages: a dequeue
+-- of a queue without it reads none of this.
+local PRIORITY_UNIT, MAX_PRIORITY = 16, 9
+local PRIORITY_STEP_MS = 10000
+local PRIORITY_BASE = 4503599627370496 -- 2^52: every score of a ready message is below 0
+
+local function priority_of(flags)
+  return math.floor(flags / PRIORITY_UNIT)
+end
+
+local function priority_score(ready_ms, level)
+  return int_str(ready_ms - level * PRIORITY_STEP_MS - PRIORITY_BASE)
+end
+
 -- A queue setting `meta[name]` (written by configure.lua) as an integer, or
 -- nil when it is not set; a value no script wrote is refused by name.
 local function setting(name)

@@ -19,7 +19,8 @@
 -- Effects of an applied outcome:
 --   success, no window  -> the message is forgotten, or starts its pending requeue
 --   success, window s   -> done for s ms (enqueue of the mid answers 'backoff')
---   retry, no backoff   -> ready again at the tail, wake-up token pushed
+--   retry, no backoff   -> ready again at the tail (a priority message: at its
+--                          priority, as of now), wake-up token pushed
 --   retry, backoff s    -> delayed for s ms, wake-up token pushed
 --   failure             -> starts its pending requeue if there is one; else
 --                          recorded in the failure history with its payload,
@@ -138,6 +139,10 @@ for _, i in ipairs(current) do
     if backoff > 0 then
       r.state = DELAYED
       delayed[#delayed + 1] = after(backoff)
+      delayed[#delayed + 1] = mid
+    elseif priority_of(r.flags) > 0 then
+      r.state = READY -- at its priority: a place in `delayed` below every due time
+      delayed[#delayed + 1] = priority_score(now, priority_of(r.flags))
       delayed[#delayed + 1] = mid
     else
       r.state = READY

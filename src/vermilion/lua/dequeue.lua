@@ -17,10 +17,13 @@
 -- An idle queue (no ready, delayed, leased or done message, no wake-up token)
 -- is answered by one EXISTS: an idle worker's poll costs two commands.
 -- Housekeeping, in order: delayed mids whose time has come join the tail of
--- `ready`; lapsed leases are reclaimed to the head of `ready` (they are the
+-- `ready` (a priority message: its place among the priorities, see
+-- _layout.lua); lapsed leases are reclaimed to the head of `ready` (they are the
 -- oldest work) and marked suspect; mids whose de-dup window ended are
 -- forgotten, or start their pending requeue. Hand-out pops entries from the
--- head of `ready` (FIFO), drops entries no message stands behind, moves
+-- head of `ready` (FIFO; on a queue with `meta`'s `priorities`, the earlier
+-- virtual time of the head of `ready` and of the next priority message, one
+-- message at a time), drops entries no message stands behind, moves
 -- suspects beyond max_suspects to the tail (popping on in their place), and
 -- leases each: attempt + 1, a fresh token, `locks` score = now + lease.
 -- A record no script wrote (bytes written by hand) is handed out as the
@@ -48,7 +51,7 @@ end
 check_key_types()
 -- HINCRBY fails on a `seq` that is no integer or would pass 2^63, and only
 -- after the housekeeping and the LPOPs below have written: check it first.
-local seq = redis.call('HGET', K_META, 'seq')
+local seq, priorities = unpack(redis.call('HMGET', K_META, 'seq', 'priorities'))
 if seq and not (string.find(seq, '^%d+$') and stored_int(seq, 0, MAX_TOKEN)) then
   return fail('queue key ' .. K_META .. ' holds seq ' .. string.format('%q', string.sub(seq, 1, 40))
     .. ', not a lease counter below 2^53: the queue is damaged (clear() resets the counter)')
@@ -68,21 +71,34 @@ end
 -- pointer in `ready`, so that the hand-out fails them as undecodable.
 local READY_BYTE, NO_TOKEN = string.char(READY), string.rep('\0', 7)
 
+-- A record's priority level, read from its flags byte (0: bytes no script wrote).
+local function level_of(raw)
+  if is_record(raw) then return priority_of(string.byte(raw, 2)) end
+  return 0
+end
+
+-- Scores below 0 are ready priority messages, not delays (see _layout.lua).
 local function move_due_delays()
-  local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, limit)
+  local due = redis.call('ZRANGEBYSCORE', K_DELAYED, 0, now, 'LIMIT', 0, limit)
   if #due == 0 then return end
-  call_in_slices('ZREM', K_DELAYED, due)
   local records = records_of(due)
-  local writes, pointers = {}, {}
+  local writes, pointers, leaving, ranked = {}, {}, {}, {}
   for i, mid in ipairs(due) do
     local raw = records[i]
     if is_record(raw) then
       writes[#writes + 1], writes[#writes + 2] = mid, READY_BYTE .. string.sub(raw, 2)
     end
-    pointers[i] = pointer_entry(mid)
+    local level = level_of(raw)
+    if level > 0 then
+      ranked[#ranked + 1], ranked[#ranked + 2] = priority_score(struct.unpack('>I6', raw, 9), level), mid
+    else
+      leaving[#leaving + 1], pointers[#pointers + 1] = mid, pointer_entry(mid)
+    end
   end
+  call_in_slices('ZREM', K_DELAYED, leaving)
   call_in_slices('HSET', K_RECORDS, writes)
   call_in_slices('RPUSH', K_READY, pointers)
+  call_in_slices('ZADD', K_DELAYED, ranked)
 end
 
 -- A lapsed lease's record made ready: suspect, due when the lease lapsed, no token.
@@ -101,17 +117,23 @@ local function reclaim_lapsed_leases()
   for i = 1, n do mids[i] = lapsed[2 * i - 1] end
   call_in_slices('ZREM', K_LOCKS, mids)
   local records = records_of(mids)
-  local writes, pointers = {}, {}
+  local writes, pointers, ranked = {}, {}, {}
   -- Latest first, so that one LPUSH leaves the earliest lapsed at the head.
   for i = n, 1, -1 do
-    local raw = records[i]
+    local raw, lapsed_at = records[i], tonumber(lapsed[2 * i])
     if is_record(raw) then
-      writes[#writes + 1], writes[#writes + 2] = mids[i], reclaimed_record(raw, tonumber(lapsed[2 * i]))
+      writes[#writes + 1], writes[#writes + 2] = mids[i], reclaimed_record(raw, lapsed_at)
     end
-    pointers[#pointers + 1] = pointer_entry(mids[i])
+    local level = level_of(raw)
+    if level > 0 then
+      ranked[#ranked + 1], ranked[#ranked + 2] = priority_score(lapsed_at, level), mids[i]
+    else
+      pointers[#pointers + 1] = pointer_entry(mids[i])
+    end
   end
   call_in_slices('HSET', K_RECORDS, writes)
   call_in_slices('LPUSH', K_READY, pointers)
+  call_in_slices('ZADD', K_DELAYED, ranked)
   return n
 end
 
@@ -140,7 +162,8 @@ end
 -- The earliest time something becomes ready without an enqueue: a delay or
 -- backoff ending, a lease lapsing, or a de-dup window ending with a requeue.
 local function next_due_ms()
-  local best = first_score(K_DELAYED)
+  local delay = redis.call('ZRANGEBYSCORE', K_DELAYED, 0, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local best = delay[2] and tonumber(delay[2]) or nil
   local lease = first_score(K_LOCKS)
   if lease and (best == nil or lease < best) then best = lease end
   if redis.call('EXISTS', K_REQUEUE) == 1 then
@@ -172,11 +195,25 @@ end
 -- A record whose bytes no script wrote is handed out with those bytes as the
 -- payload: the worker fails it as undecodable, and nothing is stranded.
 local DEAD_ENTRY_BUDGET = 1000
-local function pop_candidates()
-  local held_back, seen = {}, {}
-  local suspects_taken, dead = 0, 0
-  while #mids < max_messages do
-    local wanted = max_messages - #mids
+local held_back, seen = {}, {}
+local suspects_taken, dead = 0, 0
+
+-- Choose a ready message (or hold it back, if a suspect beyond max_suspects).
+local function consider(mid, f, e, d, a, l, p)
+  seen[mid] = true
+  local is_suspect = has_flag(f, SUSPECT)
+  if is_suspect and suspects_taken >= max_suspects then
+    held_back[#held_back + 1] = pointer_entry(mid)
+  else
+    if is_suspect then suspects_taken = suspects_taken + 1 end
+    choose(mid, f, e, d, a, l, p)
+  end
+end
+
+-- Pop from `ready` until `target` messages are chosen in all.
+local function pop_candidates(target)
+  while #mids < target do
+    local wanted = target - #mids
     local popped = redis.call('LPOP', K_READY, wanted)
     if not popped then break end
     local kinds, pmids, penq, plock, ppay = {}, {}, {}, {}, {}
@@ -208,21 +245,67 @@ local function pop_candidates()
       if not ok then
         dead = dead + 1
       else
-        seen[mid] = true
-        local is_suspect = has_flag(f, SUSPECT)
-        if is_suspect and suspects_taken >= max_suspects then
-          held_back[#held_back + 1] = pointer_entry(mid)
-        else
-          if is_suspect then suspects_taken = suspects_taken + 1 end
-          choose(mid, f, e, d, a, l, p)
-        end
+        consider(mid, f, e, d, a, l, p)
       end
     end
-    if #popped < wanted or dead >= DEAD_ENTRY_BUDGET or #held_back >= max_messages then break end
+    if #popped < wanted or dead >= DEAD_ENTRY_BUDGET or #held_back >= max_messages then return false end
   end
-  -- Held-back suspects wait behind the work that is ready now.
-  call_in_slices('RPUSH', K_READY, held_back)
-  return #held_back
+  return true
+end
+
+-- The priority message to hand out next (the lowest score below 0 in
+-- `delayed`): its mid and virtual time, or nil.
+local function priority_head()
+  local head = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', '(0', 'WITHSCORES', 'LIMIT', 0, 1)
+  if head[1] == nil then return nil end
+  return head[1], tonumber(head[2]) + PRIORITY_BASE
+end
+
+-- The virtual time of the head of `ready`: when it became ready (nil: empty).
+-- Bytes no script wrote come first, for pop_candidates to drop them.
+local function ready_head_time()
+  local head = redis.call('LINDEX', K_READY, 0)
+  if not head then return nil end
+  local kind, mid, e = entry_fields(head)
+  if kind == nil then return -1 end
+  if kind ~= POINTER then return e end
+  local raw = redis.call('HGET', K_RECORDS, mid)
+  if is_record(raw) then return (struct.unpack('>I6', raw, 9)) end
+  return -1
+end
+
+-- Take the priority message `mid` out of `delayed` and consider it. A mid
+-- whose record says it is not ready is dropped (no message stands behind
+-- that place), and bytes no script wrote are handed out, as from `ready`.
+local function take_priority(mid)
+  redis.call('ZREM', K_DELAYED, mid)
+  local raw = redis.call('HGET', K_RECORDS, mid)
+  if seen[mid] or not raw then
+    dead = dead + 1
+    return
+  end
+  local r = parse_record(raw)
+  if r == nil then return consider(mid, 0, now, now, 0, 0, raw) end
+  if r.state ~= READY then
+    dead = dead + 1
+    return
+  end
+  consider(mid, r.flags, r.enqueued, r.due, r.attempts, r.lock, r.payload)
+end
+
+-- Of the head of `ready` and the next priority message, hand out the earlier
+-- virtual time first (see _layout.lua), until max_messages are chosen.
+local function pop_with_priorities()
+  while #mids < max_messages and dead < DEAD_ENTRY_BUDGET and #held_back < max_messages do
+    local mid, time = priority_head()
+    if mid == nil then return pop_candidates(max_messages) end
+    local head = ready_head_time()
+    if head ~= nil and head < time then
+      pop_candidates(#mids + 1)
+    else
+      take_priority(mid)
+    end
+  end
 end
 
 local held_back_count = 0
@@ -230,7 +313,10 @@ local held_back_count = 0
 local function hand_out()
   local out = {}
   if max_messages == 0 then return out end
-  held_back_count = pop_candidates()
+  if priorities then pop_with_priorities() else pop_candidates(max_messages) end
+  -- Held-back suspects wait behind the work that is ready now.
+  call_in_slices('RPUSH', K_READY, held_back)
+  held_back_count = #held_back
   local n = #mids
   if n == 0 then return out end
   if not seq then redis.call('HSETNX', K_META, 'version', '2') end
@@ -260,6 +346,7 @@ local reclaimed = reclaim_lapsed_leases()
 collect_ended_windows()
 local handed = hand_out()
 local left = redis.call('LLEN', K_READY)
+if priorities then left = left + redis.call('ZCOUNT', K_DELAYED, '-inf', '(0') end
 if #handed / 7 < max_messages then
   -- The tokens announced work that is gone, except for held-back suspects:
   -- those are announced again, for idle workers that hold no suspect.

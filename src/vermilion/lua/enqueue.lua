@@ -5,7 +5,9 @@
 -- ARGV: the options shared by every message of the call, then one pair per message:
 --   1 delay_ms   integer ms >= 0 before the messages may be handled (0: ready now)
 --   2 lock_ms    integer ms > 0 for a per-message lease, or '' for the worker default
---   3 flags      integer bit set: 1 can_update, 2 can_requeue, 4 reset_delay
+--   3 flags      integer: bits 1 can_update, 2 can_requeue, 4 reset_delay, plus 8 *
+--                priority (0..9; 0, the default, is the only one the
+--                one-new-message path takes)
 --   then, for each message: mid (non-empty string), payload (opaque bytes)
 -- Reply: one entry per message, in order: 'added' | 'updated' | 'already-queued'
 --   | 'locked' | 'backoff' | 'full'.
@@ -21,6 +23,10 @@
 --   done (inside its window)                    -> can_requeue: pending requeue; else 'backoff'
 --   A pending requeue exists already: can_update replaces it ('updated'), else
 --   'already-queued'.
+-- Priority: a new life of a priority above 0 gets a record and, ready now, a
+-- place in `delayed` below every due time (see _layout.lua), and sets `meta`'s
+-- `priorities`; an update keeps the priority the message has, and a requeue
+-- starts its new life at the default level.
 -- Bound: with `meta`'s max_size set, a new life, or a new pending requeue of a
 -- done mid, is refused with 'full' (writing nothing for it) once the live
 -- messages (ready + delayed + leased) reach max_size; a batch admits the first
@@ -37,7 +43,7 @@
 -- most 64 wait). The one-message path checks key types by undoing its writes
 -- when one of its commands meets a key of the wrong type.
 
-local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY = 1, 2, 4
+local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY, PRIORITY_FLAG = 1, 2, 4, 8
 local FIRST_PAIR = 4
 
 -- The usual call, answered before any helper is defined (defining them costs
@@ -50,7 +56,7 @@ local FIRST_PAIR = 4
 -- Redis lets a script that wrote finish) is answered as it is, so that the
 -- server counts it once, as it does every other refused call.
 if #ARGV == FIRST_PAIR + 1 and ARGV[1] == '0' and ARGV[2] == '' and #ARGV[3] < 16
-  and string.find(ARGV[3], '^%d+$') and #ARGV[4] > 0 and #ARGV[4] < 255
+  and string.find(ARGV[3], '^%d+$') and tonumber(ARGV[3]) < PRIORITY_FLAG and #ARGV[4] > 0 and #ARGV[4] < 255
   and not redis.pcall('HGET', K_META, 'max_size') then
   local mid = ARGV[FIRST_PAIR]
   local entry = '\1' .. string.char(#mid) .. mid .. struct.pack('>I6', now_ms()) .. ARGV[FIRST_PAIR + 1]
@@ -87,6 +93,8 @@ local flags = to_int(ARGV[3], 'flags', 0)
 local can_update = flags % 2 == 1
 local can_requeue = math.floor(flags / CAN_REQUEUE) % 2 == 1
 local reset_delay = math.floor(flags / RESET_DELAY) % 2 == 1
+local priority = math.floor(flags / PRIORITY_FLAG)
+if priority > MAX_PRIORITY then return fail('priority above ' .. MAX_PRIORITY .. ': ' .. priority) end
 for i = FIRST_PAIR, #ARGV, 2 do
   if ARGV[i] == '' then return fail('empty mid') end
 end
@@ -95,9 +103,9 @@ local now = now_ms()
 local due = now + delay
 local due_text = int_str(due)
 
-local function new_delayed_record(payload)
-  return pack_record({ state = DELAYED, flags = 0, enqueued = now, due = due, attempts = 0,
-    lock = lock or 0, token = 0, payload = payload })
+local function new_record(state, payload)
+  return pack_record({ state = state, flags = priority * PRIORITY_UNIT, enqueued = now, due = due,
+    attempts = 0, lock = lock or 0, token = 0, payload = payload })
 end
 
 check_key_types()
@@ -124,18 +132,22 @@ local woken = 0
 -- left): a fresh entry in `ready`, or a record and a place in `delayed`.
 local function write_fresh(mids, payloads, unknown)
   if #unknown > 0 then call_in_slices('SADD', K_MIDS, unknown) end
-  if delay == 0 then
+  if delay == 0 and priority == 0 then
     local entries = {}
     for i, mid in ipairs(mids) do entries[i] = fresh_entry(mid, now, lock, payloads[i]) end
     call_in_slices('RPUSH', K_READY, entries)
   else
+    -- Delayed, or ready at a priority (its place in `delayed`, below every due time).
+    local state, score = DELAYED, due_text
+    if delay == 0 then state, score = READY, priority_score(now, priority) end
     local records, scored = {}, {}
     for i, mid in ipairs(mids) do
-      records[2 * i - 1], records[2 * i] = mid, new_delayed_record(payloads[i])
-      scored[2 * i - 1], scored[2 * i] = due_text, mid
+      records[2 * i - 1], records[2 * i] = mid, new_record(state, payloads[i])
+      scored[2 * i - 1], scored[2 * i] = score, mid
     end
     call_in_slices('HSET', K_RECORDS, records)
     call_in_slices('ZADD', K_DELAYED, scored)
+    if priority > 0 then redis.call('HSET', K_META, 'priorities', '1') end
   end
   woken = woken + #mids
 end
@@ -189,9 +201,9 @@ local function reschedule(mid, state, record)
   if state == 'ready' then
     if record == nil or has_flag(record.flags, OVERRIDES) then
       record = take_fresh_entry(mid, record)
-    else
+    elseif priority_of(record.flags) == 0 then
       redis.call('LREM', K_READY, 1, pointer_entry(mid))
-    end
+    end -- (a priority message's place in `delayed` is overwritten below)
   elseif state == 'lapsed' then
     redis.call('ZREM', K_LOCKS, mid)
     record.token = 0
@@ -200,6 +212,9 @@ local function reschedule(mid, state, record)
   if delay > 0 then
     record.state = DELAYED
     redis.call('ZADD', K_DELAYED, due_text, mid)
+  elseif priority_of(record.flags) > 0 then
+    record.state = READY
+    redis.call('ZADD', K_DELAYED, priority_score(due, priority_of(record.flags)), mid)
   else
     record.state = READY
     redis.call('ZREM', K_DELAYED, mid)
