@@ -5,9 +5,11 @@ the mapping between ``QueueSettings`` and the fields of ``meta`` that
 from __future__ import annotations
 
 import enum
+from datetime import timedelta
 from typing import Final
 
 from ._messages import QueueSettings
+from ._validation import seconds, to_ms
 
 __all__ = ["MAX_PRIORITY", "UNSET", "Unset", "check_priority", "settings_changes", "settings_from_reply"]
 
@@ -40,13 +42,35 @@ def _bound(value: int | None, name: str, minimum: int) -> int | None:
     return value
 
 
-def settings_changes(*, max_size: int | Unset | None) -> list[tuple[str, int | None]]:
+def _interval_ms(value: float | timedelta) -> int:
+    ms = to_ms(seconds(value, "rate_interval", allow_zero=False))
+    if ms < 1:
+        raise ValueError(f"rate_interval must be at least 0.001 seconds, got {value!r}")
+    return ms
+
+
+def settings_changes(
+    *,
+    max_size: int | Unset | None,
+    rate_limit: int | Unset | None = UNSET,
+    rate_interval: float | timedelta | Unset = UNSET,
+) -> list[tuple[str, int | None]]:
     """The (field, value) pairs to send: only the settings given; ``None`` removes one."""
     changes: list[tuple[str, int | None]] = []
     if max_size is not UNSET:
         changes.append(("max_size", _bound(max_size, "max_size", 1)))
+    if rate_limit is not UNSET:
+        changes.append(("rate_limit", _bound(rate_limit, "rate_limit", 1)))
+        if rate_limit is None:
+            if rate_interval is not UNSET:
+                raise ValueError("rate_interval needs a rate_limit (rate_limit=None removes both)")
+            changes.append(("rate_interval_ms", None))
+    if rate_interval is not UNSET:
+        changes.append(("rate_interval_ms", _interval_ms(rate_interval)))
     return changes
 
 
 def settings_from_reply(fields: dict[str, int]) -> QueueSettings:
-    return QueueSettings(max_size=fields.get("max_size"))
+    limit = fields.get("rate_limit")
+    interval = fields.get("rate_interval_ms", 1000) / 1000 if limit is not None else None
+    return QueueSettings(max_size=fields.get("max_size"), rate_limit=limit, rate_interval=interval)

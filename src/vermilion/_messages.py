@@ -28,6 +28,7 @@ __all__ = [
     "PollInfo",
     "QueueSettings",
     "QueueStatus",
+    "RateLimited",
     "ReplayError",
     "ReplayResult",
     "Retry",
@@ -110,10 +111,13 @@ class QueueSettings:
 
     ``max_size``: the most live messages (ready, delayed or leased) the queue
     accepts; an enqueue beyond it is refused with ``error="full"``. ``None``:
-    unbounded.
+    unbounded. ``rate_limit``: the most messages handed out to workers per
+    ``rate_interval`` seconds, across all workers (``None``: no limit).
     """
 
     max_size: int | None = None
+    rate_limit: int | None = None
+    rate_interval: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +213,17 @@ class Failure:
     def __post_init__(self) -> None:
         if not isinstance(self.reason, str):
             raise TypeError(f"reason must be a str, not {type(self.reason).__name__}")
+
+
+class RateLimited(Retry):
+    """A downstream said "too many requests": retry the message after ``backoff``
+    seconds, and pause the whole queue as long (no worker is handed any message
+    of it before then)."""
+
+    def __init__(self, backoff: float | timedelta) -> None:
+        super().__init__(backoff)
+        if not self.backoff:
+            raise ValueError("RateLimited needs a backoff above 0 seconds")
 
 
 Outcome = Success | Retry | Failure

@@ -327,20 +327,29 @@ class Queue(FailureHistory):
 
     # -- settings ----------------------------------------------------------------
 
-    async def configure(self, *, max_size: int | Unset | None = UNSET) -> QueueSettings:
+    async def configure(
+        self,
+        *,
+        max_size: int | Unset | None = UNSET,
+        rate_limit: int | Unset | None = UNSET,
+        rate_interval: float | timedelta | Unset = UNSET,
+    ) -> QueueSettings:
         """Change the queue's flow-control settings, stored in Redis for every client.
 
         Args:
             max_size: the most live messages (ready, delayed or leased) the
                 queue accepts; an enqueue past it is refused with
                 ``error="full"``. ``None`` removes the bound.
+            rate_limit: the most messages handed out per ``rate_interval``
+                across all workers (``None`` removes the limit).
+            rate_interval: the limit's window in seconds (1 by default).
 
         Only the settings given change; ``configure()`` alone reads them.
 
         Returns:
             The settings in force after the call.
         """
-        changes = settings_changes(max_size=max_size)
+        changes = settings_changes(max_size=max_size, rate_limit=rate_limit, rate_interval=rate_interval)
         return settings_from_reply(await self._connection.configure(self._keys, changes))
 
     # -- inspecting --------------------------------------------------------------

@@ -160,8 +160,8 @@ class DequeueReply:
     suspects_held_back: int = 0
 
 
-OutcomeKind = Literal["s", "r", "f"]
-"""The ack script's outcome codes: success, retry, failure."""
+OutcomeKind = Literal["s", "r", "f", "p"]
+"""The ack script's outcome codes: success, retry, failure, retry and pause the queue."""
 
 
 LeaseKey = tuple[str, int]

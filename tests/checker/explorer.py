@@ -178,6 +178,8 @@ class State:
     stale: tuple[frozenset[Stale], ...]
     model: dict[str, MidModel]
     path: tuple[str, ...]
+    # Flow control with a rate limit: meta's (rate_window, rate_count, paused_until) after the step.
+    flow: tuple[int, int, int] = (0, 0, 0)
 
 
 class Violation(AssertionError):
@@ -222,6 +224,7 @@ class Explorer:
         with_history: bool = True,
         max_size: int | None = None,
         with_priorities: bool = False,
+        rate_limit: tuple[int, int] | None = None,
         queue: str | None = None,
         client: redis.Redis | None = None,
         max_seconds: float | None = None,
@@ -241,6 +244,9 @@ class Explorer:
         self.max_size = max_size
         # Priorities (flow control): every mid may also be enqueued at level 1, the first at 2.
         self.with_priorities = with_priorities
+        # Rate limit (flow control): (messages per window, window in ms) in meta from the start,
+        # and the RateLimited outcome 'p' (retry and pause the queue) offered to every lease.
+        self.rate_limit = rate_limit
         self.max_seconds = max_seconds
         self.r = client or redis.Redis(host="127.0.0.1", port=6379)
         self.queue = queue or f"checker-{uuid.uuid4().hex[:12]}"
@@ -499,6 +505,10 @@ class Explorer:
                 if mm.status != "unknown" or mm.pending
             )
         )
+        if self.rate_limit:
+            window, count, paused = s.flow
+            flow_fp = (window * self.rate_limit[1] - c, count, max(paused - c, 0))
+            return (keys_fp, workers_fp, model_fp, flow_fp)
         return (keys_fp, workers_fp, model_fp)
 
     @staticmethod
@@ -629,7 +639,7 @@ class Explorer:
                 out.append(("dequeue", (w, 2)))
         for w, held in enumerate(s.leases):
             for lease in held:
-                for outcome in ("s", "s500", "r", "r100", "f"):
+                for outcome in ("s", "s500", "r", "r100", "f", *(("p2",) if self.rate_limit else ())):
                     out.append(("ack", (w, lease, outcome)))
                 if self.with_extend:
                     out.append(("extend", (w, lease)))
@@ -780,6 +790,8 @@ class Explorer:
             if suspects > max_suspects:  # (7)
                 raise Violation(f"dequeue with max_suspects={max_suspects} handed out {suspects} suspects")
             leases[w] = leases[w] + tuple(got)
+            if self.rate_limit:
+                self._check_rate(s, len(got), now)
         elif kind in ("ack", "stale-ack"):
             if kind == "ack":
                 w, lease, outcome = arg
@@ -835,7 +847,29 @@ class Explorer:
         if kind in ("enqueue", "dequeue", "clear", "extend") and keys.failed_dropped != before.failed_dropped:
             raise Violation(f"{kind} changed the failure history's drop counter")
 
-        return State(dumps, clock, keys, tuple(leases), tuple(stale), model, (*s.path, label))
+        flow = self._flow_after(s, kind, clock) if self.rate_limit else s.flow
+        return State(dumps, clock, keys, tuple(leases), tuple(stale), model, (*s.path, label), flow)
+
+    def _flow_after(self, s: State, kind: str, clock: int) -> tuple[int, int, int]:
+        """meta's rate window, count and pause, as the step left them on the server."""
+        if kind in ("tick", "jump", "crash"):
+            return s.flow  # no script ran: the server still holds an older state
+        raw = self.r.hmget(self.k["meta"], ["rate_window", "rate_count", "paused_until"])
+        window, count, paused = (int(v) if v is not None else 0 for v in raw)
+        if paused < s.flow[2]:
+            raise Violation(f"paused_until went back from {s.flow[2]} to {paused}")
+        return window, count, paused
+
+    def _check_rate(self, s: State, handed: int, now: int) -> None:
+        """A dequeue hands out nothing while paused, and at most the limit per window."""
+        assert self.rate_limit is not None
+        per_window, interval = self.rate_limit
+        window, count, paused = s.flow
+        if paused > now and handed:
+            raise Violation(f"dequeue handed out {handed} while the queue is paused until {paused}")
+        used = count if window == now // interval else 0
+        if used + handed > per_window:
+            raise Violation(f"dequeue handed out {handed} with {used} of {per_window} used in this window")
 
     def _after_ack(
         self,
@@ -868,7 +902,7 @@ class Explorer:
             )
         if keys.failed_dropped != before.failed_dropped and outcome != "f":
             raise Violation(f"ack {outcome} changed the drop counter")
-        if outcome.startswith("r"):
+        if outcome.startswith(("r", "p")):
             return
         if outcome == "s":
             model[m] = (
@@ -993,6 +1027,10 @@ class Explorer:
             dumps: tuple[bytes | None, ...] = tuple([None] * 11)
             if self.max_size is not None:
                 self.r.hset(self.k["meta"], "max_size", str(self.max_size))
+            if self.rate_limit is not None:
+                per_window, interval = self.rate_limit
+                self.r.hset(self.k["meta"], mapping={"rate_limit": per_window, "rate_interval_ms": interval})
+            if self.max_size is not None or self.rate_limit is not None:
                 dumps = self.dump()
             init = State(
                 dumps,

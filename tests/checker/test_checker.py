@@ -30,7 +30,9 @@ from .explorer import Explorer, Stats, Violation
 CI_DEPTH = 8
 MUTATION_DEPTH = 6
 BOUNDED_DEPTH = 6
-PRIORITY_DEPTH = 6
+PRIORITY_DEPTH = 5
+RATE_DEPTH = 6
+RATE_LIMIT = (1, 2)  # one message per 2 ms window
 
 
 @pytest.fixture
@@ -47,6 +49,7 @@ def _explorer(
     sources: dict[str, bytes | str] | None = None,
     max_size: int | None = None,
     with_priorities: bool = False,
+    rate_limit: tuple[int, int] | None = None,
 ) -> Explorer:
     return Explorer(
         2,
@@ -59,6 +62,7 @@ def _explorer(
         sources=sources,
         max_size=max_size,
         with_priorities=with_priorities,
+        rate_limit=rate_limit,
     )
 
 
@@ -164,3 +168,27 @@ def test_priority_mutation_is_caught(client: redis.Redis) -> None:
     mutation = _mutated("dequeue", "  redis.call('ZREM', K_DELAYED, mid)\n  local raw", "  local raw")
     caught = _violation(_explorer(client, PRIORITY_DEPTH - 2, sources=mutation, with_priorities=True))
     assert "places" in str(caught), caught
+
+
+@pytest.mark.timeout(600)
+def test_rate_limit_holds(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    """One hand-out per 2 ms window across both workers, and none while a RateLimited
+    outcome ('p2': retry, and pause the queue 2 ms) holds the queue."""
+    stats = _explore(_explorer(client, RATE_DEPTH, rate_limit=RATE_LIMIT))
+    _report(capsys, f"checker W=2 M=3 D={RATE_DEPTH} rate limit {RATE_LIMIT}: {stats}")
+    assert stats.depth_reached == RATE_DEPTH
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("if allowed < max_messages then", "if false then"),
+        ("if pause_end and pause_end > now then", "if false then"),
+    ],
+    ids=["limit", "pause"],
+)
+def test_rate_mutation_is_caught(client: redis.Redis, old: str, new: str) -> None:
+    caught = _violation(
+        _explorer(client, RATE_DEPTH, sources=_mutated("dequeue", old, new), rate_limit=RATE_LIMIT)
+    )
+    assert "dequeue handed out" in str(caught), caught

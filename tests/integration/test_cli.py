@@ -642,14 +642,31 @@ async def test_configure_sets_shows_and_removes_the_bound(queue: Queue, redis_ur
     """configure --max-size bounds the queue, configure alone shows it, --no-max-size removes it."""
     run = await vermilion("configure", queue.name, "--max-size", "2", url=redis_url)
     assert run.returncode == 0, run
-    assert run.stdout.splitlines() == [f"{queue.name}: max size 2"]
+    assert run.stdout.splitlines() == [f"{queue.name}: max size 2, rate limit none"]
     assert (await queue.status()).max_size == 2
     run = await vermilion("configure", queue.name, "--json", url=redis_url)
-    assert json.loads(run.stdout) == {"queue": queue.name, "max_size": 2}
+    assert json.loads(run.stdout) == {
+        "queue": queue.name,
+        "max_size": 2,
+        "rate_limit": None,
+        "rate_interval": None,
+    }
     run = await vermilion("configure", queue.name, "--no-max-size", url=redis_url)
-    assert run.stdout.splitlines() == [f"{queue.name}: max size none"]
+    assert run.stdout.splitlines() == [f"{queue.name}: max size none, rate limit none"]
     assert (await queue.status()).max_size is None
     both = await vermilion("configure", queue.name, "--max-size", "2", "--no-max-size", url=redis_url)
     assert_one_line_error(both, 2, "not both")
     zero = await vermilion("configure", queue.name, "--max-size", "0", url=redis_url)
     assert_one_line_error(zero, 2, "at least 1")
+
+
+async def test_configure_sets_and_removes_the_rate_limit(queue: Queue, redis_url: str) -> None:
+    run = await vermilion(
+        "configure", queue.name, "--rate-limit", "50", "--rate-interval", "0.5", url=redis_url
+    )
+    assert run.stdout.splitlines() == [f"{queue.name}: max size none, rate limit 50 per 0.5 s"]
+    assert (await queue.configure()).rate_limit == 50
+    run = await vermilion("configure", queue.name, "--no-rate-limit", url=redis_url)
+    assert run.stdout.splitlines() == [f"{queue.name}: max size none, rate limit none"]
+    both = await vermilion("configure", queue.name, "--rate-limit", "5", "--no-rate-limit", url=redis_url)
+    assert_one_line_error(both, 2, "not both")

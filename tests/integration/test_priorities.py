@@ -7,39 +7,11 @@ import asyncio
 
 import pytest
 
-from tests.helpers import HOUSEKEEPING_LIMIT, LONG_LOCK_MS, ack, dequeue
+from tests.helpers import T0, Clocked, ack, dequeue
 from vermilion import AsyncWorker, Message, MessageStatus, Queue, ScriptError
-from vermilion._keys import QueueKeys
-from vermilion._wire import EnqueueOptions, Leased, OutcomeRequest
+from vermilion._wire import EnqueueOptions
 
-T0 = 1_800_000_000_000
 STEP_MS = 10_000  # PRIORITY_STEP_MS of _layout.lua: one level's head start
-
-
-class Clocked:
-    """Script calls on a queue whose scripts read the time from the test-clock key."""
-
-    def __init__(self, queue: Queue) -> None:
-        self.queue = queue
-        self.conn, plain = queue._protocol
-        self.keys: QueueKeys = plain.with_test_clock()
-
-    async def at(self, ms: int) -> None:
-        await self.queue.redis.set(self.keys.keys[-1], str(ms))
-
-    async def enqueue(self, mid: str, priority: int = 0, delay_ms: int = 0) -> str:
-        options = EnqueueOptions(delay_ms=delay_ms, priority=priority)
-        (reply,) = await self.conn.enqueue(self.keys, options, [(mid, b"\x01")])
-        return reply
-
-    async def dequeue(self, n: int = 1, lock_ms: int = LONG_LOCK_MS) -> list[Leased]:
-        reply = await self.conn.dequeue(self.keys, n, lock_ms, HOUSEKEEPING_LIMIT)
-        return reply.messages
-
-    async def retry(self, leased: Leased) -> None:
-        request = OutcomeRequest(leased.mid, leased.token, "r", 0, "")
-        queue = self.queue
-        assert await self.conn.ack(self.keys, [request], queue.failure_history, queue.failure_history_bytes)
 
 
 @pytest.fixture

@@ -59,9 +59,11 @@ _ABOUT = {
         " patterns). Refuses without --yes.",
     ),
     "configure": (
-        "show or change a queue's settings (its bound on live messages)",
+        "show or change a queue's flow-control settings (size bound, rate limit)",
         "Show the queue's settings, or change those given: --max-size N refuses enqueues once N"
-        " messages are live (ready, delayed or leased); --no-max-size removes the bound.",
+        " messages are live (ready, delayed or leased); --rate-limit N hands out at most N messages"
+        " per --rate-interval seconds (1 by default) across all workers; --no-max-size and"
+        " --no-rate-limit remove them.",
     ),
     "migrate": (
         "upgrade queues written by protocol version 1 (an older vermilion) in place",
@@ -324,6 +326,16 @@ def _add_configure(commands: Any) -> None:
         "--max-size", type=_positive_int, metavar="N", help="the most live messages the queue accepts"
     )
     configure.add_argument("--no-max-size", action="store_true", help="remove the bound")
+    configure.add_argument(
+        "--rate-limit", type=_positive_int, metavar="N", help="the most messages handed out per interval"
+    )
+    configure.add_argument(
+        "--rate-interval",
+        type=_positive_duration,
+        metavar="SECONDS",
+        help="the rate limit's interval (default 1)",
+    )
+    configure.add_argument("--no-rate-limit", action="store_true", help="remove the rate limit")
 
 
 def _add_migrate(commands: Any) -> None:

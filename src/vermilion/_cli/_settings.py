@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 
 from vermilion._flow import UNSET, Unset
+from vermilion._messages import QueueSettings
 from vermilion._queue import Queue
 
 from ._connect import connect, print_json
@@ -18,21 +19,32 @@ from ._exit import EXIT_OK, EXIT_USAGE, CommandError
 __all__ = ["configure"]
 
 
-def _max_size(args: argparse.Namespace) -> int | Unset | None:
-    if args.max_size is not None and args.no_max_size:
-        raise CommandError("configure takes --max-size or --no-max-size, not both", EXIT_USAGE)
-    if args.no_max_size:
+def _given_or_removed(value: int | None, remove: bool, name: str) -> int | Unset | None:
+    if value is not None and remove:
+        raise CommandError(f"configure takes --{name} or --no-{name}, not both", EXIT_USAGE)
+    if remove:
         return None
-    return UNSET if args.max_size is None else int(args.max_size)
+    return UNSET if value is None else value
+
+
+def _describe(queue: str, settings: QueueSettings) -> str:
+    bound = "none" if settings.max_size is None else f"{settings.max_size:,}"
+    rate = "none"
+    if settings.rate_limit is not None:
+        rate = f"{settings.rate_limit:,} per {settings.rate_interval:g} s"
+    return f"{queue}: max size {bound}, rate limit {rate}"
 
 
 async def configure(args: argparse.Namespace) -> int:
-    max_size = _max_size(args)
+    max_size = _given_or_removed(args.max_size, args.no_max_size, "max-size")
+    rate_limit = _given_or_removed(args.rate_limit, args.no_rate_limit, "rate-limit")
+    rate_interval = UNSET if args.rate_interval is None else args.rate_interval
     async with connect(args) as client:
-        settings = await Queue(args.queue, redis=client).configure(max_size=max_size)
+        settings = await Queue(args.queue, redis=client).configure(
+            max_size=max_size, rate_limit=rate_limit, rate_interval=rate_interval
+        )
     if args.json:
         print_json({"queue": args.queue, **dataclasses.asdict(settings)})
     else:
-        bound = "none" if settings.max_size is None else f"{settings.max_size:,}"
-        print(f"{args.queue}: max size {bound}")
+        print(_describe(args.queue, settings))
     return EXIT_OK

@@ -5,18 +5,21 @@
 --   to remove the setting. No pairs: only read.
 --   max_size  integer >= 1: the most live messages (ready, delayed or leased)
 --             an enqueue may leave in the queue (see enqueue.lua)
+--   rate_limit        integer >= 1: the most messages dequeue hands out per window
+--   rate_interval_ms  integer >= 1: the window's length (absent: 1000)
 -- Reply: the settings in force after the call, as a flat array of `name`,
 --   `value` (integer) pairs, in the order above; an absent setting is left out.
 --
 -- Settings are fields of `meta`, absent unless set: a queue that uses none
 -- holds none, and the scripts that read one pay nothing on a queue without it
--- (enqueue reads only whether `max_size` exists). clear() keeps them, with `meta`.
+-- (enqueue reads only whether `max_size` exists; dequeue reads the rate limit
+-- in the HMGET of `meta` it makes anyway). clear() keeps them, with `meta`.
 -- Invariants: every pair is checked before the first write; writes only `meta`.
 
 --#include _layout
 
-local SETTINGS = { 'max_size' }
-local MINIMUM = { max_size = 1 }
+local SETTINGS = { 'max_size', 'rate_limit', 'rate_interval_ms' }
+local MINIMUM = { max_size = 1, rate_limit = 1, rate_interval_ms = 1 }
 
 if #ARGV % 2 ~= 0 then return fail('configure expects (name, value) pairs') end
 if redis.call('TYPE', K_META)['ok'] ~= 'hash' and redis.call('EXISTS', K_META) == 1 then

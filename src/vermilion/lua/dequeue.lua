@@ -26,6 +26,11 @@
 -- message at a time), drops entries no message stands behind, moves
 -- suspects beyond max_suspects to the tail (popping on in their place), and
 -- leases each: attempt + 1, a fresh token, `locks` score = now + lease.
+-- Flow control, from the one HMGET of `meta`: while `paused_until` is ahead
+-- nothing is handed out; with `rate_limit`, at most what the current window
+-- (server ms / rate_interval_ms) has left, counted in `rate_window` and
+-- `rate_count`. Held back, ready work makes the next due event the pause's end
+-- or the next window, so that workers sleep until then.
 -- A record no script wrote (bytes written by hand) is handed out as the
 -- payload of its message, which the worker then fails as undecodable: it costs
 -- that message only, and strands nothing.
@@ -51,13 +56,43 @@ end
 check_key_types()
 -- HINCRBY fails on a `seq` that is no integer or would pass 2^63, and only
 -- after the housekeeping and the LPOPs below have written: check it first.
-local seq, priorities = unpack(redis.call('HMGET', K_META, 'seq', 'priorities'))
+-- One read of `meta` for the counter and every flow-control field (absent on
+-- a queue that uses none of them).
+local seq, priorities, rate_limit, rate_interval, rate_window, rate_count, paused_until = unpack(
+  redis.call('HMGET', K_META, 'seq', 'priorities', 'rate_limit', 'rate_interval_ms', 'rate_window',
+    'rate_count', 'paused_until'))
 if seq and not (string.find(seq, '^%d+$') and stored_int(seq, 0, MAX_TOKEN)) then
   return fail('queue key ' .. K_META .. ' holds seq ' .. string.format('%q', string.sub(seq, 1, 40))
     .. ', not a lease counter below 2^53: the queue is damaged (clear() resets the counter)')
 end
 
 local now = now_ms()
+
+-- Flow control: a pause (a handler's RateLimited) hands out nothing until it
+-- ends; a rate limit hands out at most rate_limit messages per window of
+-- rate_interval_ms (windows aligned on multiples of it, by server time).
+local requested = max_messages
+local resume_at = nil -- when a held-back hand-out may go on
+local window, used = nil, 0
+local function meta_int(name, value, min)
+  if not value then return nil end
+  local n = stored_int(value, min, MAX_EXACT)
+  if n == nil then error(fail('queue key ' .. K_META .. ' holds ' .. name .. ' '
+    .. string.format('%q', string.sub(value, 1, 40)) .. ', not a whole number: set it again with configure()'))
+  end
+  return n
+end
+local pause_end = meta_int('paused_until', paused_until, 0)
+local per_window = meta_int('rate_limit', rate_limit, 1)
+if pause_end and pause_end > now then
+  max_messages, resume_at = 0, pause_end
+elseif per_window then
+  local interval = meta_int('rate_interval_ms', rate_interval, 1) or 1000
+  window = math.floor(now / interval)
+  if meta_int('rate_window', rate_window, 0) == window then used = meta_int('rate_count', rate_count, 0) or 0 end
+  local allowed = math.max(per_window - used, 0)
+  if allowed < max_messages then max_messages, resume_at = allowed, (window + 1) * interval end
+end
 
 local function records_of(mids)
   if #mids == 0 then return {} end
@@ -338,6 +373,7 @@ local function hand_out()
   end
   redis.call('HSET', K_RECORDS, unpack(writes))
   redis.call('ZADD', K_LOCKS, unpack(lock_args))
+  if window then redis.call('HSET', K_META, 'rate_window', int_str(window), 'rate_count', int_str(used + n)) end
   return out
 end
 
@@ -347,7 +383,7 @@ collect_ended_windows()
 local handed = hand_out()
 local left = redis.call('LLEN', K_READY)
 if priorities then left = left + redis.call('ZCOUNT', K_DELAYED, '-inf', '(0') end
-if #handed / 7 < max_messages then
+if #handed / 7 < requested then
   -- The tokens announced work that is gone, except for held-back suspects:
   -- those are announced again, for idle workers that hold no suspect.
   redis.call('DEL', K_NOTIFY)
@@ -358,6 +394,8 @@ elseif left > 0 and redis.call('EXISTS', K_NOTIFY) == 0 then
   redis.call('LPUSH', K_NOTIFY, '1')
 end
 
-local reply = { now, left, next_due_ms(), reclaimed, held_back_count }
+local due_next = next_due_ms()
+if resume_at and left > 0 and (due_next < 0 or resume_at < due_next) then due_next = resume_at end
+local reply = { now, left, due_next, reclaimed, held_back_count }
 for _, v in ipairs(handed) do reply[#reply + 1] = v end
 return reply
