@@ -1,6 +1,7 @@
-"""Flow-control settings of a queue: the checks of ``Queue.configure()`` and
-the mapping between ``QueueSettings`` and the fields of ``meta`` that
-``configure.lua`` writes."""
+"""Flow control's part of ``Queue``: ``configure()`` (a mixin, so that
+``_queue.py`` keeps to producing and inspecting), its argument checks, the
+mapping between ``QueueSettings`` and the fields of ``meta`` that
+``configure.lua`` writes, and the check of ``enqueue``'s ``priority``."""
 
 from __future__ import annotations
 
@@ -8,10 +9,20 @@ import enum
 from datetime import timedelta
 from typing import Final
 
+from ._keys import QueueKeys
 from ._messages import QueueSettings
+from ._protocol import ScriptClient
 from ._validation import seconds, to_ms
 
-__all__ = ["MAX_PRIORITY", "UNSET", "Unset", "check_priority", "settings_changes", "settings_from_reply"]
+__all__ = [
+    "MAX_PRIORITY",
+    "UNSET",
+    "FlowSettings",
+    "Unset",
+    "check_priority",
+    "settings_changes",
+    "settings_from_reply",
+]
 
 
 class Unset(enum.Enum):
@@ -74,3 +85,35 @@ def settings_from_reply(fields: dict[str, int]) -> QueueSettings:
     limit = fields.get("rate_limit")
     interval = fields.get("rate_interval_ms", 1000) / 1000 if limit is not None else None
     return QueueSettings(max_size=fields.get("max_size"), rate_limit=limit, rate_interval=interval)
+
+
+class FlowSettings:
+    """The flow-control methods of :class:`~vermilion.Queue`."""
+
+    _connection: ScriptClient
+    _keys: QueueKeys
+
+    async def configure(
+        self,
+        *,
+        max_size: int | Unset | None = UNSET,
+        rate_limit: int | Unset | None = UNSET,
+        rate_interval: float | timedelta | Unset = UNSET,
+    ) -> QueueSettings:
+        """Change the queue's flow-control settings, stored in Redis for every client.
+
+        Args:
+            max_size: the most live messages (ready, delayed or leased) the
+                queue accepts; an enqueue past it is refused with
+                ``error="full"``. ``None`` removes the bound.
+            rate_limit: the most messages handed out per ``rate_interval``
+                across all workers (``None`` removes the limit).
+            rate_interval: the limit's window in seconds (1 by default).
+
+        Only the settings given change; ``configure()`` alone reads them.
+
+        Returns:
+            The settings in force after the call.
+        """
+        changes = settings_changes(max_size=max_size, rate_limit=rate_limit, rate_interval=rate_interval)
+        return settings_from_reply(await self._connection.configure(self._keys, changes))

@@ -14,10 +14,10 @@ import redis.asyncio as aioredis
 from . import _tracing
 from ._exceptions import OutcomeUnknownError, ProtocolError
 from ._failures import FailureHistory
-from ._flow import UNSET, Unset, check_priority, settings_changes, settings_from_reply
+from ._flow import FlowSettings, check_priority
 from ._keys import QueueKeys
 from ._logs import logger
-from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueSettings, QueueStatus
+from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
 from ._presence import WorkerPresence
 from ._presence_calls import live_workers
 from ._protocol import DEFAULT_MAX_FAILED_BYTES, ScriptClient
@@ -58,7 +58,7 @@ def random_mids(count: int) -> list[str]:
     return [text[i : i + 12] for i in range(0, 12 * count, 12)]
 
 
-class Queue(FailureHistory):
+class Queue(FailureHistory, FlowSettings):
     """One named queue in Redis, for producers (and the worker that serves it).
 
     Give either ``url`` (the queue then owns its client and closes it in
@@ -324,33 +324,6 @@ class Queue(FailureHistory):
             # Random mids were made here: the caller needs them to check.
             exc.mids = tuple(mid for mid, _ in messages)
             raise
-
-    # -- settings ----------------------------------------------------------------
-
-    async def configure(
-        self,
-        *,
-        max_size: int | Unset | None = UNSET,
-        rate_limit: int | Unset | None = UNSET,
-        rate_interval: float | timedelta | Unset = UNSET,
-    ) -> QueueSettings:
-        """Change the queue's flow-control settings, stored in Redis for every client.
-
-        Args:
-            max_size: the most live messages (ready, delayed or leased) the
-                queue accepts; an enqueue past it is refused with
-                ``error="full"``. ``None`` removes the bound.
-            rate_limit: the most messages handed out per ``rate_interval``
-                across all workers (``None`` removes the limit).
-            rate_interval: the limit's window in seconds (1 by default).
-
-        Only the settings given change; ``configure()`` alone reads them.
-
-        Returns:
-            The settings in force after the call.
-        """
-        changes = settings_changes(max_size=max_size, rate_limit=rate_limit, rate_interval=rate_interval)
-        return settings_from_reply(await self._connection.configure(self._keys, changes))
 
     # -- inspecting --------------------------------------------------------------
 
