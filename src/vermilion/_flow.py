@@ -19,6 +19,7 @@ __all__ = [
     "UNSET",
     "FlowSettings",
     "Unset",
+    "check_key",
     "check_priority",
     "settings_changes",
     "settings_from_reply",
@@ -33,6 +34,20 @@ class Unset(enum.Enum):
 
 UNSET: Final = Unset.UNSET
 MAX_PRIORITY: Final = 9  # the levels are 0 (the default) to 9; enqueue.lua checks it too
+
+
+MAX_KEY_BYTES: Final = 1024
+
+
+def check_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str or None, not {type(key).__name__}")
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if not 0 < size <= MAX_KEY_BYTES:
+        raise ValueError(f"key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8, got {size}")
+    return key
 
 
 def check_priority(priority: int) -> int:
@@ -65,11 +80,14 @@ def settings_changes(
     max_size: int | Unset | None,
     rate_limit: int | Unset | None = UNSET,
     rate_interval: float | timedelta | Unset = UNSET,
+    max_per_key: int | Unset | None = UNSET,
 ) -> list[tuple[str, int | None]]:
     """The (field, value) pairs to send: only the settings given; ``None`` removes one."""
     changes: list[tuple[str, int | None]] = []
     if max_size is not UNSET:
         changes.append(("max_size", _bound(max_size, "max_size", 1)))
+    if max_per_key is not UNSET:
+        changes.append(("max_per_key", _bound(max_per_key, "max_per_key", 1)))
     if rate_limit is not UNSET:
         changes.append(("rate_limit", _bound(rate_limit, "rate_limit", 1)))
         if rate_limit is None:
@@ -84,7 +102,12 @@ def settings_changes(
 def settings_from_reply(fields: dict[str, int]) -> QueueSettings:
     limit = fields.get("rate_limit")
     interval = fields.get("rate_interval_ms", 1000) / 1000 if limit is not None else None
-    return QueueSettings(max_size=fields.get("max_size"), rate_limit=limit, rate_interval=interval)
+    return QueueSettings(
+        max_size=fields.get("max_size"),
+        rate_limit=limit,
+        rate_interval=interval,
+        max_per_key=fields.get("max_per_key"),
+    )
 
 
 class FlowSettings:
@@ -99,6 +122,7 @@ class FlowSettings:
         max_size: int | Unset | None = UNSET,
         rate_limit: int | Unset | None = UNSET,
         rate_interval: float | timedelta | Unset = UNSET,
+        max_per_key: int | Unset | None = UNSET,
     ) -> QueueSettings:
         """Change the queue's flow-control settings, stored in Redis for every client.
 
@@ -109,11 +133,15 @@ class FlowSettings:
             rate_limit: the most messages handed out per ``rate_interval``
                 across all workers (``None`` removes the limit).
             rate_interval: the limit's window in seconds (1 by default).
+            max_per_key: the most messages of one ``key`` (see ``enqueue``)
+                leased at once, across all workers (``None``: no limit).
 
         Only the settings given change; ``configure()`` alone reads them.
 
         Returns:
             The settings in force after the call.
         """
-        changes = settings_changes(max_size=max_size, rate_limit=rate_limit, rate_interval=rate_interval)
+        changes = settings_changes(
+            max_size=max_size, rate_limit=rate_limit, rate_interval=rate_interval, max_per_key=max_per_key
+        )
         return settings_from_reply(await self._connection.configure(self._keys, changes))

@@ -113,11 +113,14 @@ class QueueSettings:
     accepts; an enqueue beyond it is refused with ``error="full"``. ``None``:
     unbounded. ``rate_limit``: the most messages handed out to workers per
     ``rate_interval`` seconds, across all workers (``None``: no limit).
+    ``max_per_key``: the most messages of one key leased at once (``None``: no
+    limit).
     """
 
     max_size: int | None = None
     rate_limit: int | None = None
     rate_interval: float | None = None
+    max_per_key: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -220,7 +220,7 @@ class ScriptClient:
         self, keys: QueueKeys, options: EnqueueOptions, messages: Sequence[tuple[str, bytes]]
     ) -> list[str]:
         """Enqueue ``(mid, payload)`` pairs with shared options, in one script call."""
-        body = options.packed_argv + pack_messages(messages)
+        body = options.packed_argv + pack_messages(messages, options.key)
         argc = len(ENQUEUE_OPTION_FIELDS) + 2 * len(messages)
         reply = await self._call_packed(SCRIPTS["enqueue"], keys, argc, body, replayable=False)
         if len(reply) != len(messages):

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from . import _tracing
 from ._exceptions import OutcomeUnknownError, ProtocolError
 from ._failures import FailureHistory
-from ._flow import FlowSettings, check_priority
+from ._flow import FlowSettings, check_key, check_priority
 from ._keys import QueueKeys
 from ._logs import logger
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
@@ -178,6 +178,7 @@ class Queue(FailureHistory, FlowSettings):
         can_requeue: bool,
         reset_delay: bool,
         priority: int,
+        key: str | None,
     ) -> EnqueueOptions:
         if (
             delay.__class__ is float
@@ -187,6 +188,7 @@ class Queue(FailureHistory, FlowSettings):
             and can_requeue is False
             and reset_delay is False
             and priority == 0
+            and key is None
         ):
             return DEFAULT_ENQUEUE_OPTIONS  # the common case, without the checks below
         for flag, value in (
@@ -205,6 +207,7 @@ class Queue(FailureHistory, FlowSettings):
             can_requeue=can_requeue,
             reset_delay=reset_delay,
             priority=check_priority(priority),
+            key=check_key(key),
         )
 
     def _message(self, content: Any, mid: str | None, argument: str, mid_argument: str) -> tuple[str, bytes]:
@@ -222,6 +225,7 @@ class Queue(FailureHistory, FlowSettings):
         can_requeue: bool = False,
         reset_delay: bool = False,
         priority: int = 0,
+        key: str | None = None,
     ) -> EnqueueResult:
         """Add a message, or update / requeue / refuse it if its ``mid`` is busy.
 
@@ -238,6 +242,9 @@ class Queue(FailureHistory, FlowSettings):
             priority: 0 (the default) to 9; higher levels are handed out first,
                 each level a 10-second head start over the one below (see
                 Flow control). Applies to a new life; updates keep the priority.
+            key: a concurrency key (e.g. ``"customer:42"``): with the queue's
+                ``max_per_key``, at most that many messages of one key are
+                leased at once. Applies to a new life, like ``priority``.
 
         Returns:
             ``EnqueueResult``: ``ok`` with ``action`` ``"added"``/``"updated"``, or
@@ -255,6 +262,7 @@ class Queue(FailureHistory, FlowSettings):
             can_requeue=can_requeue,
             reset_delay=reset_delay,
             priority=priority,
+            key=key,
         )
         message = self._message(content, mid, "content", "mid")
         (reply,) = await self._send(options, [message])
@@ -271,6 +279,7 @@ class Queue(FailureHistory, FlowSettings):
         can_requeue: bool = False,
         reset_delay: bool = False,
         priority: int = 0,
+        key: str | None = None,
     ) -> list[EnqueueResult]:
         """Enqueue many messages in one round trip and one atomic script call.
 
@@ -293,6 +302,7 @@ class Queue(FailureHistory, FlowSettings):
             can_requeue=can_requeue,
             reset_delay=reset_delay,
             priority=priority,
+            key=key,
         )
         if given is None:
             mid_list = random_mids(len(items))

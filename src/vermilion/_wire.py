@@ -41,6 +41,7 @@ __all__ = [
 # The enqueue script's flag bits (lua/enqueue.lua).
 _CAN_UPDATE, _CAN_REQUEUE, _RESET_DELAY = 1, 2, 4
 _PRIORITY_UNIT = 8  # flags carry the priority above the three option bits
+_KEYED = 128  # and, above the priority, whether each payload starts with its key
 
 
 def bulk(arg: bytes | str | int) -> bytes:
@@ -103,6 +104,7 @@ class EnqueueOptions:
     can_requeue: bool = False
     reset_delay: bool = False
     priority: int = 0
+    key: str | None = None
 
     def argv(self) -> tuple[int | str, ...]:
         """The script's first arguments, in the order of ENQUEUE_OPTION_FIELDS."""
@@ -111,6 +113,7 @@ class EnqueueOptions:
             | (_CAN_REQUEUE if self.can_requeue else 0)
             | (_RESET_DELAY if self.reset_delay else 0)
             | self.priority * _PRIORITY_UNIT
+            | (_KEYED if self.key is not None else 0)
         )
         return (self.delay_ms, "" if self.lock_ms is None else self.lock_ms, flags)
 
@@ -127,8 +130,13 @@ DEFAULT_ENQUEUE_OPTIONS = EnqueueOptions()
 _DEFAULT_PACKED_ARGV = b"".join([bulk(arg) for arg in DEFAULT_ENQUEUE_OPTIONS.argv()])
 
 
-def pack_messages(messages: Sequence[tuple[str, bytes]]) -> bytes:
-    """``(mid, payload)`` pairs as the enqueue script's trailing arguments."""
+def pack_messages(messages: Sequence[tuple[str, bytes]], key: str | None = None) -> bytes:
+    """``(mid, payload)`` pairs as the enqueue script's trailing arguments; with a
+    key, each payload behind it (two bytes of length, then the key)."""
+    if key is not None:
+        data = key.encode()
+        head = len(data).to_bytes(2, "big") + data
+        messages = [(mid, head + payload) for mid, payload in messages]
     pairs = []
     for mid, payload in messages:
         mid_data = mid.encode()

@@ -53,6 +53,7 @@ POINTER, FRESH, FRESH_WITH_LEASE = 0, 1, 2
 SUSPECT, OVERRIDES = 1, 2
 _RECORD = struct.Struct(">BB6s6sI5s7s")
 PARTS = KEY_PARTS
+KEYED_PAYLOAD = "\x00\x01Kp"  # key K ([>I2] length 1, then "K") before the payload "p"
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -95,7 +96,10 @@ class Rec:
 
 def failure_record(rec: Rec) -> bytes:
     """The failure record ack.lua must write for a leased record failed with REASON."""
-    return _FAILURE.pack(1, rec.attempts, rec.lock.to_bytes(5, "big"), len(REASON)) + REASON + rec.payload
+    payload = rec.payload
+    if rec.flags & 4:  # per-key concurrency: the record holds the key first, the failure record does not
+        payload = payload[2 + int.from_bytes(payload[:2], "big") :]
+    return _FAILURE.pack(1, rec.attempts, rec.lock.to_bytes(5, "big"), len(REASON)) + REASON + payload
 
 
 def decode_record(raw: bytes) -> Rec:
@@ -180,6 +184,8 @@ class State:
     path: tuple[str, ...]
     # Flow control with a rate limit: meta's (rate_window, rate_count, paused_until) after the step.
     flow: tuple[int, int, int] = (0, 0, 0)
+    # Per-key concurrency: meta's held:K (the leases of key K) after the step.
+    held: int = 0
 
 
 class Violation(AssertionError):
@@ -225,6 +231,7 @@ class Explorer:
         max_size: int | None = None,
         with_priorities: bool = False,
         rate_limit: tuple[int, int] | None = None,
+        max_per_key: int | None = None,
         queue: str | None = None,
         client: redis.Redis | None = None,
         max_seconds: float | None = None,
@@ -247,6 +254,8 @@ class Explorer:
         # Rate limit (flow control): (messages per window, window in ms) in meta from the start,
         # and the RateLimited outcome 'p' (retry and pause the queue) offered to every lease.
         self.rate_limit = rate_limit
+        # Per-key concurrency: max_per_key in meta, and every mid may also be enqueued with key K.
+        self.max_per_key = max_per_key
         self.max_seconds = max_seconds
         self.r = client or redis.Redis(host="127.0.0.1", port=6379)
         self.queue = queue or f"checker-{uuid.uuid4().hex[:12]}"
@@ -505,10 +514,14 @@ class Explorer:
                 if mm.status != "unknown" or mm.pending
             )
         )
+        extra: tuple[int, ...] = ()
+        if self.max_per_key:
+            extra += (s.held,)
         if self.rate_limit:
             window, count, paused = s.flow
-            flow_fp = (window * self.rate_limit[1] - c, count, max(paused - c, 0))
-            return (keys_fp, workers_fp, model_fp, flow_fp)
+            extra += (window * self.rate_limit[1] - c, count, max(paused - c, 0))
+        if extra:
+            return (keys_fp, workers_fp, model_fp, extra)
         return (keys_fp, workers_fp, model_fp)
 
     @staticmethod
@@ -633,6 +646,10 @@ class Explorer:
                 out.append(("enqueue", (m, "0", "8", "p")))  # level 1 (flags carry 8 * level)
                 if i == 0:
                     out.append(("enqueue", (m, "0", "16", "p")))
+            if self.max_per_key:
+                out.append(
+                    ("enqueue", (m, "0", "128", KEYED_PAYLOAD))
+                )  # 128: the payload starts with its key
         for w in range(self.W):
             out.append(("dequeue", (w, 1)))
             if self.with_dequeue2:
@@ -848,7 +865,25 @@ class Explorer:
             raise Violation(f"{kind} changed the failure history's drop counter")
 
         flow = self._flow_after(s, kind, clock) if self.rate_limit else s.flow
-        return State(dumps, clock, keys, tuple(leases), tuple(stale), model, (*s.path, label), flow)
+        held = self._held_after(s, kind, keys) if self.max_per_key else s.held
+        return State(dumps, clock, keys, tuple(leases), tuple(stale), model, (*s.path, label), flow, held)
+
+    def _held_after(self, s: State, kind: str, keys: Keys) -> int:
+        """meta's count of key K's leases: exactly the leased records of key K, at most max_per_key."""
+        if kind in ("tick", "jump", "crash"):
+            return s.held  # no script ran: the server still holds an older state
+        held = int(self.r.hget(self.k["meta"], "held:K") or 0)
+        leased = sum(
+            1
+            for r in keys.records.values()
+            if r.state == "l" and r.flags & 4 and r.payload[:3] == b"\x00\x01K"
+        )
+        if held != leased:
+            raise Violation(f"meta held:K is {held}, yet {leased} messages of key K are leased")
+        assert self.max_per_key is not None
+        if leased > self.max_per_key:
+            raise Violation(f"{leased} messages of key K leased at once, max_per_key {self.max_per_key}")
+        return held
 
     def _flow_after(self, s: State, kind: str, clock: int) -> tuple[int, int, int]:
         """meta's rate window, count and pause, as the step left them on the server."""
@@ -1027,10 +1062,12 @@ class Explorer:
             dumps: tuple[bytes | None, ...] = tuple([None] * 11)
             if self.max_size is not None:
                 self.r.hset(self.k["meta"], "max_size", str(self.max_size))
+            if self.max_per_key is not None:
+                self.r.hset(self.k["meta"], "max_per_key", str(self.max_per_key))
             if self.rate_limit is not None:
                 per_window, interval = self.rate_limit
                 self.r.hset(self.k["meta"], mapping={"rate_limit": per_window, "rate_interval_ms": interval})
-            if self.max_size is not None or self.rate_limit is not None:
+            if self.max_size is not None or self.rate_limit is not None or self.max_per_key is not None:
                 dumps = self.dump()
             init = State(
                 dumps,

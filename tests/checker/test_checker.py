@@ -33,6 +33,7 @@ BOUNDED_DEPTH = 6
 PRIORITY_DEPTH = 5
 RATE_DEPTH = 6
 RATE_LIMIT = (1, 2)  # one message per 2 ms window
+PER_KEY_DEPTH = 5
 
 
 @pytest.fixture
@@ -50,6 +51,7 @@ def _explorer(
     max_size: int | None = None,
     with_priorities: bool = False,
     rate_limit: tuple[int, int] | None = None,
+    max_per_key: int | None = None,
 ) -> Explorer:
     return Explorer(
         2,
@@ -63,6 +65,7 @@ def _explorer(
         max_size=max_size,
         with_priorities=with_priorities,
         rate_limit=rate_limit,
+        max_per_key=max_per_key,
     )
 
 
@@ -192,3 +195,27 @@ def test_rate_mutation_is_caught(client: redis.Redis, old: str, new: str) -> Non
         _explorer(client, RATE_DEPTH, sources=_mutated("dequeue", old, new), rate_limit=RATE_LIMIT)
     )
     assert "dequeue handed out" in str(caught), caught
+
+
+@pytest.mark.timeout(600)
+def test_per_key_limit_holds(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    """max_per_key 1, every mid also enqueued with key K: never two of K leased at once, and
+    meta's count of K's leases is exact through acks, retries, crashes and lapsed leases."""
+    stats = _explore(_explorer(client, PER_KEY_DEPTH, max_per_key=1))
+    _report(capsys, f"checker W=2 M=3 D={PER_KEY_DEPTH} max_per_key=1: {stats}")
+    assert stats.depth_reached == PER_KEY_DEPTH
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "fragment"),
+    [
+        ("dequeue", "elseif k and key_is_full(k) then", "elseif false then", "leased at once"),
+        ("ack", "if #freed > 0 then\n  count_held(freed, -1)", "if #freed > 0 then\n", "held:K is"),
+    ],
+    ids=["limit", "slot-freed"],
+)
+def test_per_key_mutation_is_caught(
+    client: redis.Redis, name: str, old: str, new: str, fragment: str
+) -> None:
+    caught = _violation(_explorer(client, PER_KEY_DEPTH, sources=_mutated(name, old, new), max_per_key=1))
+    assert fragment in str(caught), caught

@@ -642,7 +642,7 @@ async def test_configure_sets_shows_and_removes_the_bound(queue: Queue, redis_ur
     """configure --max-size bounds the queue, configure alone shows it, --no-max-size removes it."""
     run = await vermilion("configure", queue.name, "--max-size", "2", url=redis_url)
     assert run.returncode == 0, run
-    assert run.stdout.splitlines() == [f"{queue.name}: max size 2, rate limit none"]
+    assert run.stdout.splitlines() == [f"{queue.name}: max size 2, rate limit none, max per key none"]
     assert (await queue.status()).max_size == 2
     run = await vermilion("configure", queue.name, "--json", url=redis_url)
     assert json.loads(run.stdout) == {
@@ -650,9 +650,10 @@ async def test_configure_sets_shows_and_removes_the_bound(queue: Queue, redis_ur
         "max_size": 2,
         "rate_limit": None,
         "rate_interval": None,
+        "max_per_key": None,
     }
     run = await vermilion("configure", queue.name, "--no-max-size", url=redis_url)
-    assert run.stdout.splitlines() == [f"{queue.name}: max size none, rate limit none"]
+    assert run.stdout.splitlines() == [f"{queue.name}: max size none, rate limit none, max per key none"]
     assert (await queue.status()).max_size is None
     both = await vermilion("configure", queue.name, "--max-size", "2", "--no-max-size", url=redis_url)
     assert_one_line_error(both, 2, "not both")
@@ -664,9 +665,19 @@ async def test_configure_sets_and_removes_the_rate_limit(queue: Queue, redis_url
     run = await vermilion(
         "configure", queue.name, "--rate-limit", "50", "--rate-interval", "0.5", url=redis_url
     )
-    assert run.stdout.splitlines() == [f"{queue.name}: max size none, rate limit 50 per 0.5 s"]
+    assert run.stdout.splitlines() == [
+        f"{queue.name}: max size none, rate limit 50 per 0.5 s, max per key none"
+    ]
     assert (await queue.configure()).rate_limit == 50
     run = await vermilion("configure", queue.name, "--no-rate-limit", url=redis_url)
-    assert run.stdout.splitlines() == [f"{queue.name}: max size none, rate limit none"]
+    assert run.stdout.splitlines() == [f"{queue.name}: max size none, rate limit none, max per key none"]
     both = await vermilion("configure", queue.name, "--rate-limit", "5", "--no-rate-limit", url=redis_url)
     assert_one_line_error(both, 2, "not both")
+
+
+async def test_configure_sets_and_removes_the_per_key_limit(queue: Queue, redis_url: str) -> None:
+    run = await vermilion("configure", queue.name, "--max-per-key", "3", url=redis_url)
+    assert run.stdout.splitlines() == [f"{queue.name}: max size none, rate limit none, max per key 3"]
+    assert (await queue.configure()).max_per_key == 3
+    run = await vermilion("configure", queue.name, "--no-max-per-key", "--json", url=redis_url)
+    assert json.loads(run.stdout)["max_per_key"] is None

@@ -59,11 +59,12 @@ _ABOUT = {
         " patterns). Refuses without --yes.",
     ),
     "configure": (
-        "show or change a queue's flow-control settings (size bound, rate limit)",
+        "show or change a queue's flow-control settings (size bound, rate limit, per-key limit)",
         "Show the queue's settings, or change those given: --max-size N refuses enqueues once N"
         " messages are live (ready, delayed or leased); --rate-limit N hands out at most N messages"
-        " per --rate-interval seconds (1 by default) across all workers; --no-max-size and"
-        " --no-rate-limit remove them.",
+        " per --rate-interval seconds (1 by default) across all workers; --max-per-key N leases at"
+        " most N messages of one key at once; --no-max-size, --no-rate-limit and --no-max-per-key"
+        " remove them.",
     ),
     "migrate": (
         "upgrade queues written by protocol version 1 (an older vermilion) in place",
@@ -336,6 +337,10 @@ def _add_configure(commands: Any) -> None:
         help="the rate limit's interval (default 1)",
     )
     configure.add_argument("--no-rate-limit", action="store_true", help="remove the rate limit")
+    configure.add_argument(
+        "--max-per-key", type=_positive_int, metavar="N", help="the most messages of one key leased at once"
+    )
+    configure.add_argument("--no-max-per-key", action="store_true", help="remove the per-key limit")
 
 
 def _add_migrate(commands: Any) -> None:

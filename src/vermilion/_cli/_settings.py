@@ -32,16 +32,18 @@ def _describe(queue: str, settings: QueueSettings) -> str:
     rate = "none"
     if settings.rate_limit is not None:
         rate = f"{settings.rate_limit:,} per {settings.rate_interval:g} s"
-    return f"{queue}: max size {bound}, rate limit {rate}"
+    per_key = "none" if settings.max_per_key is None else f"{settings.max_per_key:,}"
+    return f"{queue}: max size {bound}, rate limit {rate}, max per key {per_key}"
 
 
 async def configure(args: argparse.Namespace) -> int:
     max_size = _given_or_removed(args.max_size, args.no_max_size, "max-size")
     rate_limit = _given_or_removed(args.rate_limit, args.no_rate_limit, "rate-limit")
     rate_interval = UNSET if args.rate_interval is None else args.rate_interval
+    max_per_key = _given_or_removed(args.max_per_key, args.no_max_per_key, "max-per-key")
     async with connect(args) as client:
         settings = await Queue(args.queue, redis=client).configure(
-            max_size=max_size, rate_limit=rate_limit, rate_interval=rate_interval
+            max_size=max_size, rate_limit=rate_limit, rate_interval=rate_interval, max_per_key=max_per_key
         )
     if args.json:
         print_json({"queue": args.queue, **dataclasses.asdict(settings)})

@@ -34,7 +34,8 @@
 --     A pointer's message is in `records`.
 --   record: state [B] ('r' ready, 'd' delayed, 'l' leased), flags [B] (1 suspect,
 --     2 overrides: the message's fresh entry still waits in `ready`, and this
---     record's payload and lease replace the entry's; 16 * priority 0..9), enqueued ms [>I6], due ms
+--     record's payload and lease replace the entry's; 4 keyed: the payload is
+--     preceded by the message's key, [>I2] length then the key; 16 * priority 0..9), enqueued ms [>I6], due ms
 --     [>I6] (when it became or becomes ready), attempts [>I4], lock ms [>I5] (0:
 --     the worker's default), lease token [>I7] (0: none), then the payload.
 --   pending requeue: lock ms [>I5] (0: default), then the payload.

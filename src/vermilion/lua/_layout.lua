@@ -149,18 +149,54 @@ local function is_record(bytes)
   return state == READY or state == DELAYED or state == LEASED
 end
 
+-- Per-key concurrency: a message enqueued with a key has the flag KEYED (4)
+-- and its record holds the key before the payload ([>I2] length, the key);
+-- parse_record returns it as r.key and the payload without it, pack_record
+-- puts it back. `meta`'s `held:<key>` counts the messages of the key leased now.
+local KEYED = 4
+
+local function key_prefix(key)
+  return struct.pack('>I2', #key) .. key
+end
+
 -- A record as a table, or nil for bytes no script wrote.
 local function parse_record(bytes)
   if not is_record(bytes) then return nil end
   local r = {}
   r.state, r.flags, r.enqueued, r.due, r.attempts, r.lock, r.token = struct.unpack(RECORD_HEADER, bytes)
-  r.payload = string.sub(bytes, RECORD_HEADER_BYTES + 1)
+  local at = RECORD_HEADER_BYTES + 1
+  if math.floor(r.flags / KEYED) % 2 == 1 and #bytes >= at + 1 then
+    local n = struct.unpack('>I2', bytes, at)
+    r.key = string.sub(bytes, at + 2, at + 1 + n)
+    at = at + 2 + n
+  end
+  r.payload = string.sub(bytes, at)
   return r
 end
 
 local function pack_record(r)
   return struct.pack(RECORD_HEADER, r.state, r.flags, r.enqueued, r.due, r.attempts, r.lock, r.token)
-    .. r.payload
+    .. (r.key and key_prefix(r.key) or '') .. r.payload
+end
+
+-- The key of a record's bytes (nil: none, or bytes no script wrote).
+local function key_of(bytes)
+  local r = parse_record(bytes)
+  return r and r.key
+end
+
+local function held_field(key)
+  return 'held:' .. key
+end
+
+-- Count `delta` more (or fewer) leased messages for each key of `keys` (a list,
+-- one entry per message); a count that reaches 0 is removed.
+local function count_held(keys, delta)
+  local per = {}
+  for _, key in ipairs(keys) do per[key] = (per[key] or 0) + delta end
+  for key, n in pairs(per) do
+    if redis.call('HINCRBY', K_META, held_field(key), n) <= 0 then redis.call('HDEL', K_META, held_field(key)) end
+  end
 end
 
 local function has_flag(flags, bit)

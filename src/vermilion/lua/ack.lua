@@ -15,6 +15,8 @@
 --                by a backoff in integer ms ('s60000': a 60 s de-dup window;
 --                'r500': retry after 0.5 s)
 --   then one reason (string, may be empty) per failure, in order
+-- Every applied outcome of a message with a key takes 1 from `meta`'s
+-- `held:<key>` (its slot is free) and pushes a wake-up token.
 -- Reply: one integer per outcome: 1 applied, 0 stale (the lease is no longer
 -- current: it lapsed and was reclaimed, or the message was cleared).
 --
@@ -186,6 +188,17 @@ if #failures > 0 then
   call_in_slices('HSET', K_ERRORS, failure_records)
   add_history_bytes(added_bytes)
   trim_history(max_failed, max_failed_bytes)
+end
+-- Each ended lease of a message with a key frees a slot of that key, and
+-- wakes a worker for the messages of the key that wait.
+local freed = {}
+for _, i in ipairs(current) do
+  local key = key_of(records[i])
+  if key then freed[#freed + 1] = key end
+end
+if #freed > 0 then
+  count_held(freed, -1)
+  woken = woken + #freed
 end
 -- A RateLimited outcome pauses the whole queue for its backoff: `meta`'s
 -- paused_until, which only grows (dequeue hands out nothing before it).

@@ -7,6 +7,7 @@
 --             an enqueue may leave in the queue (see enqueue.lua)
 --   rate_limit        integer >= 1: the most messages dequeue hands out per window
 --   rate_interval_ms  integer >= 1: the window's length (absent: 1000)
+--   max_per_key       integer >= 1: the most messages of one key leased at once
 -- Reply: the settings in force after the call, as a flat array of `name`,
 --   `value` (integer) pairs, in the order above; an absent setting is left out.
 --
@@ -18,8 +19,8 @@
 
 --#include _layout
 
-local SETTINGS = { 'max_size', 'rate_limit', 'rate_interval_ms' }
-local MINIMUM = { max_size = 1, rate_limit = 1, rate_interval_ms = 1 }
+local SETTINGS = { 'max_size', 'rate_limit', 'rate_interval_ms', 'max_per_key' }
+local MINIMUM = { max_size = 1, rate_limit = 1, rate_interval_ms = 1, max_per_key = 1 }
 
 if #ARGV % 2 ~= 0 then return fail('configure expects (name, value) pairs') end
 if redis.call('TYPE', K_META)['ok'] ~= 'hash' and redis.call('EXISTS', K_META) == 1 then

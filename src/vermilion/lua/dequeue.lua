@@ -26,6 +26,11 @@
 -- message at a time), drops entries no message stands behind, moves
 -- suspects beyond max_suspects to the tail (popping on in their place), and
 -- leases each: attempt + 1, a fresh token, `locks` score = now + lease.
+-- Per-key concurrency: a message with a key whose `held:<key>` count in `meta`
+-- (its leases) has reached `max_per_key` is skipped to the tail of `ready`
+-- (other keys go on; skips count against the dead-entry budget); each message
+-- with a key handed out adds 1 to its count, and a reclaimed lapsed lease takes
+-- 1 away.
 -- Flow control, from the one HMGET of `meta`: while `paused_until` is ahead
 -- nothing is handed out; with `rate_limit`, at most what the current window
 -- (server ms / rate_interval_ms) has left, counted in `rate_window` and
@@ -58,9 +63,9 @@ check_key_types()
 -- after the housekeeping and the LPOPs below have written: check it first.
 -- One read of `meta` for the counter and every flow-control field (absent on
 -- a queue that uses none of them).
-local seq, priorities, rate_limit, rate_interval, rate_window, rate_count, paused_until = unpack(
+local seq, priorities, rate_limit, rate_interval, rate_window, rate_count, paused_until, max_per_key = unpack(
   redis.call('HMGET', K_META, 'seq', 'priorities', 'rate_limit', 'rate_interval_ms', 'rate_window',
-    'rate_count', 'paused_until'))
+    'rate_count', 'paused_until', 'max_per_key'))
 if seq and not (string.find(seq, '^%d+$') and stored_int(seq, 0, MAX_TOKEN)) then
   return fail('queue key ' .. K_META .. ' holds seq ' .. string.format('%q', string.sub(seq, 1, 40))
     .. ', not a lease counter below 2^53: the queue is damaged (clear() resets the counter)')
@@ -83,6 +88,7 @@ local function meta_int(name, value, min)
   return n
 end
 local pause_end = meta_int('paused_until', paused_until, 0)
+local per_key = meta_int('max_per_key', max_per_key, 1)
 local per_window = meta_int('rate_limit', rate_limit, 1)
 if pause_end and pause_end > now then
   max_messages, resume_at = 0, pause_end
@@ -152,10 +158,12 @@ local function reclaim_lapsed_leases()
   for i = 1, n do mids[i] = lapsed[2 * i - 1] end
   call_in_slices('ZREM', K_LOCKS, mids)
   local records = records_of(mids)
-  local writes, pointers, ranked = {}, {}, {}
+  local writes, pointers, ranked, freed = {}, {}, {}, {}
   -- Latest first, so that one LPUSH leaves the earliest lapsed at the head.
   for i = n, 1, -1 do
     local raw, lapsed_at = records[i], tonumber(lapsed[2 * i])
+    local key = key_of(raw)
+    if key then freed[#freed + 1] = key end -- its key's slot is free again
     if is_record(raw) then
       writes[#writes + 1], writes[#writes + 2] = mids[i], reclaimed_record(raw, lapsed_at)
     end
@@ -169,6 +177,7 @@ local function reclaim_lapsed_leases()
   call_in_slices('HSET', K_RECORDS, writes)
   call_in_slices('LPUSH', K_READY, pointers)
   call_in_slices('ZADD', K_DELAYED, ranked)
+  if #freed > 0 then count_held(freed, -1) end
   return n
 end
 
@@ -210,11 +219,14 @@ end
 
 -- The messages chosen by pop_candidates(), in parallel arrays (no table per
 -- message: the hand-out is the hot path, and Lua's garbage is its cost).
-local mids, flags, enqueued, dues, attempts, locks, payloads = {}, {}, {}, {}, {}, {}, {}
+local mids, flags, enqueued, dues, attempts, locks, payloads, keys = {}, {}, {}, {}, {}, {}, {}, {}
+local held_keys = {} -- the key of each chosen message that has one (its lease takes a slot)
 
-local function choose(mid, f, e, d, a, l, p)
+local function choose(mid, f, e, d, a, l, p, k)
   local i = #mids + 1
   mids[i], flags[i], enqueued[i], dues[i], attempts[i], locks[i], payloads[i] = mid, f, e, d, a, l, p
+  keys[i] = k
+  if k then held_keys[#held_keys + 1] = k end
 end
 
 -- Pop from the head of `ready` until max_messages messages are chosen. An
@@ -232,16 +244,35 @@ end
 local DEAD_ENTRY_BUDGET = 1000
 local held_back, seen = {}, {}
 local suspects_taken, dead = 0, 0
+-- Per-key concurrency: messages whose key holds max_per_key leases already
+-- wait at the tail of `ready` (`key_waiting`): they block no other key.
+local key_waiting, held_now = {}, {}
 
--- Choose a ready message (or hold it back, if a suspect beyond max_suspects).
-local function consider(mid, f, e, d, a, l, p)
+local function key_is_full(k)
+  if not per_key then return false end
+  local held = held_now[k]
+  if held == nil then
+    held = tonumber(redis.call('HGET', K_META, held_field(k)) or '0') or 0
+    held_now[k] = held
+  end
+  return held >= per_key
+end
+
+-- Choose a ready message, or hold it back: a suspect beyond max_suspects, or
+-- a message whose key has no free slot (which counts against the call's
+-- budget of skipped entries).
+local function consider(mid, f, e, d, a, l, p, k)
   seen[mid] = true
   local is_suspect = has_flag(f, SUSPECT)
   if is_suspect and suspects_taken >= max_suspects then
     held_back[#held_back + 1] = pointer_entry(mid)
+  elseif k and key_is_full(k) then
+    key_waiting[#key_waiting + 1] = pointer_entry(mid)
+    dead = dead + 1
   else
     if is_suspect then suspects_taken = suspects_taken + 1 end
-    choose(mid, f, e, d, a, l, p)
+    if k and per_key then held_now[k] = (held_now[k] or 0) + 1 end
+    choose(mid, f, e, d, a, l, p, k)
   end
 end
 
@@ -259,7 +290,7 @@ local function pop_candidates(target)
     local records = redis.call('HMGET', K_RECORDS, unpack(pmids))
     for i = 1, #popped do
       local kind, mid, raw = kinds[i], pmids[i], records[i]
-      local ok, f, e, d, a, l, p = false, 0, penq[i], penq[i], 0, plock[i], ppay[i]
+      local ok, f, e, d, a, l, p, k = false, 0, penq[i], penq[i], 0, plock[i], ppay[i], nil
       if kind == -1 or seen[mid] then
         ok = false
       elseif not raw then
@@ -271,7 +302,7 @@ local function pop_candidates(target)
           if kind == POINTER then e, d, l, p = now, now, 0, raw end
         elseif kind == POINTER then
           ok = r.state == READY and not has_flag(r.flags, OVERRIDES)
-          f, e, d, a, l, p = r.flags, r.enqueued, r.due, r.attempts, r.lock, r.payload
+          f, e, d, a, l, p, k = r.flags, r.enqueued, r.due, r.attempts, r.lock, r.payload, r.key
         else
           ok = r.state == READY and has_flag(r.flags, OVERRIDES)
           f, a, l, p = r.flags - OVERRIDES, r.attempts, r.lock, r.payload
@@ -280,7 +311,7 @@ local function pop_candidates(target)
       if not ok then
         dead = dead + 1
       else
-        consider(mid, f, e, d, a, l, p)
+        consider(mid, f, e, d, a, l, p, k)
       end
     end
     if #popped < wanted or dead >= DEAD_ENTRY_BUDGET or #held_back >= max_messages then return false end
@@ -325,7 +356,7 @@ local function take_priority(mid)
     dead = dead + 1
     return
   end
-  consider(mid, r.flags, r.enqueued, r.due, r.attempts, r.lock, r.payload)
+  consider(mid, r.flags, r.enqueued, r.due, r.attempts, r.lock, r.payload, r.key)
 end
 
 -- Of the head of `ready` and the next priority message, hand out the earlier
@@ -351,6 +382,7 @@ local function hand_out()
   if priorities then pop_with_priorities() else pop_candidates(max_messages) end
   -- Held-back suspects wait behind the work that is ready now.
   call_in_slices('RPUSH', K_READY, held_back)
+  call_in_slices('RPUSH', K_READY, key_waiting)
   held_back_count = #held_back
   local n = #mids
   if n == 0 then return out end
@@ -364,7 +396,7 @@ local function hand_out()
     token = token + 1
     writes[2 * i - 1] = mids[i]
     writes[2 * i] = struct.pack(RECORD_HEADER, LEASED, flags[i], enqueued[i], dues[i], attempt,
-      locks[i], token) .. payloads[i]
+      locks[i], token) .. (keys[i] and key_prefix(keys[i]) or '') .. payloads[i]
     lock_args[2 * i - 1] = lease_end(lock)
     lock_args[2 * i] = mids[i]
     local at = 7 * i - 6
@@ -373,6 +405,7 @@ local function hand_out()
   end
   redis.call('HSET', K_RECORDS, unpack(writes))
   redis.call('ZADD', K_LOCKS, unpack(lock_args))
+  if #held_keys > 0 then count_held(held_keys, 1) end
   if window then redis.call('HSET', K_META, 'rate_window', int_str(window), 'rate_count', int_str(used + n)) end
   return out
 end

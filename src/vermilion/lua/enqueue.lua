@@ -7,7 +7,9 @@
 --   2 lock_ms    integer ms > 0 for a per-message lease, or '' for the worker default
 --   3 flags      integer: bits 1 can_update, 2 can_requeue, 4 reset_delay, plus 8 *
 --                priority (0..9; 0, the default, is the only one the
---                one-new-message path takes)
+--                one-new-message path takes), plus 128 when every payload
+--                starts with its message's concurrency key ([>I2] length >= 1,
+--                the key), which a new life keeps in its record
 --   then, for each message: mid (non-empty string), payload (opaque bytes)
 -- Reply: one entry per message, in order: 'added' | 'updated' | 'already-queued'
 --   | 'locked' | 'backoff' | 'full'.
@@ -43,7 +45,7 @@
 -- most 64 wait). The one-message path checks key types by undoing its writes
 -- when one of its commands meets a key of the wrong type.
 
-local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY, PRIORITY_FLAG = 1, 2, 4, 8
+local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY, PRIORITY_FLAG, KEYED_FLAG = 1, 2, 4, 8, 128
 local FIRST_PAIR = 4
 
 -- The usual call, answered before any helper is defined (defining them costs
@@ -90,6 +92,8 @@ if ARGV[2] ~= '' then
   if lock > MAX_LOCK_MS then return fail('lock_ms above ten years') end
 end
 local flags = to_int(ARGV[3], 'flags', 0)
+local keyed = flags >= KEYED_FLAG
+if keyed then flags = flags - KEYED_FLAG end
 local can_update = flags % 2 == 1
 local can_requeue = math.floor(flags / CAN_REQUEUE) % 2 == 1
 local reset_delay = math.floor(flags / RESET_DELAY) % 2 == 1
@@ -98,14 +102,26 @@ if priority > MAX_PRIORITY then return fail('priority above ' .. MAX_PRIORITY ..
 for i = FIRST_PAIR, #ARGV, 2 do
   if ARGV[i] == '' then return fail('empty mid') end
 end
+-- Each message's payload; with KEYED_FLAG, each payload starts with its key
+-- ([>I2] length, the key), which a new life keeps in its record.
+local payload_in, key_in = {}, {}
+for i = FIRST_PAIR + 1, #ARGV, 2 do
+  local n = #payload_in + 1
+  payload_in[n] = ARGV[i]
+  if keyed then
+    local length = #ARGV[i] >= 2 and struct.unpack('>I2', ARGV[i]) or nil
+    if length == nil or length == 0 or #ARGV[i] < 2 + length then return fail('bad key prefix') end
+    key_in[n], payload_in[n] = string.sub(ARGV[i], 3, 2 + length), string.sub(ARGV[i], 3 + length)
+  end
+end
 
 local now = now_ms()
 local due = now + delay
 local due_text = int_str(due)
 
-local function new_record(state, payload)
-  return pack_record({ state = state, flags = priority * PRIORITY_UNIT, enqueued = now, due = due,
-    attempts = 0, lock = lock or 0, token = 0, payload = payload })
+local function new_record(state, payload, key)
+  return pack_record({ state = state, flags = priority * PRIORITY_UNIT + (key and KEYED or 0), enqueued = now,
+    due = due, attempts = 0, lock = lock or 0, token = 0, payload = payload, key = key })
 end
 
 check_key_types()
@@ -130,19 +146,28 @@ local woken = 0
 
 -- Start a life for each mid (none of them live, and no trace of a former life
 -- left): a fresh entry in `ready`, or a record and a place in `delayed`.
-local function write_fresh(mids, payloads, unknown)
+local function write_fresh(mids, payloads, unknown, keys)
   if #unknown > 0 then call_in_slices('SADD', K_MIDS, unknown) end
-  if delay == 0 and priority == 0 then
+  if delay == 0 and priority == 0 and not keyed then
     local entries = {}
     for i, mid in ipairs(mids) do entries[i] = fresh_entry(mid, now, lock, payloads[i]) end
     call_in_slices('RPUSH', K_READY, entries)
+  elseif delay == 0 and priority == 0 then
+    -- Ready, with a key: a record (which holds the key) and a pointer.
+    local records, pointers = {}, {}
+    for i, mid in ipairs(mids) do
+      records[2 * i - 1], records[2 * i] = mid, new_record(READY, payloads[i], keys[i])
+      pointers[i] = pointer_entry(mid)
+    end
+    call_in_slices('HSET', K_RECORDS, records)
+    call_in_slices('RPUSH', K_READY, pointers)
   else
     -- Delayed, or ready at a priority (its place in `delayed`, below every due time).
     local state, score = DELAYED, due_text
     if delay == 0 then state, score = READY, priority_score(now, priority) end
     local records, scored = {}, {}
     for i, mid in ipairs(mids) do
-      records[2 * i - 1], records[2 * i] = mid, new_record(state, payloads[i])
+      records[2 * i - 1], records[2 * i] = mid, new_record(state, payloads[i], keys[i])
       scored[2 * i - 1], scored[2 * i] = score, mid
     end
     call_in_slices('HSET', K_RECORDS, records)
@@ -153,15 +178,15 @@ local function write_fresh(mids, payloads, unknown)
 end
 
 -- Fresh messages of this call, written together by flush_fresh().
-local fresh_mids, fresh_payloads, fresh_unknown, fresh_set = {}, {}, {}, {}
+local fresh_mids, fresh_payloads, fresh_unknown, fresh_set, fresh_keys = {}, {}, {}, {}, {}
 
 local function flush_fresh()
   if #fresh_mids == 0 then return end
-  write_fresh(fresh_mids, fresh_payloads, fresh_unknown)
-  fresh_mids, fresh_payloads, fresh_unknown, fresh_set = {}, {}, {}, {}
+  write_fresh(fresh_mids, fresh_payloads, fresh_unknown, fresh_keys)
+  fresh_mids, fresh_payloads, fresh_unknown, fresh_set, fresh_keys = {}, {}, {}, {}, {}
 end
 
-local function add_fresh(mid, payload, state)
+local function add_fresh(mid, payload, state, key)
   if state ~= nil then
     -- A former life ended (failed, or its window ended): clear its traces.
     if state == 'failed' then
@@ -173,6 +198,7 @@ local function add_fresh(mid, payload, state)
     fresh_unknown[#fresh_unknown + 1] = mid
   end
   fresh_mids[#fresh_mids + 1] = mid
+  fresh_keys[#fresh_mids] = key
   fresh_payloads[#fresh_payloads + 1] = payload
   fresh_set[mid] = true
   return 'added'
@@ -253,19 +279,19 @@ local function update_queued(mid, payload, state, record)
   return 'already-queued'
 end
 
-local function start_life(mid, payload, state)
+local function start_life(mid, payload, state, key)
   if not admit() then return 'full' end
-  return add_fresh(mid, payload, state)
+  return add_fresh(mid, payload, state, key)
 end
 
-local function enqueue_in_state(mid, payload, state, record)
-  if state == nil or state == 'failed' then return start_life(mid, payload, state) end
+local function enqueue_in_state(mid, payload, state, record, key)
+  if state == nil or state == 'failed' then return start_life(mid, payload, state, key) end
   if state == 'expired' then
     if has_requeue(mid) then
       if not can_update then return 'already-queued' end
       return pending_requeue(mid, payload, state)
     end
-    return start_life(mid, payload, state)
+    return start_life(mid, payload, state, key)
   end
   if state == 'locked' then
     if can_requeue then return pending_requeue(mid, payload, state) end
@@ -301,12 +327,12 @@ if every_mid_unknown_and_once() then
   local payloads, replies, written = {}, {}, {}
   for i = 1, #mids do
     if i <= admitted then
-      written[i], payloads[i], replies[i] = mids[i], ARGV[FIRST_PAIR + 2 * i - 1], 'added'
+      written[i], payloads[i], replies[i] = mids[i], payload_in[i], 'added'
     else
       replies[i] = 'full'
     end
   end
-  if admitted > 0 then write_fresh(written, payloads, written) end
+  if admitted > 0 then write_fresh(written, payloads, written, key_in) end
   wake_workers(woken)
   return replies
 end
@@ -314,7 +340,7 @@ end
 local replies = {}
 local seen = {}
 for i, mid in ipairs(mids) do
-  local payload = ARGV[FIRST_PAIR + 2 * i - 1]
+  local payload = payload_in[i]
   local state, record = nil, nil
   if seen[mid] then
     -- An earlier message of this call changed this mid: read it afresh.
@@ -324,7 +350,7 @@ for i, mid in ipairs(mids) do
     state, record = state_of(mid, now)
   end
   seen[mid] = true
-  replies[i] = enqueue_in_state(mid, payload, state, record)
+  replies[i] = enqueue_in_state(mid, payload, state, record, key_in[i])
 end
 flush_fresh()
 wake_workers(woken)
