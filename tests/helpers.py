@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from vermilion import Queue
-from vermilion._wire import DequeueReply, Leased, OutcomeKind, OutcomeRequest
+from vermilion._keys import QueueKeys
+from vermilion._wire import DequeueReply, EnqueueOptions, Leased, OutcomeKind, OutcomeRequest
 
 LONG_LOCK_MS = 60_000
 """A lease that never lapses during a test."""
@@ -71,3 +72,32 @@ async def ack(queue: Queue, leased: Leased, kind: OutcomeKind, backoff_ms: int =
 async def scan_queue_keys(redis: aioredis.Redis, name: str) -> list[bytes]:
     """Every key in Redis under ``vermilion:{name}:*``, found with SCAN."""
     return [key async for key in redis.scan_iter(match=f"vermilion:{{{name}}}:*", count=1000)]
+
+
+T0 = 1_800_000_000_000  # the test clock's start, in ms
+
+
+class Clocked:
+    """Script calls on a queue whose scripts read the time from the test-clock key."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self.conn, plain = queue._protocol
+        self.keys: QueueKeys = plain.with_test_clock()
+
+    async def at(self, ms: int) -> None:
+        await self.queue.redis.set(self.keys.keys[-1], str(ms))
+
+    async def enqueue(self, mid: str, priority: int = 0, delay_ms: int = 0) -> str:
+        options = EnqueueOptions(delay_ms=delay_ms, priority=priority)
+        (reply,) = await self.conn.enqueue(self.keys, options, [(mid, b"\x01")])
+        return reply
+
+    async def dequeue(self, n: int = 1, lock_ms: int = LONG_LOCK_MS) -> list[Leased]:
+        reply = await self.conn.dequeue(self.keys, n, lock_ms, HOUSEKEEPING_LIMIT)
+        return reply.messages
+
+    async def retry(self, leased: Leased) -> None:
+        request = OutcomeRequest(leased.mid, leased.token, "r", 0, "")
+        queue = self.queue
+        assert await self.conn.ack(self.keys, [request], queue.failure_history, queue.failure_history_bytes)

@@ -21,7 +21,7 @@ import anyio
 from . import _tracing
 from ._exceptions import SerializationError
 from ._logs import logger
-from ._messages import Failure, Message, Outcome, Retry, Success
+from ._messages import Failure, Message, Outcome, RateLimited, Retry, Success
 from ._queue import Queue
 from ._serialization import decode_payload
 from ._stats import RollingStats, Tally
@@ -97,6 +97,9 @@ class HandlerRunner:
         if isinstance(outcome, Success):
             self.tally.add("handler/success")
             request = OutcomeRequest(leased.mid, leased.token, "s", _backoff_ms(outcome.backoff))
+        elif isinstance(outcome, RateLimited):
+            self.tally.add("handler/rate-limited")
+            request = OutcomeRequest(leased.mid, leased.token, "p", _backoff_ms(outcome.backoff))
         elif isinstance(outcome, Retry):
             self.tally.add("handler/retry")
             request = OutcomeRequest(leased.mid, leased.token, "r", _backoff_ms(outcome.backoff))

@@ -26,7 +26,9 @@ __all__ = [
     "MessageStatus",
     "Outcome",
     "PollInfo",
+    "QueueSettings",
     "QueueStatus",
+    "RateLimited",
     "ReplayError",
     "ReplayResult",
     "Retry",
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 EnqueueAction = Literal["added", "updated"]
-EnqueueError = Literal["already-queued", "locked", "backoff"]
+EnqueueError = Literal["already-queued", "locked", "backoff", "full"]
 ReplayError = Literal["live", "unknown", "no-content"]
 
 
@@ -69,7 +71,8 @@ class EnqueueResult:
     """What ``Queue.enqueue`` did with one message.
 
     ``ok`` is true when the message was added or updated (``action``), false when
-    it was refused because its mid is busy (``error``).
+    it was refused (``error``): because its mid is busy, or (``"full"``) because
+    the queue holds ``max_size`` live messages.
     """
 
     ok: bool
@@ -88,6 +91,7 @@ class QueueStatus:
     entries its bounds (``failure_history``, ``failure_history_bytes``) have
     dropped since the queue began. ``lag`` is how long, in seconds, the
     longest-waiting ready message has been ready: the number to alert on.
+    ``max_size`` is the queue's bound on live messages (``None``: unbounded).
     """
 
     nqueued: int
@@ -98,6 +102,25 @@ class QueueStatus:
     nfailed: int
     lag: float
     nfailed_dropped: int = 0
+    max_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """A queue's flow-control settings, stored in Redis (``Queue.configure()``).
+
+    ``max_size``: the most live messages (ready, delayed or leased) the queue
+    accepts; an enqueue beyond it is refused with ``error="full"``. ``None``:
+    unbounded. ``rate_limit``: the most messages handed out to workers per
+    ``rate_interval`` seconds, across all workers (``None``: no limit).
+    ``max_per_key``: the most messages of one key leased at once (``None``: no
+    limit).
+    """
+
+    max_size: int | None = None
+    rate_limit: int | None = None
+    rate_interval: float | None = None
+    max_per_key: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +216,17 @@ class Failure:
     def __post_init__(self) -> None:
         if not isinstance(self.reason, str):
             raise TypeError(f"reason must be a str, not {type(self.reason).__name__}")
+
+
+class RateLimited(Retry):
+    """A downstream said "too many requests": retry the message after ``backoff``
+    seconds, and pause the whole queue as long (no worker is handed any message
+    of it before then)."""
+
+    def __init__(self, backoff: float | timedelta) -> None:
+        super().__init__(backoff)
+        if not self.backoff:
+            raise ValueError("RateLimited needs a backoff above 0 seconds")
 
 
 Outcome = Success | Retry | Failure

@@ -251,7 +251,7 @@ class ScriptClient:
         With ``replication``, raises :class:`ReplicationError` (its ``replies``
         set) when fewer replicas than asked confirmed the write.
         """
-        body = options.packed_argv + pack_messages(messages)
+        body = options.packed_argv + pack_messages(messages, options.key)
         argc = len(ENQUEUE_OPTION_FIELDS) + 2 * len(messages)
         then = None if replication is None else replication.wait
         reply = await self._call_packed(SCRIPTS["enqueue"], keys, argc, body, replayable=False, then=then)
@@ -350,6 +350,12 @@ class ScriptClient:
 
     async def counts(self, keys: QueueKeys) -> Counts:
         return parse_counts(await self.call_script(SCRIPTS["counts"], keys, (), replayable=True))
+
+    async def configure(self, keys: QueueKeys, changes: Sequence[tuple[str, int | None]]) -> dict[str, int]:
+        """Apply ``changes`` (``None`` removes a setting); the settings in force after."""
+        argv = [part for name, value in changes for part in (name, "" if value is None else str(value))]
+        reply = await self.call_script(SCRIPTS["configure"], keys, argv, replayable=True)
+        return {reply_text(reply[i]): reply_int(reply[i + 1]) for i in range(0, len(reply), 2)}
 
     async def content(self, keys: QueueKeys) -> tuple[int, list[StoredMessage]]:
         return parse_content(await self.call_script(SCRIPTS["content"], keys, (), replayable=True))

@@ -15,6 +15,7 @@ from . import _tracing
 from ._clients import client_from_url, is_client
 from ._exceptions import OutcomeUnknownError, ProtocolError, ReplicationError
 from ._failures import FailureHistory
+from ._flow import FlowSettings, check_key, check_priority
 from ._keys import QueueKeys
 from ._logs import logger
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
@@ -43,7 +44,7 @@ _CONNECT_TIMEOUT = 5.0
 # Bounds a call whose connection went silent (or the URL's shorter socket_timeout);
 # blocking reads set their own.
 _CALL_TIMEOUT = 30.0
-_REFUSALS = {"already-queued", "locked", "backoff"}
+_REFUSALS = {"already-queued", "locked", "backoff", "full"}
 _MID_RANDOM_BYTES = 9  # 72 bits, 12 base64url characters
 
 
@@ -59,7 +60,7 @@ def random_mids(count: int) -> list[str]:
     return [text[i : i + 12] for i in range(0, 12 * count, 12)]
 
 
-class Queue(FailureHistory):
+class Queue(FailureHistory, FlowSettings):
     """One named queue in Redis, for producers (and the worker that serves it).
 
     Give either ``url`` (the queue then owns its client and closes it in
@@ -204,6 +205,8 @@ class Queue(FailureHistory):
         can_update: bool,
         can_requeue: bool,
         reset_delay: bool,
+        priority: int,
+        key: str | None,
     ) -> EnqueueOptions:
         if (
             delay.__class__ is float
@@ -212,6 +215,8 @@ class Queue(FailureHistory):
             and can_update is False
             and can_requeue is False
             and reset_delay is False
+            and priority == 0
+            and key is None
         ):
             return DEFAULT_ENQUEUE_OPTIONS  # the common case, without the checks below
         for flag, value in (
@@ -229,6 +234,8 @@ class Queue(FailureHistory):
             can_update=can_update,
             can_requeue=can_requeue,
             reset_delay=reset_delay,
+            priority=check_priority(priority),
+            key=check_key(key),
         )
 
     def _message(self, content: Any, mid: str | None, argument: str, mid_argument: str) -> tuple[str, bytes]:
@@ -247,6 +254,8 @@ class Queue(FailureHistory):
         reset_delay: bool = False,
         replicas: int | None = None,
         replica_timeout: float | timedelta | None = None,
+        priority: int = 0,
+        key: str | None = None,
     ) -> EnqueueResult:
         """Add a message, or update / requeue / refuse it if its ``mid`` is busy.
 
@@ -262,6 +271,12 @@ class Queue(FailureHistory):
                 (debouncing).
             replicas: this call's own ``replicas`` (the queue's by default).
             replica_timeout: this call's own ``replica_timeout`` (the queue's by default).
+            priority: 0 (the default) to 9; higher levels are handed out first,
+                each level a 10-second head start over the one below (see
+                Flow control). Applies to a new life; updates keep the priority.
+            key: a concurrency key (e.g. ``"customer:42"``): with the queue's
+                ``max_per_key``, at most that many messages of one key are
+                leased at once. Applies to a new life, like ``priority``.
 
         Returns:
             ``EnqueueResult``: ``ok`` with ``action`` ``"added"``/``"updated"``, or
@@ -280,6 +295,8 @@ class Queue(FailureHistory):
             can_update=can_update,
             can_requeue=can_requeue,
             reset_delay=reset_delay,
+            priority=priority,
+            key=key,
         )
         message = self._message(content, mid, "content", "mid")
         (reply,) = await self._send(
@@ -299,6 +316,8 @@ class Queue(FailureHistory):
         reset_delay: bool = False,
         replicas: int | None = None,
         replica_timeout: float | timedelta | None = None,
+        priority: int = 0,
+        key: str | None = None,
     ) -> list[EnqueueResult]:
         """Enqueue many messages in one round trip and one atomic script call.
 
@@ -320,6 +339,8 @@ class Queue(FailureHistory):
             can_update=can_update,
             can_requeue=can_requeue,
             reset_delay=reset_delay,
+            priority=priority,
+            key=key,
         )
         if given is None:
             mid_list = random_mids(len(items))
@@ -384,6 +405,7 @@ class Queue(FailureHistory):
             nfailed=counts.nfailed,
             lag=counts.lag_ms / 1000,
             nfailed_dropped=counts.nfailed_dropped,
+            max_size=counts.max_size,
         )
 
     async def size(self) -> int:

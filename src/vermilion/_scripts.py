@@ -31,6 +31,7 @@ _OPERATIONS = (
     "replay",
     "purge",
     "schedule",
+    "configure",
 )
 
 

@@ -40,6 +40,8 @@ __all__ = [
 
 # The enqueue script's flag bits (lua/enqueue.lua).
 _CAN_UPDATE, _CAN_REQUEUE, _RESET_DELAY = 1, 2, 4
+_PRIORITY_UNIT = 8  # flags carry the priority above the three option bits
+_KEYED = 128  # and, above the priority, whether each payload starts with its key
 
 
 def bulk(arg: bytes | str | int) -> bytes:
@@ -101,6 +103,8 @@ class EnqueueOptions:
     can_update: bool = False
     can_requeue: bool = False
     reset_delay: bool = False
+    priority: int = 0
+    key: str | None = None
 
     def argv(self) -> tuple[int | str, ...]:
         """The script's first arguments, in the order of ENQUEUE_OPTION_FIELDS."""
@@ -108,6 +112,8 @@ class EnqueueOptions:
             (_CAN_UPDATE if self.can_update else 0)
             | (_CAN_REQUEUE if self.can_requeue else 0)
             | (_RESET_DELAY if self.reset_delay else 0)
+            | self.priority * _PRIORITY_UNIT
+            | (_KEYED if self.key is not None else 0)
         )
         return (self.delay_ms, "" if self.lock_ms is None else self.lock_ms, flags)
 
@@ -124,8 +130,13 @@ DEFAULT_ENQUEUE_OPTIONS = EnqueueOptions()
 _DEFAULT_PACKED_ARGV = b"".join([bulk(arg) for arg in DEFAULT_ENQUEUE_OPTIONS.argv()])
 
 
-def pack_messages(messages: Sequence[tuple[str, bytes]]) -> bytes:
-    """``(mid, payload)`` pairs as the enqueue script's trailing arguments."""
+def pack_messages(messages: Sequence[tuple[str, bytes]], key: str | None = None) -> bytes:
+    """``(mid, payload)`` pairs as the enqueue script's trailing arguments; with a
+    key, each payload behind it (two bytes of length, then the key)."""
+    if key is not None:
+        data = key.encode()
+        head = len(data).to_bytes(2, "big") + data
+        messages = [(mid, head + payload) for mid, payload in messages]
     pairs = []
     for mid, payload in messages:
         mid_data = mid.encode()
@@ -157,8 +168,8 @@ class DequeueReply:
     suspects_held_back: int = 0
 
 
-OutcomeKind = Literal["s", "r", "f"]
-"""The ack script's outcome codes: success, retry, failure."""
+OutcomeKind = Literal["s", "r", "f", "p"]
+"""The ack script's outcome codes: success, retry, failure, retry and pause the queue."""
 
 
 LeaseKey = tuple[str, int]
@@ -213,6 +224,7 @@ class Counts:
     lag_ms: int
     now_ms: int = 0
     nfailed_dropped: int = 0
+    max_size: int | None = None
 
 
 def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:
@@ -235,8 +247,17 @@ def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:
 
 
 def parse_counts(reply: Sequence[Any]) -> Counts:
-    nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, dropped = (reply_int(item) for item in reply)
-    return Counts(nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, nfailed_dropped=dropped)
+    nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, dropped, max_size = map(reply_int, reply)
+    return Counts(
+        nqueued,
+        nlocked,
+        nbackoff,
+        ndone,
+        nfailed,
+        lag_ms,
+        nfailed_dropped=dropped,
+        max_size=None if max_size < 0 else max_size,
+    )
 
 
 def parse_content(reply: Sequence[Any]) -> tuple[int, list[StoredMessage]]:

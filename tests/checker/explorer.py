@@ -57,6 +57,7 @@ _RECORD = struct.Struct(">BB6s6sI5s7s")
 SCHEDULE_SLOTS = (START_CLOCK + 1, START_CLOCK + 2, START_CLOCK + 3)
 SCHEDULE_MID = "a"
 PARTS = KEY_PARTS
+KEYED_PAYLOAD = "\x00\x01Kp"  # key K ([>I2] length 1, then "K") before the payload "p"
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -99,7 +100,10 @@ class Rec:
 
 def failure_record(rec: Rec) -> bytes:
     """The failure record ack.lua must write for a leased record failed with REASON."""
-    return _FAILURE.pack(1, rec.attempts, rec.lock.to_bytes(5, "big"), len(REASON)) + REASON + rec.payload
+    payload = rec.payload
+    if rec.flags & 4:  # per-key concurrency: the record holds the key first, the failure record does not
+        payload = payload[2 + int.from_bytes(payload[:2], "big") :]
+    return _FAILURE.pack(1, rec.attempts, rec.lock.to_bytes(5, "big"), len(REASON)) + REASON + payload
 
 
 def decode_record(raw: bytes) -> Rec:
@@ -184,6 +188,10 @@ class State:
     stale: tuple[frozenset[Stale], ...]
     model: dict[str, MidModel]
     path: tuple[str, ...]
+    # Flow control with a rate limit: meta's (rate_window, rate_count, paused_until) after the step.
+    flow: tuple[int, int, int] = (0, 0, 0)
+    # Per-key concurrency: meta's held:K (the leases of key K) after the step.
+    held: int = 0
 
 
 class Violation(AssertionError):
@@ -227,6 +235,10 @@ class Explorer:
         with_dequeue2: bool = True,
         with_history: bool = True,
         schedule_slots: int = 0,
+        max_size: int | None = None,
+        with_priorities: bool = False,
+        rate_limit: tuple[int, int] | None = None,
+        max_per_key: int | None = None,
         queue: str | None = None,
         client: redis.Redis | None = None,
         max_seconds: float | None = None,
@@ -243,6 +255,15 @@ class Explorer:
         self.with_dequeue2 = with_dequeue2
         self.with_history = with_history
         self.slots = SCHEDULE_SLOTS[:schedule_slots]
+        # Bounded queue (flow control): `meta`'s max_size, set before the first step.
+        self.max_size = max_size
+        # Priorities (flow control): every mid may also be enqueued at level 1, the first at 2.
+        self.with_priorities = with_priorities
+        # Rate limit (flow control): (messages per window, window in ms) in meta from the start,
+        # and the RateLimited outcome 'p' (retry and pause the queue) offered to every lease.
+        self.rate_limit = rate_limit
+        # Per-key concurrency: max_per_key in meta, and every mid may also be enqueued with key K.
+        self.max_per_key = max_per_key
         self.max_seconds = max_seconds
         self.r = client or redis.Redis(host="127.0.0.1", port=6379)
         self.queue = queue or f"checker-{uuid.uuid4().hex[:12]}"
@@ -434,7 +455,8 @@ class Explorer:
         relative to the clock when in the future, by their order when past (only that
         order matters: ZRANGEBYSCORE); the data times (enqueued, due, failure time) left
         out, as no script branches on them; `notify` by whether it exists (the only thing
-        a script reads of it)."""
+        a script reads of it). With priorities the hand-out compares ready times with the
+        priority scores, so those times and scores are kept, relative to the clock."""
         c = s.clock
         tokens: set[int] = {r.token for r in s.keys.records.values() if r.token}
         for held in s.leases:
@@ -445,15 +467,31 @@ class Explorer:
         rank[0] = 0
         k = s.keys
 
-        ready = tuple((kind, ren[mid], lock, p) for kind, mid, _e, lock, p in k.ready)
+        timed = self.with_priorities
+        ready = tuple(
+            (kind, ren[mid], lock, p, (e or 0) - c if timed else 0) for kind, mid, e, lock, p in k.ready
+        )
         records = tuple(
             sorted(
-                (ren[m], (r.state, r.flags, r.attempts, r.lock, rank[r.token], r.payload))
+                (
+                    ren[m],
+                    (
+                        r.state,
+                        r.flags,
+                        r.attempts,
+                        r.lock,
+                        rank[r.token],
+                        r.payload,
+                        r.due - c if timed else 0,
+                    ),
+                )
                 for m, r in k.records.items()
             )
         )
 
         def zs(d: dict[str, int]) -> tuple[tuple[str, Any], ...]:
+            if timed:
+                return tuple(sorted(((ren[m], v - c) for m, v in d.items()), key=repr))
             past = sorted((v, ren[m]) for m, v in d.items() if v <= c)
             out: list[tuple[str, Any]] = [(m, ("past", i)) for i, (_, m) in enumerate(past)]
             out += [(ren[m], v - c) for m, v in d.items() if v > c]
@@ -495,6 +533,14 @@ class Explorer:
                 if mm.status != "unknown" or mm.pending
             )
         )
+        extra: tuple[int, ...] = ()
+        if self.max_per_key:
+            extra += (s.held,)
+        if self.rate_limit:
+            window, count, paused = s.flow
+            extra += (window * self.rate_limit[1] - c, count, max(paused - c, 0))
+        if extra:
+            return (keys_fp, workers_fp, model_fp, extra)
         return (keys_fp, workers_fp, model_fp)
 
     @staticmethod
@@ -543,7 +589,11 @@ class Explorer:
                         f"live mid {m} in {places} places (ready entries {n_ready}, delayed {m in k.delayed}, locks {m in k.locks})"
                     )
                     continue
-                if m in k.delayed and (rec is None or rec.state != "d"):
+                if m in k.delayed and k.delayed[m] < 0:
+                    # A ready message of a priority above 0 waits below every due time.
+                    if rec is None or rec.state != "r" or rec.flags // 16 == 0:
+                        bad.append(f"priority place of {m} (score {k.delayed[m]}) with record {rec}")
+                elif m in k.delayed and (rec is None or rec.state != "d"):
                     bad.append(f"delayed mid {m} has record {rec}")
                 if m in k.locks and (rec is None or rec.state != "l"):
                     bad.append(f"leased mid {m} has record {rec}")
@@ -621,13 +671,21 @@ class Explorer:
                 out.append(("enqueue", (m, "0", "1", UPDATED)))
                 out.append(("enqueue", (m, "0", "2", "q")))
                 out.append(("enqueue", (m, "100", "0", "p")))
+            if self.with_priorities:
+                out.append(("enqueue", (m, "0", "8", "p")))  # level 1 (flags carry 8 * level)
+                if i == 0:
+                    out.append(("enqueue", (m, "0", "16", "p")))
+            if self.max_per_key:
+                out.append(
+                    ("enqueue", (m, "0", "128", KEYED_PAYLOAD))
+                )  # 128: the payload starts with its key
         for w in range(self.W):
             out.append(("dequeue", (w, 1)))
             if self.with_dequeue2:
                 out.append(("dequeue", (w, 2)))
         for w, held in enumerate(s.leases):
             for lease in held:
-                for outcome in ("s", "s500", "r", "r100", "f"):
+                for outcome in ("s", "s500", "r", "r100", "f", *(("p2",) if self.rate_limit else ())):
                     out.append(("ack", (w, lease, outcome)))
                 if self.with_extend:
                     out.append(("extend", (w, lease)))
@@ -699,11 +757,16 @@ class Explorer:
                 mm.status == "done" and mm.done_until <= clock and not mm.pending
             )
             expect: str | None = None
-            if fresh:
+            full = self.max_size is not None and len(before.live()) >= self.max_size
+            if fresh and full:
+                expect = "full"
+            elif fresh:
                 expect = "added"
                 model[m] = MidModel("live", 0, False, mm.life + 1)
             elif mm.status == "done" and mm.done_until > clock:
-                if can_requeue:
+                if can_requeue and full and not mm.pending:
+                    expect = "full"  # a requeue of a finished mid takes a place
+                elif can_requeue:
                     expect = "already-queued" if mm.pending else "added"
                     model[m] = MidModel("done", mm.done_until, True, mm.life)
                 else:
@@ -717,7 +780,11 @@ class Explorer:
                     if not can_requeue or mm.pending:
                         raise Violation(f"enqueue of live {m} (flags {flags}) answered 'added'")
                     model[m] = MidModel("live", 0, True, mm.life)
-            if r in ("backoff", "locked", "already-queued") and keys.raw() != before.raw():
+            if self.max_size is not None and len(keys.live()) > max(self.max_size, len(before.live())):
+                raise Violation(
+                    f"enqueue of {m} left {len(keys.live())} live messages, max_size {self.max_size}"
+                )
+            if r in ("backoff", "locked", "already-queued", "full") and keys.raw() != before.raw():
                 raise Violation(f"enqueue of {m} answered {r!r} yet changed the keys")  # (6)
             if expect is not None and r != expect:
                 raise Violation(
@@ -771,6 +838,8 @@ class Explorer:
             if suspects > max_suspects:  # (7)
                 raise Violation(f"dequeue with max_suspects={max_suspects} handed out {suspects} suspects")
             leases[w] = leases[w] + tuple(got)
+            if self.rate_limit:
+                self._check_rate(s, len(got), now)
         elif kind in ("ack", "stale-ack"):
             if kind == "ack":
                 w, lease, outcome = arg
@@ -832,7 +901,47 @@ class Explorer:
         if kind in ("enqueue", "dequeue", "clear", "extend") and keys.failed_dropped != before.failed_dropped:
             raise Violation(f"{kind} changed the failure history's drop counter")
 
-        return State(dumps, clock, keys, tuple(leases), tuple(stale), model, (*s.path, label))
+        flow = self._flow_after(s, kind, clock) if self.rate_limit else s.flow
+        held = self._held_after(s, kind, keys) if self.max_per_key else s.held
+        return State(dumps, clock, keys, tuple(leases), tuple(stale), model, (*s.path, label), flow, held)
+
+    def _held_after(self, s: State, kind: str, keys: Keys) -> int:
+        """meta's count of key K's leases: exactly the leased records of key K, at most max_per_key."""
+        if kind in ("tick", "jump", "crash"):
+            return s.held  # no script ran: the server still holds an older state
+        held = int(self.r.hget(self.k["meta"], "held:K") or 0)
+        leased = sum(
+            1
+            for r in keys.records.values()
+            if r.state == "l" and r.flags & 4 and r.payload[:3] == b"\x00\x01K"
+        )
+        if held != leased:
+            raise Violation(f"meta held:K is {held}, yet {leased} messages of key K are leased")
+        assert self.max_per_key is not None
+        if leased > self.max_per_key:
+            raise Violation(f"{leased} messages of key K leased at once, max_per_key {self.max_per_key}")
+        return held
+
+    def _flow_after(self, s: State, kind: str, clock: int) -> tuple[int, int, int]:
+        """meta's rate window, count and pause, as the step left them on the server."""
+        if kind in ("tick", "jump", "crash"):
+            return s.flow  # no script ran: the server still holds an older state
+        raw = self.r.hmget(self.k["meta"], ["rate_window", "rate_count", "paused_until"])
+        window, count, paused = (int(v) if v is not None else 0 for v in raw)
+        if paused < s.flow[2]:
+            raise Violation(f"paused_until went back from {s.flow[2]} to {paused}")
+        return window, count, paused
+
+    def _check_rate(self, s: State, handed: int, now: int) -> None:
+        """A dequeue hands out nothing while paused, and at most the limit per window."""
+        assert self.rate_limit is not None
+        per_window, interval = self.rate_limit
+        window, count, paused = s.flow
+        if paused > now and handed:
+            raise Violation(f"dequeue handed out {handed} while the queue is paused until {paused}")
+        used = count if window == now // interval else 0
+        if used + handed > per_window:
+            raise Violation(f"dequeue handed out {handed} with {used} of {per_window} used in this window")
 
     def _after_ack(
         self,
@@ -865,7 +974,7 @@ class Explorer:
             )
         if keys.failed_dropped != before.failed_dropped and outcome != "f":
             raise Violation(f"ack {outcome} changed the drop counter")
-        if outcome.startswith("r"):
+        if outcome.startswith(("r", "p")):
             return
         if outcome == "s":
             model[m] = (
@@ -1014,8 +1123,18 @@ class Explorer:
         try:
             self.r.set(self.clock_key, str(START_CLOCK))
             empty = Keys(frozenset(), (), {}, {}, {}, {}, {}, {}, {}, 0, None, None, None, 0)
+            dumps: tuple[bytes | None, ...] = tuple([None] * len(self.data_keys))
+            if self.max_size is not None:
+                self.r.hset(self.k["meta"], "max_size", str(self.max_size))
+            if self.max_per_key is not None:
+                self.r.hset(self.k["meta"], "max_per_key", str(self.max_per_key))
+            if self.rate_limit is not None:
+                per_window, interval = self.rate_limit
+                self.r.hset(self.k["meta"], mapping={"rate_limit": per_window, "rate_interval_ms": interval})
+            if self.max_size is not None or self.rate_limit is not None or self.max_per_key is not None:
+                dumps = self.dump()
             init = State(
-                tuple([None] * len(self.data_keys)),
+                dumps,
                 START_CLOCK,
                 empty,
                 tuple(() for _ in range(self.W)),

@@ -12,10 +12,14 @@ ticks and jumps to the next event are kept.
 The schedule script is explored in a run of its own, at depth 6 with three slots (every
 slot enqueues mid "a"): added to the CI bound it would multiply its states (about +40% at
 depth 7 with two slots); on its own it adds about 15 s.
+
+Flow control is explored beside it at smaller bounds (each under a minute):
+a bounded queue (max_size 2) with the same operations at depth 6.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -25,12 +29,17 @@ import redis
 
 from vermilion._scripts import SCRIPTS
 
-from .explorer import Explorer, Violation
+from .explorer import Explorer, Stats, Violation
 
 CI_DEPTH = 8
 MUTATION_DEPTH = 6
 SCHEDULE_DEPTH = 6
 SCHEDULE_SLOTS = 3
+BOUNDED_DEPTH = 6
+PRIORITY_DEPTH = 5
+RATE_DEPTH = 6
+RATE_LIMIT = (1, 2)  # one message per 2 ms window
+PER_KEY_DEPTH = 5
 
 
 @pytest.fixture
@@ -46,6 +55,10 @@ def _explorer(
     *,
     sources: dict[str, bytes | str] | None = None,
     schedule_slots: int = 0,
+    max_size: int | None = None,
+    with_priorities: bool = False,
+    rate_limit: tuple[int, int] | None = None,
+    max_per_key: int | None = None,
 ) -> Explorer:
     return Explorer(
         2,
@@ -57,7 +70,29 @@ def _explorer(
         with_extend=False,
         sources=sources,
         schedule_slots=schedule_slots,
+        max_size=max_size,
+        with_priorities=with_priorities,
+        rate_limit=rate_limit,
+        max_per_key=max_per_key,
     )
+
+
+def _explore(explorer: Explorer) -> Stats:
+    """Run the whole search, its keys cleaned up."""
+    try:
+        return explorer.explore()
+    finally:
+        explorer.cleanup()
+
+
+def _violation(explorer: Explorer) -> Violation:
+    """The violation the explorer must find (a mutated script), its keys cleaned up."""
+    try:
+        with pytest.raises(Violation) as caught:
+            explorer.explore()
+    finally:
+        explorer.cleanup()
+    return caught.value
 
 
 def _report(capsys: pytest.CaptureFixture[str], text: str) -> None:
@@ -68,11 +103,7 @@ def _report(capsys: pytest.CaptureFixture[str], text: str) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_ci_bound_holds(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
-    explorer = _explorer(client, CI_DEPTH)
-    try:
-        stats = explorer.explore()
-    finally:
-        explorer.cleanup()
+    stats = _explore(_explorer(client, CI_DEPTH))
     _report(capsys, f"checker W=2 M=3 D={CI_DEPTH}: {stats}")
     assert stats.depth_reached == CI_DEPTH
     assert stats.states > 100_000  # the search really ran (about 280k states at this bound)
@@ -107,15 +138,9 @@ def test_mutation_is_caught(
 
 def _report_violation(capsys: pytest.CaptureFixture[str], name: str, explorer: Explorer) -> None:
     """Explore, expecting a violation with its counter-example, and show it."""
-    try:
-        with pytest.raises(Violation) as caught:
-            explorer.explore()
-    finally:
-        explorer.cleanup()
-    assert caught.value.steps, "a counter-example names its operations"
-    _report(
-        capsys, f"counter-example for the {name} mutation ({len(caught.value.steps)} steps):\n{caught.value}"
-    )
+    caught = _violation(explorer)
+    assert caught.steps, "a counter-example names its operations"
+    _report(capsys, f"counter-example for the {name} mutation ({len(caught.steps)} steps):\n{caught}")
 
 
 @pytest.mark.slow
@@ -150,3 +175,94 @@ def test_schedule_mutation_is_caught(
     _report_violation(
         capsys, "schedule", _explorer(client, 5, sources=sources, schedule_slots=SCHEDULE_SLOTS)
     )
+
+
+@pytest.mark.timeout(600)
+def test_bounded_queue_holds(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    """max_size 2 with three mids: every enqueue that would pass the bound is 'full' and writes nothing."""
+    stats = _explore(_explorer(client, BOUNDED_DEPTH, max_size=2))
+    _report(capsys, f"checker W=2 M=3 D={BOUNDED_DEPTH} max_size=2: {stats}")
+    assert stats.depth_reached == BOUNDED_DEPTH
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # A new life ignores the bound.
+        ("  if not admit() then return 'full' end\n  return add_fresh", "  return add_fresh"),
+        # A batch admits one message too many.
+        (
+            "if room and room < admitted then admitted = math.max(room, 0) end",
+            "if room and room < admitted then admitted = room + 1 end",
+        ),
+    ],
+    ids=["new-life", "batch"],
+)
+def test_bound_mutation_is_caught(client: redis.Redis, old: str, new: str) -> None:
+    caught = _violation(_explorer(client, BOUNDED_DEPTH, sources=_mutated("enqueue", old, new), max_size=2))
+    assert re.search(r"max_size|'full'|changed the keys", str(caught)), caught
+
+
+@pytest.mark.timeout(600)
+def test_priorities_hold(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    """Levels 1 and 2 beside the default one: priority places in `delayed` stay consistent
+    through retries, delays, lapsed leases and held-back suspects; nothing lost or doubled."""
+    stats = _explore(_explorer(client, PRIORITY_DEPTH, with_priorities=True))
+    _report(capsys, f"checker W=2 M=3 D={PRIORITY_DEPTH} priorities: {stats}")
+    assert stats.depth_reached == PRIORITY_DEPTH
+
+
+def test_priority_mutation_is_caught(client: redis.Redis) -> None:
+    """A priority message handed out but left in `delayed` is caught (two places at once)."""
+    mutation = _mutated("dequeue", "  redis.call('ZREM', K_DELAYED, mid)\n  local raw", "  local raw")
+    caught = _violation(_explorer(client, PRIORITY_DEPTH - 2, sources=mutation, with_priorities=True))
+    assert "places" in str(caught), caught
+
+
+@pytest.mark.timeout(600)
+def test_rate_limit_holds(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    """One hand-out per 2 ms window across both workers, and none while a RateLimited
+    outcome ('p2': retry, and pause the queue 2 ms) holds the queue."""
+    stats = _explore(_explorer(client, RATE_DEPTH, rate_limit=RATE_LIMIT))
+    _report(capsys, f"checker W=2 M=3 D={RATE_DEPTH} rate limit {RATE_LIMIT}: {stats}")
+    assert stats.depth_reached == RATE_DEPTH
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("if allowed < max_messages then", "if false then"),
+        ("if pause_end and pause_end > now then", "if false then"),
+    ],
+    ids=["limit", "pause"],
+)
+def test_rate_mutation_is_caught(client: redis.Redis, old: str, new: str) -> None:
+    caught = _violation(
+        _explorer(client, RATE_DEPTH, sources=_mutated("dequeue", old, new), rate_limit=RATE_LIMIT)
+    )
+    assert "dequeue handed out" in str(caught), caught
+
+
+@pytest.mark.timeout(600)
+def test_per_key_limit_holds(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    """max_per_key 1, every mid also enqueued with key K: never two of K leased at once, and
+    meta's count of K's leases is exact through acks, retries, crashes and lapsed leases."""
+    stats = _explore(_explorer(client, PER_KEY_DEPTH, max_per_key=1))
+    _report(capsys, f"checker W=2 M=3 D={PER_KEY_DEPTH} max_per_key=1: {stats}")
+    assert stats.depth_reached == PER_KEY_DEPTH
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "fragment"),
+    [
+        ("dequeue", "elseif k and key_is_full(k) then", "elseif false then", "leased at once"),
+        ("ack", "if #freed > 0 then\n  count_held(freed, -1)", "if #freed > 0 then\n", "held:K is"),
+    ],
+    ids=["limit", "slot-freed"],
+)
+def test_per_key_mutation_is_caught(
+    client: redis.Redis, name: str, old: str, new: str, fragment: str
+) -> None:
+    caught = _violation(_explorer(client, PER_KEY_DEPTH, sources=_mutated(name, old, new), max_per_key=1))
+    assert fragment in str(caught), caught

@@ -94,6 +94,8 @@ async def test_status_table_and_json(make_queue: QueueFactory, redis_url: str) -
         "total",
         "lag",
         "(s)",
+        "max",
+        "size",
     ]
     assert rows[a.name][:7] == ["2", "1", "1", "0", "0", "0", "4"]
     assert rows[b.name][:7] == ["1", "0", "0", "0", "0", "0", "1"]
@@ -111,6 +113,7 @@ async def test_status_table_and_json(make_queue: QueueFactory, redis_url: str) -
         "nfailed": 0,
         "nfailed_dropped": 0,
         "ntotal": 4,
+        "max_size": None,
     }
     assert isinstance(data[1]["lag"], float) and data[1]["lag"] >= 0
 
@@ -633,3 +636,48 @@ async def test_worker_waits_for_an_unreachable_server(app_dir: Path) -> None:
     finally:
         await worker.close()
     assert "Traceback" not in "\n".join(worker.stderr)
+
+
+async def test_configure_sets_shows_and_removes_the_bound(queue: Queue, redis_url: str) -> None:
+    """configure --max-size bounds the queue, configure alone shows it, --no-max-size removes it."""
+    run = await vermilion("configure", queue.name, "--max-size", "2", url=redis_url)
+    assert run.returncode == 0, run
+    assert run.stdout.splitlines() == [f"{queue.name}: max size 2, rate limit none, max per key none"]
+    assert (await queue.status()).max_size == 2
+    run = await vermilion("configure", queue.name, "--json", url=redis_url)
+    assert json.loads(run.stdout) == {
+        "queue": queue.name,
+        "max_size": 2,
+        "rate_limit": None,
+        "rate_interval": None,
+        "max_per_key": None,
+    }
+    run = await vermilion("configure", queue.name, "--no-max-size", url=redis_url)
+    assert run.stdout.splitlines() == [f"{queue.name}: max size none, rate limit none, max per key none"]
+    assert (await queue.status()).max_size is None
+    both = await vermilion("configure", queue.name, "--max-size", "2", "--no-max-size", url=redis_url)
+    assert_one_line_error(both, 2, "not both")
+    zero = await vermilion("configure", queue.name, "--max-size", "0", url=redis_url)
+    assert_one_line_error(zero, 2, "at least 1")
+
+
+async def test_configure_sets_and_removes_the_rate_limit(queue: Queue, redis_url: str) -> None:
+    run = await vermilion(
+        "configure", queue.name, "--rate-limit", "50", "--rate-interval", "0.5", url=redis_url
+    )
+    assert run.stdout.splitlines() == [
+        f"{queue.name}: max size none, rate limit 50 per 0.5 s, max per key none"
+    ]
+    assert (await queue.configure()).rate_limit == 50
+    run = await vermilion("configure", queue.name, "--no-rate-limit", url=redis_url)
+    assert run.stdout.splitlines() == [f"{queue.name}: max size none, rate limit none, max per key none"]
+    both = await vermilion("configure", queue.name, "--rate-limit", "5", "--no-rate-limit", url=redis_url)
+    assert_one_line_error(both, 2, "not both")
+
+
+async def test_configure_sets_and_removes_the_per_key_limit(queue: Queue, redis_url: str) -> None:
+    run = await vermilion("configure", queue.name, "--max-per-key", "3", url=redis_url)
+    assert run.stdout.splitlines() == [f"{queue.name}: max size none, rate limit none, max per key 3"]
+    assert (await queue.configure()).max_per_key == 3
+    run = await vermilion("configure", queue.name, "--no-max-per-key", "--json", url=redis_url)
+    assert json.loads(run.stdout)["max_per_key"] is None

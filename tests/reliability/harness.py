@@ -293,7 +293,9 @@ def layout_problems(
     states = {b"r": ready, b"d": delayed, b"l": locks}
     for mid, raw in records.items():
         found = decode_record(raw)
-        if mid not in states[found.state.encode()]:
+        # A ready message of a priority above 0 waits in `delayed` (a score below 0).
+        at_priority = found.state == "r" and found.flags >= 16 and mid in delayed
+        if mid not in states[found.state.encode()] and not at_priority:
             problems.append(f"record of {mid!r} says {found.state!r}, which its place does not")
         if (found.token != 0) != (found.state == "l"):
             problems.append(f"record of {mid!r} in state {found.state!r} has token {found.token}")

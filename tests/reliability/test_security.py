@@ -67,6 +67,7 @@ SCRIPT_COMMANDS = frozenset(
         "hexists",
         "hget",
         "hincrby",
+        "hkeys",
         "hlen",
         "hmget",
         "hset",

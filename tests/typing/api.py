@@ -26,8 +26,10 @@ from vermilion import (
     PollInfo,
     ProtocolError,
     Queue,
+    QueueSettings,
     QueueSizeMonitor,
     QueueStatus,
+    RateLimited,
     ReplayResult,
     ReplicationError,
     Retry,
@@ -63,6 +65,8 @@ async def handler(message: Message) -> Success | Retry | Failure | None:
         return Retry(backoff=timedelta(seconds=2))
     if attempt == 3:
         return Failure(reason="gave up")
+    if attempt == 4:
+        return RateLimited(backoff=timedelta(seconds=30))
     return Success(backoff=60) if message.mid.startswith("dedup:") else None
 
 
@@ -109,6 +113,13 @@ async def producer(client: aioredis.Redis) -> None:
         action: str | None = result.action
         error: str | None = result.error
         results: list[EnqueueResult] = await queue.enqueue_many([1, 2, 3], mids=["a", None, "c"], delay=1)
+        urgent: EnqueueResult = await queue.enqueue("page", priority=9)
+        settings: QueueSettings = await queue.configure(max_size=1000, rate_limit=100, rate_interval=1.0)
+        bound: int | None = settings.max_size
+        per_interval: int | None = settings.rate_limit
+        interval: float | None = settings.rate_interval
+        await queue.configure(max_size=None, rate_limit=None)
+        del urgent, bound, per_interval, interval
         status: MessageStatus | None = await queue.message_status("welcome:42")
         counts: QueueStatus = await queue.status()
         lag: float = counts.lag

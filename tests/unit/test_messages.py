@@ -117,8 +117,9 @@ def test_queue_status_fields() -> None:
         "nfailed",
         "lag",
         "nfailed_dropped",
+        "max_size",
     ]
-    assert dataclasses.astuple(status) == (1, 2, 3, 7, 1, 4, 0.5, 0)
+    assert dataclasses.astuple(status) == (1, 2, 3, 7, 1, 4, 0.5, 0, None)
 
 
 def test_message_repr_hides_the_lease_token() -> None:

@@ -56,6 +56,7 @@ def test_all_is_complete() -> None:
         "FailureHistory", "StoredFailure", "failed_page", "purge_all", "purge_mids", "replay_all",
         "replay_mids", "non_negative_int", "decode_or_raw",
         "Cron", "load_timezone", "TickReply", "tick", "ScheduleRunner", "schedules_key",
+        "Unset", "settings_changes", "settings_from_reply", "check_priority", "FlowSettings", "check_key",
     }  # fmt: skip
     missing = {
         name for module, name, ident in public_in_modules if ident not in exported and name not in internal

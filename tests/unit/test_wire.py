@@ -94,8 +94,10 @@ def test_ack_arguments_put_the_failure_reasons_last() -> None:
 
 
 def test_counts_and_content_replies_are_parsed() -> None:
-    counts = parse_counts([1, 2, 3, 4, 5, 600, 7])
+    counts = parse_counts([1, 2, 3, 4, 5, 600, 7, -1])
     assert (counts.nqueued, counts.nfailed, counts.lag_ms, counts.nfailed_dropped) == (1, 5, 600, 7)
+    assert counts.max_size is None
+    assert parse_counts([0, 0, 0, 0, 0, 0, 0, 5]).max_size == 5
     now_ms, entries = parse_content(
         [5000, b"m", b"failed", 2, 100, -1, 0, b"", b"why", b"n", b"queued", 1, 200, 900, 1, b"x", b""]
     )

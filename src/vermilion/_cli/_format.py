@@ -127,6 +127,7 @@ STATUS_COLUMNS = (
     ("dropped", "nfailed_dropped"),
     ("total", "ntotal"),
     ("lag (s)", "lag"),
+    ("max size", "max_size"),
 )
 
 

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from vermilion import __version__
 from vermilion._queue import DEFAULT_URL
 
-from . import _commands, _failures
+from . import _commands, _failures, _settings
 from ._demo import run_demo_command
 from ._exit import EXIT_USAGE
 from ._scheduler import run_scheduler
@@ -58,6 +58,14 @@ _ABOUT = {
         "delete every message and all state of the named queues",
         "Delete every message and all state of the named queues (exact names, never"
         " patterns). Refuses without --yes.",
+    ),
+    "configure": (
+        "show or change a queue's flow-control settings (size bound, rate limit, per-key limit)",
+        "Show the queue's settings, or change those given: --max-size N refuses enqueues once N"
+        " messages are live (ready, delayed or leased); --rate-limit N hands out at most N messages"
+        " per --rate-interval seconds (1 by default) across all workers; --max-per-key N leases at"
+        " most N messages of one key at once; --no-max-size, --no-rate-limit and --no-max-per-key"
+        " remove them.",
     ),
     "migrate": (
         "upgrade queues written by protocol version 1 (an older vermilion) in place",
@@ -349,6 +357,29 @@ def _add_clear(commands: Any) -> None:
     clear.add_argument("--yes", action="store_true", help="really delete")
 
 
+def _add_configure(commands: Any) -> None:
+    configure = _queue_command(commands, "configure", _settings.configure)
+    configure.add_argument("queue", metavar="QUEUE")
+    configure.add_argument(
+        "--max-size", type=_positive_int, metavar="N", help="the most live messages the queue accepts"
+    )
+    configure.add_argument("--no-max-size", action="store_true", help="remove the bound")
+    configure.add_argument(
+        "--rate-limit", type=_positive_int, metavar="N", help="the most messages handed out per interval"
+    )
+    configure.add_argument(
+        "--rate-interval",
+        type=_positive_duration,
+        metavar="SECONDS",
+        help="the rate limit's interval (default 1)",
+    )
+    configure.add_argument("--no-rate-limit", action="store_true", help="remove the rate limit")
+    configure.add_argument(
+        "--max-per-key", type=_positive_int, metavar="N", help="the most messages of one key leased at once"
+    )
+    configure.add_argument("--no-max-per-key", action="store_true", help="remove the per-key limit")
+
+
 def _add_migrate(commands: Any) -> None:
     migrate = _queue_command(commands, "migrate", _commands.migrate)
     migrate.add_argument("queues", nargs="*", metavar="QUEUE", help="queue names (exact, never patterns)")
@@ -419,8 +450,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json",
         action="store_true",
-        help=f"{_JSON_HELP} (status, queues, workers, enqueue, message-status, clear, migrate, failed,"
-        " replay, purge-failed)",
+        help=f"{_JSON_HELP} (status, queues, workers, enqueue, message-status, clear, configure, migrate,"
+        " failed, replay, purge-failed)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
@@ -432,6 +463,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_enqueue,
         _add_message_status,
         _add_clear,
+        _add_configure,
         _add_migrate,
         _add_failed,
         _add_replay,

@@ -12,7 +12,8 @@
 --   2  ready    list   entries of the messages ready now, handed out from the head
 --   3  records  hash   mid -> record of a message that was handed out, is delayed, or was
 --                      updated while ready (a fresh message waiting in `ready` has none)
---   4  delayed  zset   mid -> ms its delay or retry backoff ends
+--   4  delayed  zset   mid -> ms its delay or retry backoff ends; a score below 0 is
+--                      instead the place of a ready priority message (_layout.lua)
 --   5  locks    zset   mid -> ms its lease lapses
 --   6  done     zset   mid -> ms its de-duplication window ends
 --   7  requeue  hash   mid -> pending requeue (while the mid is locked or done)
@@ -21,7 +22,8 @@
 --   10 notify   list   wake-up tokens for idle workers (at most 64)
 --   11 meta     hash   `version` (2), `seq` (the last lease token handed out),
 --                      `failed_bytes` (the sum of the failure records' lengths) and
---                      `failed_dropped` (failures the history's bounds dropped)
+--                      `failed_dropped` (failures the history's bounds dropped), and
+--                      the queue's settings, absent unless set (configure.lua)
 --   12 clock    string TESTS ONLY, optional: the time in ms the script uses instead
 --                      of TIME; a script given a 12th key refuses to run without it
 --
@@ -32,7 +34,8 @@
 --     A pointer's message is in `records`.
 --   record: state [B] ('r' ready, 'd' delayed, 'l' leased), flags [B] (1 suspect,
 --     2 overrides: the message's fresh entry still waits in `ready`, and this
---     record's payload and lease replace the entry's), enqueued ms [>I6], due ms
+--     record's payload and lease replace the entry's; 4 keyed: the payload is
+--     preceded by the message's key, [>I2] length then the key; 16 * priority 0..9), enqueued ms [>I6], due ms
 --     [>I6] (when it became or becomes ready), attempts [>I4], lock ms [>I5] (0:
 --     the worker's default), lease token [>I7] (0: none), then the payload.
 --   pending requeue: lock ms [>I5] (0: default), then the payload.
@@ -42,7 +45,8 @@
 --     in at most one of: live, `done`, `failed`;
 --   * a live mid is in exactly one of: `ready` (one entry), `delayed`, `locks`;
 --     its record, if any, says which ('r', 'd', 'l'); delayed and leased mids have
---     a record; a fresh entry's mid has no record, or an overriding one;
+--     a record; a fresh entry's mid has no record, or an overriding one; a score
+--     below 0 in `delayed` is a ready ('r') message of a priority above 0;
 --   * a lease token is non-zero exactly in the record of a leased mid;
 --   * `requeue[mid]` exists only while the mid is live or in `done` (it waits out a retry
 --     or a reclaimed lease, and starts when the life ends);

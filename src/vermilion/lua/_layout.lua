@@ -51,6 +51,45 @@ local function to_int(value, name, min)
   return n
 end
 
+-- Priorities. A message of the default level 0 waits in `ready`. One of level
+-- 1..9 (bits 4-7 of its record's flags) waits, while ready, in `delayed` under
+-- a negative score, below every due time: its virtual time minus
+-- PRIORITY_BASE, the virtual time being the ms it became ready minus level *
+-- PRIORITY_STEP_MS. The hand-out takes, of the head of `ready` (whose virtual
+-- time is when it became ready) and the lowest such score, the earlier virtual
+-- time: each level is a head start of PRIORITY_STEP_MS, and no level starves.
+-- `meta`'s `priorities` (1) says that a queue has had such messages: a dequeue
+-- of a queue without it reads none of this.
+local PRIORITY_UNIT, MAX_PRIORITY = 16, 9
+local PRIORITY_STEP_MS = 10000
+local PRIORITY_BASE = 4503599627370496 -- 2^52: every score of a ready message is below 0
+
+local function priority_of(flags)
+  return math.floor(flags / PRIORITY_UNIT)
+end
+
+local function priority_score(ready_ms, level)
+  return int_str(ready_ms - level * PRIORITY_STEP_MS - PRIORITY_BASE)
+end
+
+-- A queue setting `meta[name]` (written by configure.lua) as an integer, or
+-- nil when it is not set; a value no script wrote is refused by name.
+local function setting(name)
+  local value = redis.call('HGET', K_META, name)
+  if not value then return nil end
+  local n = stored_int(value, 0, MAX_EXACT)
+  if n == nil then
+    error(fail('queue key ' .. K_META .. ' holds ' .. name .. ' ' .. string.format('%q', string.sub(value, 1, 40))
+      .. ', not a whole number: set it again with configure()'))
+  end
+  return n
+end
+
+-- How many messages are live: ready, delayed or leased (what max_size bounds).
+local function live_count()
+  return redis.call('LLEN', K_READY) + redis.call('ZCARD', K_DELAYED) + redis.call('ZCARD', K_LOCKS)
+end
+
 local function mid_prefix(mid)
   local n = #mid
   if n < 255 then return string.char(n) .. mid end
@@ -110,18 +149,54 @@ local function is_record(bytes)
   return state == READY or state == DELAYED or state == LEASED
 end
 
+-- Per-key concurrency: a message enqueued with a key has the flag KEYED (4)
+-- and its record holds the key before the payload ([>I2] length, the key);
+-- parse_record returns it as r.key and the payload without it, pack_record
+-- puts it back. `meta`'s `held:<key>` counts the messages of the key leased now.
+local KEYED = 4
+
+local function key_prefix(key)
+  return struct.pack('>I2', #key) .. key
+end
+
 -- A record as a table, or nil for bytes no script wrote.
 local function parse_record(bytes)
   if not is_record(bytes) then return nil end
   local r = {}
   r.state, r.flags, r.enqueued, r.due, r.attempts, r.lock, r.token = struct.unpack(RECORD_HEADER, bytes)
-  r.payload = string.sub(bytes, RECORD_HEADER_BYTES + 1)
+  local at = RECORD_HEADER_BYTES + 1
+  if math.floor(r.flags / KEYED) % 2 == 1 and #bytes >= at + 1 then
+    local n = struct.unpack('>I2', bytes, at)
+    r.key = string.sub(bytes, at + 2, at + 1 + n)
+    at = at + 2 + n
+  end
+  r.payload = string.sub(bytes, at)
   return r
 end
 
 local function pack_record(r)
   return struct.pack(RECORD_HEADER, r.state, r.flags, r.enqueued, r.due, r.attempts, r.lock, r.token)
-    .. r.payload
+    .. (r.key and key_prefix(r.key) or '') .. r.payload
+end
+
+-- The key of a record's bytes (nil: none, or bytes no script wrote).
+local function key_of(bytes)
+  local r = parse_record(bytes)
+  return r and r.key
+end
+
+local function held_field(key)
+  return 'held:' .. key
+end
+
+-- Count `delta` more (or fewer) leased messages for each key of `keys` (a list,
+-- one entry per message); a count that reaches 0 is removed.
+local function count_held(keys, delta)
+  local per = {}
+  for _, key in ipairs(keys) do per[key] = (per[key] or 0) + delta end
+  for key, n in pairs(per) do
+    if redis.call('HINCRBY', K_META, held_field(key), n) <= 0 then redis.call('HDEL', K_META, held_field(key)) end
+  end
 end
 
 local function has_flag(flags, bit)

@@ -9,17 +9,22 @@
 --   then groups of three, one per outcome:
 --   mid          message id
 --   token        integer lease token the message was handed out with
---   outcome      's' success, 'r' retry, 'f' failure; 's' and 'r' may be followed
+--   outcome      's' success, 'r' retry, 'f' failure, 'p' retry and pause the queue
+--                (a handler's RateLimited: `meta`'s paused_until = now + backoff);
+--                's', 'r' and 'p' may be followed
 --                by a backoff in integer ms ('s60000': a 60 s de-dup window;
 --                'r500': retry after 0.5 s)
 --   then one reason (string, may be empty) per failure, in order
+-- Every applied outcome of a message with a key takes 1 from `meta`'s
+-- `held:<key>` (its slot is free) and pushes a wake-up token.
 -- Reply: one integer per outcome: 1 applied, 0 stale (the lease is no longer
 -- current: it lapsed and was reclaimed, or the message was cleared).
 --
 -- Effects of an applied outcome:
 --   success, no window  -> the message is forgotten, or starts its pending requeue
 --   success, window s   -> done for s ms (enqueue of the mid answers 'backoff')
---   retry, no backoff   -> ready again at the tail, wake-up token pushed
+--   retry, no backoff   -> ready again at the tail (a priority message: at its
+--                          priority, as of now), wake-up token pushed
 --   retry, backoff s    -> delayed for s ms, wake-up token pushed
 --   failure             -> starts its pending requeue if there is one; else
 --                          recorded in the failure history with its payload,
@@ -54,18 +59,19 @@ end
 
 -- The outcomes in parallel arrays (no table per outcome: an ack of a batch is
 -- the hot path, and Lua's garbage is its cost).
-local o_mid, o_token, o_kind, o_backoff, o_reason = {}, {}, {}, {}, {}
+local o_mid, o_token, o_kind, o_backoff, o_reason, o_pause = {}, {}, {}, {}, {}, {}
 local next_reason = first_reason
 for i = FIRST_GROUP, first_reason - 1, GROUP do
   local n = #o_mid + 1
   o_mid[n], o_token[n] = ARGV[i], to_int(ARGV[i + 1], 'token', 1)
   local code = ARGV[i + 2]
   local kind = string.sub(code, 1, 1)
-  if kind ~= 's' and kind ~= 'r' and kind ~= 'f' then
+  if kind ~= 's' and kind ~= 'r' and kind ~= 'f' and kind ~= 'p' then
     return fail('bad outcome: ' .. tostring(code))
   end
-  o_kind[n], o_backoff[n], o_reason[n] = kind, 0, ''
+  o_kind[n], o_backoff[n], o_reason[n], o_pause[n] = kind, 0, '', false
   if #code > 1 then o_backoff[n] = to_int(string.sub(code, 2), 'backoff_ms', 0) end
+  if kind == 'p' then o_kind[n], o_pause[n] = 'r', true end -- a retry that also pauses the queue
   if kind == 'f' then
     local reason = ARGV[next_reason]
     if reason == nil then return fail('missing failure reason') end
@@ -139,6 +145,10 @@ for _, i in ipairs(current) do
       r.state = DELAYED
       delayed[#delayed + 1] = after(backoff)
       delayed[#delayed + 1] = mid
+    elseif priority_of(r.flags) > 0 then
+      r.state = READY -- at its priority: a place in `delayed` below every due time
+      delayed[#delayed + 1] = priority_score(now, priority_of(r.flags))
+      delayed[#delayed + 1] = mid
     else
       r.state = READY
       pointers[#pointers + 1] = pointer_entry(mid)
@@ -178,6 +188,27 @@ if #failures > 0 then
   call_in_slices('HSET', K_ERRORS, failure_records)
   add_history_bytes(added_bytes)
   trim_history(max_failed, max_failed_bytes)
+end
+-- Each ended lease of a message with a key frees a slot of that key, and
+-- wakes a worker for the messages of the key that wait.
+local freed = {}
+for _, i in ipairs(current) do
+  local key = key_of(records[i])
+  if key then freed[#freed + 1] = key end
+end
+if #freed > 0 then
+  count_held(freed, -1)
+  woken = woken + #freed
+end
+-- A RateLimited outcome pauses the whole queue for its backoff: `meta`'s
+-- paused_until, which only grows (dequeue hands out nothing before it).
+local pause_end = 0
+for _, i in ipairs(current) do
+  if o_pause[i] then pause_end = math.max(pause_end, now + o_backoff[i]) end
+end
+if pause_end > 0 then
+  local paused = stored_int(redis.call('HGET', K_META, 'paused_until'), 0, MAX_EXACT) or 0
+  if pause_end > paused then redis.call('HSET', K_META, 'paused_until', int_str(pause_end)) end
 end
 wake_workers(woken)
 return replies

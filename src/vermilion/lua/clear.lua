@@ -14,6 +14,7 @@
 -- the server time in microseconds: beyond any token the damaged counter can
 -- have handed out in practice, so the fence still holds. A `meta` of another
 -- type is deleted and written again.
+-- It also deletes `meta`'s per-key lease counts (`held:<key>`): the leases are gone.
 -- Invariants: deletes only the exact keys passed, never a pattern; writes
 -- nothing but deletions, and the reseeding of a damaged `meta` after them (so
 -- it runs even when memory is full).
@@ -45,7 +46,12 @@ if reseed then doomed[#doomed + 1] = K_META end
 redis.call('DEL', unpack(doomed))
 if not reseed and redis.call('TYPE', K_META)['ok'] == 'hash' then
   -- The history is gone, and its byte total with it; the drop counter stays.
-  redis.call('HDEL', K_META, 'failed_bytes')
+  -- So are the leases, and the per-key counts of them (`held:<key>`).
+  local stale = { 'failed_bytes' }
+  for _, field in ipairs(redis.call('HKEYS', K_META)) do
+    if string.sub(field, 1, 5) == 'held:' then stale[#stale + 1] = field end
+  end
+  redis.call('HDEL', K_META, unpack(stale))
 end
 if reseed then
   redis.call('HSET', K_META, 'version', '2', 'seq', int_str(now_ms() * 1000))

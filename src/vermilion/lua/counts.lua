@@ -3,15 +3,18 @@
 --
 -- KEYS: the queue keys listed in _common.lua.
 -- ARGV: none.
--- Reply: [nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, nfailed_dropped]
---   nqueued   ready now: in `ready`, plus ended delays and lapsed leases that a
---             dequeue has not moved yet
+-- Reply: [nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, nfailed_dropped, max_size]
+--   nqueued   ready now: in `ready`, plus priority messages (scores below 0 in
+--             `delayed`), ended delays and lapsed leases that a dequeue has
+--             not moved yet
 --   nlocked   leases still running
 --   nbackoff  delays and retry backoffs still running
 --   ndone     inside a de-dup window, or ended and not yet collected
 --   nfailed   failures kept in the history
---   lag_ms    how long the longest-waiting ready message has been ready (0: none)
+--   lag_ms    how long the longest-waiting ready message has been ready (0: none);
+--             of the priority messages, only the next to be handed out counts
 --   nfailed_dropped  failure-history entries its bounds dropped (meta's failed_dropped)
+--   max_size  the queue's bound on live messages (meta's max_size), or -1: none
 -- Invariants: writes nothing (flags=no-writes); nqueued + nlocked + nbackoff
 -- equals the number of live messages (one entry in `ready` per ready message).
 
@@ -26,8 +29,19 @@ local nbackoff = redis.call('ZCARD', K_DELAYED) - due
 local nlocked = redis.call('ZCARD', K_LOCKS) - lapsed
 
 local function head_score(key)
-  local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGEBYSCORE', key, 0, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if head[2] then return stored_int(head[2], 0, MAX_EXACT) end
+  return nil
+end
+
+-- When the priority message handed out next became ready (see _layout.lua):
+-- not always the one that has waited longest, which only reading them all
+-- would find.
+local function priority_ready_since()
+  local head = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', '(0', 'LIMIT', 0, 1)
+  if not head[1] then return nil end
+  local r = parse_record(redis.call('HGET', K_RECORDS, head[1]))
+  if r then return r.due end
   return nil
 end
 
@@ -51,6 +65,7 @@ local function consider(ms)
 end
 consider(head_ready_since())
 consider(head_score(K_DELAYED))
+consider(priority_ready_since())
 consider(head_score(K_LOCKS))
 local lag = 0
 if oldest then lag = now - oldest end
@@ -63,4 +78,5 @@ return {
   redis.call('ZCARD', K_FAILED),
   lag,
   stored_int(redis.call('HGET', K_META, 'failed_dropped'), 0, MAX_EXACT) or 0,
+  stored_int(redis.call('HGET', K_META, 'max_size'), 0, MAX_EXACT) or -1,
 }

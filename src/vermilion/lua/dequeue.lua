@@ -17,12 +17,25 @@
 -- An idle queue (no ready, delayed, leased or done message, no wake-up token)
 -- is answered by one EXISTS: an idle worker's poll costs two commands.
 -- Housekeeping, in order: delayed mids whose time has come join the tail of
--- `ready`; lapsed leases are reclaimed to the head of `ready` (they are the
+-- `ready` (a priority message: its place among the priorities, see
+-- _layout.lua); lapsed leases are reclaimed to the head of `ready` (they are the
 -- oldest work) and marked suspect; mids whose de-dup window ended are
 -- forgotten, or start their pending requeue. Hand-out pops entries from the
--- head of `ready` (FIFO), drops entries no message stands behind, moves
+-- head of `ready` (FIFO; on a queue with `meta`'s `priorities`, the earlier
+-- virtual time of the head of `ready` and of the next priority message, one
+-- message at a time), drops entries no message stands behind, moves
 -- suspects beyond max_suspects to the tail (popping on in their place), and
 -- leases each: attempt + 1, a fresh token, `locks` score = now + lease.
+-- Per-key concurrency: a message with a key whose `held:<key>` count in `meta`
+-- (its leases) has reached `max_per_key` is skipped to the tail of `ready`
+-- (other keys go on; skips count against the dead-entry budget); each message
+-- with a key handed out adds 1 to its count, and a reclaimed lapsed lease takes
+-- 1 away.
+-- Flow control, from the one HMGET of `meta`: while `paused_until` is ahead
+-- nothing is handed out; with `rate_limit`, at most what the current window
+-- (server ms / rate_interval_ms) has left, counted in `rate_window` and
+-- `rate_count`. Held back, ready work makes the next due event the pause's end
+-- or the next window, so that workers sleep until then.
 -- A record no script wrote (bytes written by hand) is handed out as the
 -- payload of its message, which the worker then fails as undecodable: it costs
 -- that message only, and strands nothing.
@@ -48,13 +61,44 @@ end
 check_key_types()
 -- HINCRBY fails on a `seq` that is no integer or would pass 2^63, and only
 -- after the housekeeping and the LPOPs below have written: check it first.
-local seq = redis.call('HGET', K_META, 'seq')
+-- One read of `meta` for the counter and every flow-control field (absent on
+-- a queue that uses none of them).
+local seq, priorities, rate_limit, rate_interval, rate_window, rate_count, paused_until, max_per_key = unpack(
+  redis.call('HMGET', K_META, 'seq', 'priorities', 'rate_limit', 'rate_interval_ms', 'rate_window',
+    'rate_count', 'paused_until', 'max_per_key'))
 if seq and not (string.find(seq, '^%d+$') and stored_int(seq, 0, MAX_TOKEN)) then
   return fail('queue key ' .. K_META .. ' holds seq ' .. string.format('%q', string.sub(seq, 1, 40))
     .. ', not a lease counter below 2^53: the queue is damaged (clear() resets the counter)')
 end
 
 local now = now_ms()
+
+-- Flow control: a pause (a handler's RateLimited) hands out nothing until it
+-- ends; a rate limit hands out at most rate_limit messages per window of
+-- rate_interval_ms (windows aligned on multiples of it, by server time).
+local requested = max_messages
+local resume_at = nil -- when a held-back hand-out may go on
+local window, used = nil, 0
+local function meta_int(name, value, min)
+  if not value then return nil end
+  local n = stored_int(value, min, MAX_EXACT)
+  if n == nil then error(fail('queue key ' .. K_META .. ' holds ' .. name .. ' '
+    .. string.format('%q', string.sub(value, 1, 40)) .. ', not a whole number: set it again with configure()'))
+  end
+  return n
+end
+local pause_end = meta_int('paused_until', paused_until, 0)
+local per_key = meta_int('max_per_key', max_per_key, 1)
+local per_window = meta_int('rate_limit', rate_limit, 1)
+if pause_end and pause_end > now then
+  max_messages, resume_at = 0, pause_end
+elseif per_window then
+  local interval = meta_int('rate_interval_ms', rate_interval, 1) or 1000
+  window = math.floor(now / interval)
+  if meta_int('rate_window', rate_window, 0) == window then used = meta_int('rate_count', rate_count, 0) or 0 end
+  local allowed = math.max(per_window - used, 0)
+  if allowed < max_messages then max_messages, resume_at = allowed, (window + 1) * interval end
+end
 
 local function records_of(mids)
   if #mids == 0 then return {} end
@@ -68,21 +112,34 @@ end
 -- pointer in `ready`, so that the hand-out fails them as undecodable.
 local READY_BYTE, NO_TOKEN = string.char(READY), string.rep('\0', 7)
 
+-- A record's priority level, read from its flags byte (0: bytes no script wrote).
+local function level_of(raw)
+  if is_record(raw) then return priority_of(string.byte(raw, 2)) end
+  return 0
+end
+
+-- Scores below 0 are ready priority messages, not delays (see _layout.lua).
 local function move_due_delays()
-  local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, limit)
+  local due = redis.call('ZRANGEBYSCORE', K_DELAYED, 0, now, 'LIMIT', 0, limit)
   if #due == 0 then return end
-  call_in_slices('ZREM', K_DELAYED, due)
   local records = records_of(due)
-  local writes, pointers = {}, {}
+  local writes, pointers, leaving, ranked = {}, {}, {}, {}
   for i, mid in ipairs(due) do
     local raw = records[i]
     if is_record(raw) then
       writes[#writes + 1], writes[#writes + 2] = mid, READY_BYTE .. string.sub(raw, 2)
     end
-    pointers[i] = pointer_entry(mid)
+    local level = level_of(raw)
+    if level > 0 then
+      ranked[#ranked + 1], ranked[#ranked + 2] = priority_score(struct.unpack('>I6', raw, 9), level), mid
+    else
+      leaving[#leaving + 1], pointers[#pointers + 1] = mid, pointer_entry(mid)
+    end
   end
+  call_in_slices('ZREM', K_DELAYED, leaving)
   call_in_slices('HSET', K_RECORDS, writes)
   call_in_slices('RPUSH', K_READY, pointers)
+  call_in_slices('ZADD', K_DELAYED, ranked)
 end
 
 -- A lapsed lease's record made ready: suspect, due when the lease lapsed, no token.
@@ -101,17 +158,26 @@ local function reclaim_lapsed_leases()
   for i = 1, n do mids[i] = lapsed[2 * i - 1] end
   call_in_slices('ZREM', K_LOCKS, mids)
   local records = records_of(mids)
-  local writes, pointers = {}, {}
+  local writes, pointers, ranked, freed = {}, {}, {}, {}
   -- Latest first, so that one LPUSH leaves the earliest lapsed at the head.
   for i = n, 1, -1 do
-    local raw = records[i]
+    local raw, lapsed_at = records[i], tonumber(lapsed[2 * i])
+    local key = key_of(raw)
+    if key then freed[#freed + 1] = key end -- its key's slot is free again
     if is_record(raw) then
-      writes[#writes + 1], writes[#writes + 2] = mids[i], reclaimed_record(raw, tonumber(lapsed[2 * i]))
+      writes[#writes + 1], writes[#writes + 2] = mids[i], reclaimed_record(raw, lapsed_at)
     end
-    pointers[#pointers + 1] = pointer_entry(mids[i])
+    local level = level_of(raw)
+    if level > 0 then
+      ranked[#ranked + 1], ranked[#ranked + 2] = priority_score(lapsed_at, level), mids[i]
+    else
+      pointers[#pointers + 1] = pointer_entry(mids[i])
+    end
   end
   call_in_slices('HSET', K_RECORDS, writes)
   call_in_slices('LPUSH', K_READY, pointers)
+  call_in_slices('ZADD', K_DELAYED, ranked)
+  if #freed > 0 then count_held(freed, -1) end
   return n
 end
 
@@ -140,7 +206,8 @@ end
 -- The earliest time something becomes ready without an enqueue: a delay or
 -- backoff ending, a lease lapsing, or a de-dup window ending with a requeue.
 local function next_due_ms()
-  local best = first_score(K_DELAYED)
+  local delay = redis.call('ZRANGEBYSCORE', K_DELAYED, 0, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local best = delay[2] and tonumber(delay[2]) or nil
   local lease = first_score(K_LOCKS)
   if lease and (best == nil or lease < best) then best = lease end
   if redis.call('EXISTS', K_REQUEUE) == 1 then
@@ -152,11 +219,14 @@ end
 
 -- The messages chosen by pop_candidates(), in parallel arrays (no table per
 -- message: the hand-out is the hot path, and Lua's garbage is its cost).
-local mids, flags, enqueued, dues, attempts, locks, payloads = {}, {}, {}, {}, {}, {}, {}
+local mids, flags, enqueued, dues, attempts, locks, payloads, keys = {}, {}, {}, {}, {}, {}, {}, {}
+local held_keys = {} -- the key of each chosen message that has one (its lease takes a slot)
 
-local function choose(mid, f, e, d, a, l, p)
+local function choose(mid, f, e, d, a, l, p, k)
   local i = #mids + 1
   mids[i], flags[i], enqueued[i], dues[i], attempts[i], locks[i], payloads[i] = mid, f, e, d, a, l, p
+  keys[i] = k
+  if k then held_keys[#held_keys + 1] = k end
 end
 
 -- Pop from the head of `ready` until max_messages messages are chosen. An
@@ -172,11 +242,44 @@ end
 -- A record whose bytes no script wrote is handed out with those bytes as the
 -- payload: the worker fails it as undecodable, and nothing is stranded.
 local DEAD_ENTRY_BUDGET = 1000
-local function pop_candidates()
-  local held_back, seen = {}, {}
-  local suspects_taken, dead = 0, 0
-  while #mids < max_messages do
-    local wanted = max_messages - #mids
+local held_back, seen = {}, {}
+local suspects_taken, dead = 0, 0
+-- Per-key concurrency: messages whose key holds max_per_key leases already
+-- wait at the tail of `ready` (`key_waiting`): they block no other key.
+local key_waiting, held_now = {}, {}
+
+local function key_is_full(k)
+  if not per_key then return false end
+  local held = held_now[k]
+  if held == nil then
+    held = tonumber(redis.call('HGET', K_META, held_field(k)) or '0') or 0
+    held_now[k] = held
+  end
+  return held >= per_key
+end
+
+-- Choose a ready message, or hold it back: a suspect beyond max_suspects, or
+-- a message whose key has no free slot (which counts against the call's
+-- budget of skipped entries).
+local function consider(mid, f, e, d, a, l, p, k)
+  seen[mid] = true
+  local is_suspect = has_flag(f, SUSPECT)
+  if is_suspect and suspects_taken >= max_suspects then
+    held_back[#held_back + 1] = pointer_entry(mid)
+  elseif k and key_is_full(k) then
+    key_waiting[#key_waiting + 1] = pointer_entry(mid)
+    dead = dead + 1
+  else
+    if is_suspect then suspects_taken = suspects_taken + 1 end
+    if k and per_key then held_now[k] = (held_now[k] or 0) + 1 end
+    choose(mid, f, e, d, a, l, p, k)
+  end
+end
+
+-- Pop from `ready` until `target` messages are chosen in all.
+local function pop_candidates(target)
+  while #mids < target do
+    local wanted = target - #mids
     local popped = redis.call('LPOP', K_READY, wanted)
     if not popped then break end
     local kinds, pmids, penq, plock, ppay = {}, {}, {}, {}, {}
@@ -187,7 +290,7 @@ local function pop_candidates()
     local records = redis.call('HMGET', K_RECORDS, unpack(pmids))
     for i = 1, #popped do
       local kind, mid, raw = kinds[i], pmids[i], records[i]
-      local ok, f, e, d, a, l, p = false, 0, penq[i], penq[i], 0, plock[i], ppay[i]
+      local ok, f, e, d, a, l, p, k = false, 0, penq[i], penq[i], 0, plock[i], ppay[i], nil
       if kind == -1 or seen[mid] then
         ok = false
       elseif not raw then
@@ -199,7 +302,7 @@ local function pop_candidates()
           if kind == POINTER then e, d, l, p = now, now, 0, raw end
         elseif kind == POINTER then
           ok = r.state == READY and not has_flag(r.flags, OVERRIDES)
-          f, e, d, a, l, p = r.flags, r.enqueued, r.due, r.attempts, r.lock, r.payload
+          f, e, d, a, l, p, k = r.flags, r.enqueued, r.due, r.attempts, r.lock, r.payload, r.key
         else
           ok = r.state == READY and has_flag(r.flags, OVERRIDES)
           f, a, l, p = r.flags - OVERRIDES, r.attempts, r.lock, r.payload
@@ -208,21 +311,67 @@ local function pop_candidates()
       if not ok then
         dead = dead + 1
       else
-        seen[mid] = true
-        local is_suspect = has_flag(f, SUSPECT)
-        if is_suspect and suspects_taken >= max_suspects then
-          held_back[#held_back + 1] = pointer_entry(mid)
-        else
-          if is_suspect then suspects_taken = suspects_taken + 1 end
-          choose(mid, f, e, d, a, l, p)
-        end
+        consider(mid, f, e, d, a, l, p, k)
       end
     end
-    if #popped < wanted or dead >= DEAD_ENTRY_BUDGET or #held_back >= max_messages then break end
+    if #popped < wanted or dead >= DEAD_ENTRY_BUDGET or #held_back >= max_messages then return false end
   end
-  -- Held-back suspects wait behind the work that is ready now.
-  call_in_slices('RPUSH', K_READY, held_back)
-  return #held_back
+  return true
+end
+
+-- The priority message to hand out next (the lowest score below 0 in
+-- `delayed`): its mid and virtual time, or nil.
+local function priority_head()
+  local head = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', '(0', 'WITHSCORES', 'LIMIT', 0, 1)
+  if head[1] == nil then return nil end
+  return head[1], tonumber(head[2]) + PRIORITY_BASE
+end
+
+-- The virtual time of the head of `ready`: when it became ready (nil: empty).
+-- Bytes no script wrote come first, for pop_candidates to drop them.
+local function ready_head_time()
+  local head = redis.call('LINDEX', K_READY, 0)
+  if not head then return nil end
+  local kind, mid, e = entry_fields(head)
+  if kind == nil then return -1 end
+  if kind ~= POINTER then return e end
+  local raw = redis.call('HGET', K_RECORDS, mid)
+  if is_record(raw) then return (struct.unpack('>I6', raw, 9)) end
+  return -1
+end
+
+-- Take the priority message `mid` out of `delayed` and consider it. A mid
+-- whose record says it is not ready is dropped (no message stands behind
+-- that place), and bytes no script wrote are handed out, as from `ready`.
+local function take_priority(mid)
+  redis.call('ZREM', K_DELAYED, mid)
+  local raw = redis.call('HGET', K_RECORDS, mid)
+  if seen[mid] or not raw then
+    dead = dead + 1
+    return
+  end
+  local r = parse_record(raw)
+  if r == nil then return consider(mid, 0, now, now, 0, 0, raw) end
+  if r.state ~= READY then
+    dead = dead + 1
+    return
+  end
+  consider(mid, r.flags, r.enqueued, r.due, r.attempts, r.lock, r.payload, r.key)
+end
+
+-- Of the head of `ready` and the next priority message, hand out the earlier
+-- virtual time first (see _layout.lua), until max_messages are chosen.
+local function pop_with_priorities()
+  while #mids < max_messages and dead < DEAD_ENTRY_BUDGET and #held_back < max_messages do
+    local mid, time = priority_head()
+    if mid == nil then return pop_candidates(max_messages) end
+    local head = ready_head_time()
+    if head ~= nil and head < time then
+      pop_candidates(#mids + 1)
+    else
+      take_priority(mid)
+    end
+  end
 end
 
 local held_back_count = 0
@@ -230,7 +379,11 @@ local held_back_count = 0
 local function hand_out()
   local out = {}
   if max_messages == 0 then return out end
-  held_back_count = pop_candidates()
+  if priorities then pop_with_priorities() else pop_candidates(max_messages) end
+  -- Held-back suspects wait behind the work that is ready now.
+  call_in_slices('RPUSH', K_READY, held_back)
+  call_in_slices('RPUSH', K_READY, key_waiting)
+  held_back_count = #held_back
   local n = #mids
   if n == 0 then return out end
   if not seq then redis.call('HSETNX', K_META, 'version', '2') end
@@ -243,7 +396,7 @@ local function hand_out()
     token = token + 1
     writes[2 * i - 1] = mids[i]
     writes[2 * i] = struct.pack(RECORD_HEADER, LEASED, flags[i], enqueued[i], dues[i], attempt,
-      locks[i], token) .. payloads[i]
+      locks[i], token) .. (keys[i] and key_prefix(keys[i]) or '') .. payloads[i]
     lock_args[2 * i - 1] = lease_end(lock)
     lock_args[2 * i] = mids[i]
     local at = 7 * i - 6
@@ -252,6 +405,8 @@ local function hand_out()
   end
   redis.call('HSET', K_RECORDS, unpack(writes))
   redis.call('ZADD', K_LOCKS, unpack(lock_args))
+  if #held_keys > 0 then count_held(held_keys, 1) end
+  if window then redis.call('HSET', K_META, 'rate_window', int_str(window), 'rate_count', int_str(used + n)) end
   return out
 end
 
@@ -260,7 +415,8 @@ local reclaimed = reclaim_lapsed_leases()
 collect_ended_windows()
 local handed = hand_out()
 local left = redis.call('LLEN', K_READY)
-if #handed / 7 < max_messages then
+if priorities then left = left + redis.call('ZCOUNT', K_DELAYED, '-inf', '(0') end
+if #handed / 7 < requested then
   -- The tokens announced work that is gone, except for held-back suspects:
   -- those are announced again, for idle workers that hold no suspect.
   redis.call('DEL', K_NOTIFY)
@@ -271,6 +427,8 @@ elseif left > 0 and redis.call('EXISTS', K_NOTIFY) == 0 then
   redis.call('LPUSH', K_NOTIFY, '1')
 end
 
-local reply = { now, left, next_due_ms(), reclaimed, held_back_count }
+local due_next = next_due_ms()
+if resume_at and left > 0 and (due_next < 0 or resume_at < due_next) then due_next = resume_at end
+local reply = { now, left, due_next, reclaimed, held_back_count }
 for _, v in ipairs(handed) do reply[#reply + 1] = v end
 return reply

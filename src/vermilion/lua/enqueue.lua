@@ -5,10 +5,14 @@
 -- ARGV: the options shared by every message of the call, then one pair per message:
 --   1 delay_ms   integer ms >= 0 before the messages may be handled (0: ready now)
 --   2 lock_ms    integer ms > 0 for a per-message lease, or '' for the worker default
---   3 flags      integer bit set: 1 can_update, 2 can_requeue, 4 reset_delay
+--   3 flags      integer: bits 1 can_update, 2 can_requeue, 4 reset_delay, plus 8 *
+--                priority (0..9; 0, the default, is the only one the
+--                one-new-message path takes), plus 128 when every payload
+--                starts with its message's concurrency key ([>I2] length >= 1,
+--                the key), which a new life keeps in its record
 --   then, for each message: mid (non-empty string), payload (opaque bytes)
 -- Reply: one entry per message, in order: 'added' | 'updated' | 'already-queued'
---   | 'locked' | 'backoff'.
+--   | 'locked' | 'backoff' | 'full'.
 --
 -- Branches, by the mid's state as of now (see state_of):
 --   unknown, failed, expired without requeue   -> fresh life: 'added'
@@ -21,8 +25,17 @@
 --   done (inside its window)                    -> can_requeue: pending requeue; else 'backoff'
 --   A pending requeue exists already: can_update replaces it ('updated'), else
 --   'already-queued'.
+-- Priority: a new life of a priority above 0 gets a record and, ready now, a
+-- place in `delayed` below every due time (see _layout.lua), and sets `meta`'s
+-- `priorities`; an update keeps the priority the message has, and a requeue
+-- starts its new life at the default level.
+-- Bound: with `meta`'s max_size set, a new life, or a new pending requeue of a
+-- done mid, is refused with 'full' (writing nothing for it) once the live
+-- messages (ready + delayed + leased) reach max_size; a batch admits the first
+-- messages that fit, in order.
 -- A call of one mid the queue does not know, ready now with the default lease,
--- is answered first, with four commands (TIME, SADD, RPUSH, LPUSH) and before
+-- to a queue without max_size, is answered first, with four commands (TIME,
+-- HGET meta, SADD, RPUSH; plus LPUSH when it makes `ready` non-empty) and before
 -- any helper is defined. A batch of unknown mids is written with one command
 -- per key.
 -- Invariants: every argument is checked before the first write; a fresh life
@@ -32,19 +45,21 @@
 -- most 64 wait). The one-message path checks key types by undoing its writes
 -- when one of its commands meets a key of the wrong type.
 
-local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY = 1, 2, 4
+local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY, PRIORITY_FLAG, KEYED_FLAG = 1, 2, 4, 8, 128
 local FIRST_PAIR = 4
 
 -- The usual call, answered before any helper is defined (defining them costs
 -- more server time than the call itself): one message, ready now, with the
 -- worker's lease, whose mid the queue does not know. SADD both tells that the
--- mid is new and records it. A command refused here is undone and the call
+-- mid is new and records it; a queue with a bound (meta's max_size) takes the
+-- full path, which counts its live messages. A command refused here is undone and the call
 -- goes on to the full path below, which names a wrong-typed key or a denied
 -- command by its line; an out-of-memory refusal (only ever the first write:
 -- Redis lets a script that wrote finish) is answered as it is, so that the
 -- server counts it once, as it does every other refused call.
 if #ARGV == FIRST_PAIR + 1 and ARGV[1] == '0' and ARGV[2] == '' and #ARGV[3] < 16
-  and string.find(ARGV[3], '^%d+$') and #ARGV[4] > 0 and #ARGV[4] < 255 then
+  and string.find(ARGV[3], '^%d+$') and tonumber(ARGV[3]) < PRIORITY_FLAG and #ARGV[4] > 0 and #ARGV[4] < 255
+  and not redis.pcall('HGET', K_META, 'max_size') then
   local mid = ARGV[FIRST_PAIR]
   local entry = '\1' .. string.char(#mid) .. mid .. struct.pack('>I6', now_ms()) .. ARGV[FIRST_PAIR + 1]
   local added = redis.pcall('SADD', K_MIDS, mid)
@@ -77,58 +92,101 @@ if ARGV[2] ~= '' then
   if lock > MAX_LOCK_MS then return fail('lock_ms above ten years') end
 end
 local flags = to_int(ARGV[3], 'flags', 0)
+local keyed = flags >= KEYED_FLAG
+if keyed then flags = flags - KEYED_FLAG end
 local can_update = flags % 2 == 1
 local can_requeue = math.floor(flags / CAN_REQUEUE) % 2 == 1
 local reset_delay = math.floor(flags / RESET_DELAY) % 2 == 1
+local priority = math.floor(flags / PRIORITY_FLAG)
+if priority > MAX_PRIORITY then return fail('priority above ' .. MAX_PRIORITY .. ': ' .. priority) end
 for i = FIRST_PAIR, #ARGV, 2 do
   if ARGV[i] == '' then return fail('empty mid') end
+end
+-- Each message's payload; with KEYED_FLAG, each payload starts with its key
+-- ([>I2] length, the key), which a new life keeps in its record.
+local payload_in, key_in = {}, {}
+for i = FIRST_PAIR + 1, #ARGV, 2 do
+  local n = #payload_in + 1
+  payload_in[n] = ARGV[i]
+  if keyed then
+    local length = #ARGV[i] >= 2 and struct.unpack('>I2', ARGV[i]) or nil
+    if length == nil or length == 0 or #ARGV[i] < 2 + length then return fail('bad key prefix') end
+    key_in[n], payload_in[n] = string.sub(ARGV[i], 3, 2 + length), string.sub(ARGV[i], 3 + length)
+  end
 end
 
 local now = now_ms()
 local due = now + delay
 local due_text = int_str(due)
 
-local function new_delayed_record(payload)
-  return pack_record({ state = DELAYED, flags = 0, enqueued = now, due = due, attempts = 0,
-    lock = lock or 0, token = 0, payload = payload })
+local function new_record(state, payload, key)
+  return pack_record({ state = state, flags = priority * PRIORITY_UNIT + (key and KEYED or 0), enqueued = now,
+    due = due, attempts = 0, lock = lock or 0, token = 0, payload = payload, key = key })
 end
 
 check_key_types()
 --#include _state
 --#include _history
 
+-- How many more messages the queue's bound (max_size) admits; nil: unbounded.
+-- A new life takes a place; so does a pending requeue of a finished mid (it
+-- starts when the window ends). A requeue of a leased mid takes none: it
+-- replaces its message when that one's lease ends.
+local room = setting('max_size')
+if room then room = room - live_count() end
+
+local function admit()
+  if room == nil then return true end
+  if room <= 0 then return false end
+  room = room - 1
+  return true
+end
+
 local woken = 0
 
 -- Start a life for each mid (none of them live, and no trace of a former life
 -- left): a fresh entry in `ready`, or a record and a place in `delayed`.
-local function write_fresh(mids, payloads, unknown)
+local function write_fresh(mids, payloads, unknown, keys)
   if #unknown > 0 then call_in_slices('SADD', K_MIDS, unknown) end
-  if delay == 0 then
+  if delay == 0 and priority == 0 and not keyed then
     local entries = {}
     for i, mid in ipairs(mids) do entries[i] = fresh_entry(mid, now, lock, payloads[i]) end
     call_in_slices('RPUSH', K_READY, entries)
+  elseif delay == 0 and priority == 0 then
+    -- Ready, with a key: a record (which holds the key) and a pointer.
+    local records, pointers = {}, {}
+    for i, mid in ipairs(mids) do
+      records[2 * i - 1], records[2 * i] = mid, new_record(READY, payloads[i], keys[i])
+      pointers[i] = pointer_entry(mid)
+    end
+    call_in_slices('HSET', K_RECORDS, records)
+    call_in_slices('RPUSH', K_READY, pointers)
   else
+    -- Delayed, or ready at a priority (its place in `delayed`, below every due time).
+    local state, score = DELAYED, due_text
+    if delay == 0 then state, score = READY, priority_score(now, priority) end
     local records, scored = {}, {}
     for i, mid in ipairs(mids) do
-      records[2 * i - 1], records[2 * i] = mid, new_delayed_record(payloads[i])
-      scored[2 * i - 1], scored[2 * i] = due_text, mid
+      records[2 * i - 1], records[2 * i] = mid, new_record(state, payloads[i], keys[i])
+      scored[2 * i - 1], scored[2 * i] = score, mid
     end
     call_in_slices('HSET', K_RECORDS, records)
     call_in_slices('ZADD', K_DELAYED, scored)
+    if priority > 0 then redis.call('HSET', K_META, 'priorities', '1') end
   end
   woken = woken + #mids
 end
 
 -- Fresh messages of this call, written together by flush_fresh().
-local fresh_mids, fresh_payloads, fresh_unknown, fresh_set = {}, {}, {}, {}
+local fresh_mids, fresh_payloads, fresh_unknown, fresh_set, fresh_keys = {}, {}, {}, {}, {}
 
 local function flush_fresh()
   if #fresh_mids == 0 then return end
-  write_fresh(fresh_mids, fresh_payloads, fresh_unknown)
-  fresh_mids, fresh_payloads, fresh_unknown, fresh_set = {}, {}, {}, {}
+  write_fresh(fresh_mids, fresh_payloads, fresh_unknown, fresh_keys)
+  fresh_mids, fresh_payloads, fresh_unknown, fresh_set, fresh_keys = {}, {}, {}, {}, {}
 end
 
-local function add_fresh(mid, payload, state)
+local function add_fresh(mid, payload, state, key)
   if state ~= nil then
     -- A former life ended (failed, or its window ended): clear its traces.
     if state == 'failed' then
@@ -140,6 +198,7 @@ local function add_fresh(mid, payload, state)
     fresh_unknown[#fresh_unknown + 1] = mid
   end
   fresh_mids[#fresh_mids + 1] = mid
+  fresh_keys[#fresh_mids] = key
   fresh_payloads[#fresh_payloads + 1] = payload
   fresh_set[mid] = true
   return 'added'
@@ -168,9 +227,9 @@ local function reschedule(mid, state, record)
   if state == 'ready' then
     if record == nil or has_flag(record.flags, OVERRIDES) then
       record = take_fresh_entry(mid, record)
-    else
+    elseif priority_of(record.flags) == 0 then
       redis.call('LREM', K_READY, 1, pointer_entry(mid))
-    end
+    end -- (a priority message's place in `delayed` is overwritten below)
   elseif state == 'lapsed' then
     redis.call('ZREM', K_LOCKS, mid)
     record.token = 0
@@ -179,6 +238,9 @@ local function reschedule(mid, state, record)
   if delay > 0 then
     record.state = DELAYED
     redis.call('ZADD', K_DELAYED, due_text, mid)
+  elseif priority_of(record.flags) > 0 then
+    record.state = READY
+    redis.call('ZADD', K_DELAYED, priority_score(due, priority_of(record.flags)), mid)
   else
     record.state = READY
     redis.call('ZREM', K_DELAYED, mid)
@@ -188,9 +250,10 @@ local function reschedule(mid, state, record)
   woken = woken + 1
 end
 
-local function pending_requeue(mid, payload)
+local function pending_requeue(mid, payload, state)
   local exists = has_requeue(mid)
   if exists and not can_update then return 'already-queued' end
+  if not exists and state == 'done' and not admit() then return 'full' end
   redis.call('HSET', K_REQUEUE, mid, struct.pack('>I5', lock or 0) .. payload)
   woken = woken + 1 -- idle workers must now also wait for the end of a de-dup window
   if exists then return 'updated' end
@@ -216,21 +279,26 @@ local function update_queued(mid, payload, state, record)
   return 'already-queued'
 end
 
-local function enqueue_in_state(mid, payload, state, record)
-  if state == nil or state == 'failed' then return add_fresh(mid, payload, state) end
+local function start_life(mid, payload, state, key)
+  if not admit() then return 'full' end
+  return add_fresh(mid, payload, state, key)
+end
+
+local function enqueue_in_state(mid, payload, state, record, key)
+  if state == nil or state == 'failed' then return start_life(mid, payload, state, key) end
   if state == 'expired' then
     if has_requeue(mid) then
       if not can_update then return 'already-queued' end
-      return pending_requeue(mid, payload)
+      return pending_requeue(mid, payload, state)
     end
-    return add_fresh(mid, payload, state)
+    return start_life(mid, payload, state, key)
   end
   if state == 'locked' then
-    if can_requeue then return pending_requeue(mid, payload) end
+    if can_requeue then return pending_requeue(mid, payload, state) end
     return 'locked'
   end
   if state == 'done' then
-    if can_requeue then return pending_requeue(mid, payload) end
+    if can_requeue then return pending_requeue(mid, payload, state) end
     return 'backoff'
   end
   return update_queued(mid, payload, state, record)
@@ -253,12 +321,18 @@ local function every_mid_unknown_and_once()
 end
 
 if every_mid_unknown_and_once() then
-  local payloads, replies = {}, {}
+  -- A bound admits the first `room` messages of the call, in order.
+  local admitted = #mids
+  if room and room < admitted then admitted = math.max(room, 0) end
+  local payloads, replies, written = {}, {}, {}
   for i = 1, #mids do
-    payloads[i] = ARGV[FIRST_PAIR + 2 * i - 1]
-    replies[i] = 'added'
+    if i <= admitted then
+      written[i], payloads[i], replies[i] = mids[i], payload_in[i], 'added'
+    else
+      replies[i] = 'full'
+    end
   end
-  write_fresh(mids, payloads, mids)
+  if admitted > 0 then write_fresh(written, payloads, written, key_in) end
   wake_workers(woken)
   return replies
 end
@@ -266,7 +340,7 @@ end
 local replies = {}
 local seen = {}
 for i, mid in ipairs(mids) do
-  local payload = ARGV[FIRST_PAIR + 2 * i - 1]
+  local payload = payload_in[i]
   local state, record = nil, nil
   if seen[mid] then
     -- An earlier message of this call changed this mid: read it afresh.
@@ -276,7 +350,7 @@ for i, mid in ipairs(mids) do
     state, record = state_of(mid, now)
   end
   seen[mid] = true
-  replies[i] = enqueue_in_state(mid, payload, state, record)
+  replies[i] = enqueue_in_state(mid, payload, state, record, key_in[i])
 end
 flush_fresh()
 wake_workers(woken)
