@@ -18,6 +18,7 @@ from vermilion import __version__
 from vermilion._queue import DEFAULT_URL
 
 from . import _commands
+from ._dashboard import TOKEN_ENV, run_dashboard
 from ._demo import run_demo_command
 from ._exit import EXIT_USAGE
 from ._serve import LOG_LEVELS, run_worker
@@ -189,13 +190,17 @@ def _add_worker(commands: Any) -> None:
         metavar="S",
         help="on SIGTERM/SIGINT, wait up to S seconds for running handlers (default 30)",
     )
-    worker.add_argument(
+    _add_log_level(worker, "info", "")
+
+
+def _add_log_level(parser: argparse.ArgumentParser, default: str, whose: str) -> None:
+    parser.add_argument(
         "--log-level",
         type=str.lower,
         choices=LOG_LEVELS,
-        default="info",
+        default=default,
         metavar="LEVEL",
-        help=f"one of {', '.join(LOG_LEVELS)} (default info)",
+        help=f"{whose}one of {', '.join(LOG_LEVELS)} (default {default})",
     )
 
 
@@ -286,6 +291,42 @@ def _add_demo(commands: Any) -> None:
     demo.set_defaults(run=run_demo_command)
 
 
+def _add_dashboard(commands: Any) -> None:
+    dashboard = _command(
+        commands,
+        "dashboard",
+        run_dashboard,
+        parents=_with_server(),
+        help="serve the web dashboard: queues, plots, live workers, failed messages",
+        description="Serve the web dashboard (needs the extra vermilion[dashboard]) until Ctrl-C or"
+        " SIGTERM. It binds 127.0.0.1 unless --host says otherwise. Replay and purge are off unless"
+        f" --actions; then the page asks for a token: ${TOKEN_ENV}, else a fresh one printed to stderr.",
+    )
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    dashboard.add_argument(
+        "--port", type=_port, default=8000, metavar="PORT", help="port to listen on (default 8000)"
+    )
+    dashboard.add_argument(
+        "--actions", action="store_true", help="allow replaying and purging failed messages (needs the token)"
+    )
+    for flag, default, meaning in (
+        ("--interval", 1.0, "seconds between two samples of Redis"),
+        ("--history", 600.0, "seconds of plots kept per queue"),
+    ):
+        help_text = f"{meaning} (default {default:g})"
+        dashboard.add_argument(flag, type=_positive_duration, default=default, metavar="S", help=help_text)
+    _add_log_level(dashboard, "warning", "uvicorn's log level, ")
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be at most 65535, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vermilion",
@@ -311,6 +352,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_clear,
         _add_migrate,
         _add_demo,
+        _add_dashboard,
     ):
         add(commands)
     return parser

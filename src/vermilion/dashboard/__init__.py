@@ -1,0 +1,97 @@
+"""A web dashboard for vermilion's queues: ``vermilion.dashboard.app(...)``.
+
+Needs the extra ``vermilion[dashboard]`` (Starlette and Jinja2; uvicorn for
+``vermilion dashboard``). ``import vermilion`` never imports this package.
+
+The app shows every queue's counts and lag, plots of the last minutes
+(enqueued, handled and failed per second, queue size, lag, handling time), the
+live workers, and the failed messages with replay and purge actions. One
+background task samples Redis every ``interval`` seconds through vermilion's
+public API; the page polls the app's JSON and redraws.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+
+from vermilion._queue import DEFAULT_URL
+from vermilion._serialization import Serializer
+
+from ._routes import Endpoints
+from ._sampler import Sampler
+from ._security import TOKEN_HEADER, ActionGuard, SecurityHeaders, check_token
+
+__all__ = ["TOKEN_HEADER", "app"]
+
+
+def _seconds(value: float, argument: str, low: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{argument} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value < low:
+        raise ValueError(f"{argument} must be a finite number of seconds, at least {low:g}, got {value!r}")
+    return float(value)
+
+
+def app(
+    url: str | None = None,
+    *,
+    redis: aioredis.Redis | None = None,
+    actions: bool = False,
+    token: str | None = None,
+    serializer: Serializer | None = None,
+    interval: float = 1.0,
+    history: float = 600.0,
+) -> Starlette:
+    """The dashboard as an ASGI app, to serve or to mount in your Starlette/FastAPI app.
+
+    Args:
+        url: the Redis URL (default ``$VERMILION_URL``, else ``redis://127.0.0.1:6379/0``);
+            the app opens its own client and closes it when it stops.
+        redis: a ``redis.asyncio.Redis`` client you own, instead of ``url``.
+        actions: allow replaying and purging failed messages from the page.
+        token: required with ``actions=True`` (16 characters or more): the page
+            sends it in the ``X-Vermilion-Token`` header, and an action without
+            it is refused.
+        serializer: how payloads are decoded for display (msgpack by default);
+            a payload it cannot decode is shown as raw bytes.
+        interval: seconds between two samples of Redis (at least 0.1).
+        history: seconds of plots kept per queue (at least ``interval``).
+
+    Sampling starts with the app's lifespan, or at the first request when the
+    app is mounted inside another (mounted apps get no lifespan events); it
+    stops, and an owned client closes, when the lifespan ends or the event
+    loop does.
+    """
+    if url is not None and redis is not None:
+        raise ValueError("give either url or redis, not both")
+    if not isinstance(actions, bool):
+        raise TypeError(f"actions must be a bool, not {type(actions).__name__}")
+    interval = _seconds(interval, "interval", 0.1)
+    history = _seconds(history, "history", interval)
+    guard = ActionGuard(check_token(token, actions))
+    if redis is not None and not isinstance(redis, aioredis.Redis):
+        raise TypeError(f"redis must be a redis.asyncio.Redis client, not {type(redis).__name__}")
+    client = redis if redis is not None else _client(url)
+    sampler = Sampler(client, serializer, interval, history, owns_client=redis is None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        sampler.start()
+        try:
+            yield
+        finally:
+            await sampler.stop()
+
+    dashboard = Starlette(routes=Endpoints(sampler, guard).routes(), lifespan=lifespan)
+    dashboard.add_middleware(SecurityHeaders)
+    return dashboard
+
+
+def _client(url: str | None) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url or os.environ.get("VERMILION_URL") or DEFAULT_URL)

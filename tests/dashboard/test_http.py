@@ -1,0 +1,261 @@
+"""The dashboard's HTTP interface, through httpx against the ASGI app and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+
+from tests.conftest import QueueFactory
+from vermilion import Queue, dashboard
+
+TOKEN = "a-test-token-of-32-characters-xx"
+Client = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def client_for(redis_url: str) -> Client:
+    """Serve a dashboard (with its lifespan) on the test server: ``async with client_for(...) as client``."""
+
+    @contextlib.asynccontextmanager
+    async def serve(**options: Any) -> AsyncIterator[httpx.AsyncClient]:
+        async with LifespanManager(dashboard.app(redis_url, interval=0.1, **options)) as manager:
+            transport = httpx.ASGITransport(manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                yield client
+
+    return serve
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def overview_row(client: httpx.AsyncClient, name: str) -> dict[str, Any] | None:
+    answer = await client.get("/api/overview")
+    assert answer.status_code == 200
+    rows = [row for row in answer.json()["queues"] if row["name"] == name]
+    return rows[0] if rows else None
+
+
+async def test_the_overview_lists_a_queue_with_its_counts(client_for: Client, queue: Queue) -> None:
+    await queue.enqueue_many(["a", "b", "c"])
+    await queue.enqueue("later", delay=60)
+    async with client_for() as client:
+
+        async def listed() -> bool:
+            return await overview_row(client, queue.name) is not None
+
+        await wait_for(listed)
+        row = await overview_row(client, queue.name)
+        assert row is not None
+        assert (row["ready"], row["locked"], row["backoff"], row["failed"]) == (3, 0, 1, 0)
+        assert row["lag"] >= 0
+
+
+async def test_a_queue_has_series_that_grow_with_each_sample(client_for: Client, queue: Queue) -> None:
+    await queue.enqueue("x")
+    async with client_for() as client:
+
+        async def points() -> int:
+            answer = await client.get(f"/api/queues/{queue.name}")
+            return len(answer.json()["series"]["t"]) if answer.status_code == 200 else 0
+
+        async def sampled_a_few() -> bool:
+            return await points() >= 3
+
+        await wait_for(sampled_a_few)
+        detail = (await client.get(f"/api/queues/{queue.name}")).json()
+        series = detail["series"]
+        assert set(series) >= {
+            "t",
+            "enqueued",
+            "handled",
+            "failed",
+            "ready",
+            "locked",
+            "backoff",
+            "lag",
+            "p50",
+            "p99",
+        }
+        assert series["ready"][-1] == 1
+        assert series["t"] == sorted(series["t"])
+        assert detail["status"]["name"] == queue.name
+        assert detail["workers"] == []
+
+
+async def test_an_unknown_queue_is_404_and_a_bad_page_size_400(client_for: Client, queue: Queue) -> None:
+    await queue.enqueue("x")
+    async with client_for() as client:
+        assert (await client.get("/api/queues/no-such-queue-here")).status_code == 404
+        assert (await client.get("/api/queues/no-such-queue-here/failed")).status_code == 404
+
+        async def listed() -> bool:
+            return await overview_row(client, queue.name) is not None
+
+        await wait_for(listed)
+        for query in ("limit=0", "limit=501", "limit=x", "offset=-1"):
+            answer = await client.get(f"/api/queues/{queue.name}/failed?{query}")
+            assert answer.status_code == 400, query
+            assert "must be" in answer.json()["error"]
+
+
+async def test_the_page_escapes_what_it_renders_and_carries_a_strict_policy(
+    client_for: Client, queue: Queue
+) -> None:
+    await queue.enqueue("x")
+    async with client_for() as client:
+
+        async def listed() -> bool:
+            return await overview_row(client, queue.name) is not None
+
+        await wait_for(listed)
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert f'data-queue="{queue.name}"' in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert "'unsafe-inline'" not in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert "actions are off" in page.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/static/dashboard.js", "/static/uPlot.iife.min.js", "/static/uPlot.LICENSE"]
+)
+async def test_the_static_files_are_served_from_the_package(client_for: Client, path: str) -> None:
+    async with client_for() as client:
+        answer = await client.get(path)
+        assert answer.status_code == 200 and answer.content
+
+
+# -- actions -------------------------------------------------------------------
+
+
+def action_headers(token: str | None = TOKEN, **extra: str) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", **extra}
+    if token is not None:
+        headers[dashboard.TOKEN_HEADER] = token
+    return headers
+
+
+@pytest.mark.parametrize("action", ["replay", "purge-failed"])
+async def test_actions_are_off_by_default(client_for: Client, queue: Queue, action: str) -> None:
+    async with client_for() as client:
+        answer = await client.post(
+            f"/api/queues/{queue.name}/{action}", json={"all": True}, headers=action_headers()
+        )
+        assert answer.status_code == 403
+        assert "disabled" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("action", ["replay", "purge-failed"])
+@pytest.mark.parametrize(
+    ("headers", "status", "error"),
+    [
+        (action_headers(token=None), 401, "token"),
+        (action_headers(token="x" * 32), 401, "token"),
+        (action_headers(token=TOKEN[:-1]), 401, "token"),
+        (action_headers(**{"Sec-Fetch-Site": "cross-site"}), 403, "cross-site"),
+        (action_headers(**{"Sec-Fetch-Site": "same-site"}), 403, "cross-site"),
+        (action_headers(Origin="http://evil.example"), 403, "cross-site"),
+        ({dashboard.TOKEN_HEADER: TOKEN, "Content-Type": "text/plain"}, 415, "JSON"),
+    ],
+)
+async def test_actions_are_refused_without_the_token_or_from_another_site(
+    client_for: Client,
+    make_queue: QueueFactory,
+    action: str,
+    headers: dict[str, str],
+    status: int,
+    error: str,
+) -> None:
+    queue = await make_queue()
+    mid = (await queue.enqueue("x")).mid
+    async with client_for(actions=True, token=TOKEN) as client:
+        answer = await client.post(
+            f"/api/queues/{queue.name}/{action}", content=b'{"all": true}', headers=headers
+        )
+        assert answer.status_code == status
+        assert error in answer.json()["error"]
+        assert (await queue.status()).nqueued == 1
+        assert await queue.message_status(mid) is not None
+
+
+async def test_an_action_from_the_same_origin_passes_the_guard(client_for: Client, queue: Queue) -> None:
+    await queue.enqueue("x")
+    async with client_for(actions=True, token=TOKEN) as client:
+
+        async def listed() -> bool:
+            return await overview_row(client, queue.name) is not None
+
+        await wait_for(listed)
+        headers = action_headers(Origin="http://testserver", **{"Sec-Fetch-Site": "same-origin"})
+        for body in (b"[1]", b"not json", b'{"mids": []}', b'{"mids": [1]}', b'{"all": "yes"}'):
+            answer = await client.post(f"/api/queues/{queue.name}/replay", content=body, headers=headers)
+            assert answer.status_code == 400, body
+        answer = await client.post(
+            "/api/queues/no-such-queue-here/replay", json={"all": True}, headers=headers
+        )
+        assert answer.status_code == 404
+
+
+# -- arguments ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"actions": True}, TypeError, "needs a token"),
+        ({"actions": True, "token": "short"}, ValueError, "at least 16"),
+        ({"actions": True, "token": " " + TOKEN}, ValueError, "surrounding spaces"),
+        ({"token": TOKEN}, ValueError, "actions are off"),
+        ({"actions": "yes"}, TypeError, "actions must be a bool"),
+        ({"interval": 0.01}, ValueError, "interval"),
+        ({"interval": float("nan")}, ValueError, "interval"),
+        ({"interval": "1"}, TypeError, "interval"),
+        ({"interval": 2.0, "history": 1.0}, ValueError, "history"),
+        ({"url": "redis://x", "redis": object()}, ValueError, "either url or redis"),
+        ({"redis": object()}, TypeError, "redis must be"),
+    ],
+)
+def test_bad_arguments_are_refused(options: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        dashboard.app(**options)
+
+
+async def test_the_app_mounts_inside_another_and_samples_without_its_own_lifespan(
+    redis_url: str, queue: Queue
+) -> None:
+    await queue.enqueue("x")
+    outer = Starlette()
+    outer.mount("/ops/queues", dashboard.app(redis_url, interval=0.1))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(outer), base_url="http://testserver"
+    ) as client:
+        page = await client.get("/ops/queues/")
+        assert page.status_code == 200
+        assert 'data-root="/ops/queues/"' in page.text
+        assert 'src="/ops/queues/static/dashboard.js"' in page.text
+        assert (await client.get("/ops/queues/static/dashboard.js")).status_code == 200
+
+        async def listed() -> bool:
+            return await overview_row_at(client, "/ops/queues/api/overview", queue.name)
+
+        await wait_for(listed)
+
+
+async def overview_row_at(client: httpx.AsyncClient, path: str, name: str) -> bool:
+    rows = (await client.get(path)).json()["queues"]
+    return any(row["name"] == name for row in rows)
