@@ -64,7 +64,7 @@ async def ack(queue: Queue, leased: Leased, kind: OutcomeKind, backoff_ms: int =
     """Acknowledge one outcome (``'s'``, ``'r'`` or ``'f'``) for a lease; return whether it applied."""
     conn, keys = queue._protocol
     request = OutcomeRequest(leased.mid, leased.token, kind, backoff_ms, reason)
-    (applied,) = await conn.ack(keys, [request], queue.failure_history)
+    (applied,) = await conn.ack(keys, [request], queue.failure_history, queue.failure_history_bytes)
     return applied is True
 
 

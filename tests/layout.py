@@ -179,3 +179,36 @@ async def make_ready_with_record(
             await redis.lrem(keys.key("ready"), 1, _as_bytes(raw))  # type: ignore[arg-type]
     await redis.hset(keys.key("records"), mid, record_bytes)
     await redis.rpush(keys.key("ready"), encode_pointer(mid))
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """The value of ``errors[mid]``: a failed message as the failure history keeps it."""
+
+    attempts: int
+    lock_ms: int
+    reason: str
+    payload: bytes | None  # None: migrated from protocol version 1, which kept none
+
+
+_FAILURE = struct.Struct(">BI5sI")
+
+
+def decode_failure(raw: bytes | str) -> FailureRecord:
+    raw = _as_bytes(raw)
+    flags, attempts, lock, n = _FAILURE.unpack_from(raw)
+    reason = raw[_FAILURE.size : _FAILURE.size + n].decode()
+    payload = raw[_FAILURE.size + n :] if flags & 1 else None
+    return FailureRecord(attempts, _int(lock), reason, payload)
+
+
+async def failure(redis: aioredis.Redis, keys: QueueKeys, mid: str) -> FailureRecord | None:
+    raw = await redis.hget(keys.key("errors"), mid)
+    return None if raw is None else decode_failure(raw)
+
+
+async def history_bytes(redis: aioredis.Redis, keys: QueueKeys) -> tuple[int, int]:
+    """The byte total ``meta`` keeps for the failure history, and the sum it must equal."""
+    kept = await redis.hget(keys.key("meta"), "failed_bytes")
+    values = await redis.hvals(keys.key("errors"))
+    return int(kept or 0), sum(len(_as_bytes(value)) for value in values)

@@ -34,7 +34,8 @@ class Acknowledger:
 
     client: ScriptClient
     keys: QueueKeys
-    failure_history: Callable[[], int]
+    # The failure history's bounds, by count and by bytes, read at each ack.
+    failure_history: Callable[[], tuple[int, int]]
     tally: Tally
     # Called after each batch Redis answered, applied or stale alike.
     on_settled: Callable[[list[OutcomeRequest]], None]
@@ -84,7 +85,7 @@ class Acknowledger:
                 in_flight = {(request.mid, request.token) for request in batch}
                 self.in_flight |= in_flight
                 try:
-                    applied = await self.client.ack(self.keys, batch, self.failure_history())
+                    applied = await self.client.ack(self.keys, batch, *self.failure_history())
                 except VermilionError as exc:
                     # Fenced: re-sending can never apply an outcome twice.
                     self.pending[:0] = batch

@@ -9,7 +9,7 @@ Pure module: no Redis, no event loop. Every class is immutable.
 # `Any` do not exist. Real annotations need no resolving.
 import enum
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from ._stats import Summary
@@ -19,6 +19,7 @@ __all__ = [
     "EnqueueAction",
     "EnqueueError",
     "EnqueueResult",
+    "FailedMessage",
     "Failure",
     "Message",
     "MessageInfo",
@@ -26,6 +27,8 @@ __all__ = [
     "Outcome",
     "PollInfo",
     "QueueStatus",
+    "ReplayError",
+    "ReplayResult",
     "Retry",
     "Success",
     "WorkerStats",
@@ -34,6 +37,7 @@ __all__ = [
 
 EnqueueAction = Literal["added", "updated"]
 EnqueueError = Literal["already-queued", "locked", "backoff"]
+ReplayError = Literal["live", "unknown", "no-content"]
 
 
 class MessageStatus(str, enum.Enum):
@@ -80,8 +84,10 @@ class QueueStatus:
 
     ``nqueued + nlocked + nbackoff`` are the live messages; ``ntotal`` adds the
     finished ones still inside their de-dup window (``ndone``). ``nfailed`` is
-    the size of the bounded failure history. ``lag`` is how long, in seconds,
-    the longest-waiting ready message has been ready: the number to alert on.
+    the size of the bounded failure history, ``nfailed_dropped`` how many
+    entries its bounds (``failure_history``, ``failure_history_bytes``) have
+    dropped since the queue began. ``lag`` is how long, in seconds, the
+    longest-waiting ready message has been ready: the number to alert on.
     """
 
     nqueued: int
@@ -91,14 +97,50 @@ class QueueStatus:
     ndone: int
     nfailed: int
     lag: float
+    nfailed_dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FailedMessage:
+    """One entry of the failure history (``Queue.failed()``).
+
+    ``content`` is the payload decoded with the queue's serializer, its raw
+    bytes if it cannot be decoded, or ``None`` for a failure migrated from
+    protocol version 1 (which kept no payload). ``attempts`` counts the
+    hand-outs of the life that failed (0 for a migrated failure);
+    ``failed_at`` is when it failed, by the Redis server's clock (UTC).
+    """
+
+    mid: str
+    content: Any
+    reason: str
+    attempts: int
+    failed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """What ``Queue.replay`` did with one mid.
+
+    ``ok``: the message is back in the queue, ready, as a new life. Else
+    ``error`` says why not: ``"live"`` (the mid is not in the failure history
+    but the queue knows it: it was enqueued again, or replayed already),
+    ``"unknown"`` (the queue does not know the mid), ``"no-content"`` (a
+    failure migrated from protocol version 1, which kept no payload to replay).
+    """
+
+    mid: str
+    ok: bool
+    error: ReplayError | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class MessageInfo:
     """One entry of ``Queue.content()``.
 
-    ``content`` is the payload of a live message, or of the pending requeue of a
-    finished one; ``None`` when there is none. ``age`` is seconds since the
+    ``content`` is the payload of a live message, of the pending requeue of a
+    finished one, or the payload a failed message's history entry keeps;
+    ``None`` when there is none. ``age`` is seconds since the
     current life began (enqueue or requeue); ``backoff`` the seconds left of a
     delay, retry backoff or de-dup window; ``error`` the reason a failed
     message failed.

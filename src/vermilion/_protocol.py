@@ -51,7 +51,10 @@ from ._wire import (
     reply_text,
 )
 
-__all__ = ["MIN_SERVER_VERSION", "ScriptClient"]
+__all__ = ["DEFAULT_MAX_FAILED_BYTES", "MIN_SERVER_VERSION", "ScriptClient"]
+
+DEFAULT_MAX_FAILED_BYTES = 64 << 20
+"""The failure history's byte bound when the caller gives none (``Queue``'s default)."""
 
 MIN_SERVER_VERSION = (7, 0, 0)
 """Scripts use `#!lua flags=no-writes` (7.0) and LPOP with a count (6.2)."""
@@ -240,14 +243,18 @@ class ScriptClient:
         return parsed
 
     async def ack(
-        self, keys: QueueKeys, outcomes: Sequence[OutcomeRequest], max_failed: int
+        self,
+        keys: QueueKeys,
+        outcomes: Sequence[OutcomeRequest],
+        max_failed: int,
+        max_failed_bytes: int = DEFAULT_MAX_FAILED_BYTES,
     ) -> list[bool | None]:
         """Record outcomes; per outcome True applied, False stale, None unknown.
 
         None: the reply of the first send was lost and the re-send found the
         lease gone, which that first send may have done itself.
         """
-        args = ack_argv(outcomes, max_failed)
+        args = ack_argv(outcomes, max_failed, max_failed_bytes)
         try:
             reply = await self.call_script(SCRIPTS["ack"], keys, args, replayable=False)
         except OutcomeUnknownError:

@@ -12,20 +12,21 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ._exceptions import OutcomeUnknownError, ProtocolError
+from ._failures import FailureHistory
 from ._keys import QueueKeys
 from ._logs import logger
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
-from ._protocol import ScriptClient
+from ._protocol import DEFAULT_MAX_FAILED_BYTES, ScriptClient
 from ._redis_internals import connection_settings, describe_client
 from ._serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MsgpackSerializer,
     Serializer,
-    decode_payload,
+    decode_or_raw,
     encode_content,
     encode_contents,
 )
-from ._validation import batch, check_mid, check_queue_name, positive_int, seconds, to_ms
+from ._validation import batch, check_mid, check_queue_name, non_negative_int, positive_int, seconds, to_ms
 from ._wire import DEFAULT_ENQUEUE_OPTIONS, EnqueueOptions
 
 __all__ = ["DEFAULT_URL", "Queue", "clear_queues", "queue_names"]
@@ -53,7 +54,7 @@ def random_mids(count: int) -> list[str]:
     return [text[i : i + 12] for i in range(0, 12 * count, 12)]
 
 
-class Queue:
+class Queue(FailureHistory):
     """One named queue in Redis, for producers (and the worker that serves it).
 
     Give either ``url`` (the queue then owns its client and closes it in
@@ -67,7 +68,10 @@ class Queue:
         serializer: how content becomes bytes; msgpack by default.
         max_payload_bytes: largest serialized content accepted, checked
             before anything is sent, and again by workers before decoding.
-        failure_history: how many failed messages the queue remembers.
+        failure_history: how many failed messages the failure history keeps.
+        failure_history_bytes: how many bytes of failed messages (payloads and
+            reasons) it keeps; 64 MiB by default. Beyond either bound the
+            oldest are dropped (and counted in ``status().nfailed_dropped``).
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class Queue:
         serializer: Serializer | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         failure_history: int = DEFAULT_FAILURE_HISTORY,
+        failure_history_bytes: int = DEFAULT_MAX_FAILED_BYTES,
     ) -> None:
         self._name = check_queue_name(name)
         if url is not None and redis is not None:
@@ -87,11 +92,8 @@ class Queue:
             raise TypeError("serializer must have dumps(content) -> bytes and loads(bytes)")
         self.serializer: Serializer = serializer or MsgpackSerializer()
         self.max_payload_bytes: int = positive_int(max_payload_bytes, "max_payload_bytes")
-        if isinstance(failure_history, bool) or not isinstance(failure_history, int):
-            raise TypeError("failure_history must be an int")
-        if failure_history < 0:
-            raise ValueError("failure_history must not be negative")
-        self.failure_history: int = failure_history
+        self.failure_history: int = non_negative_int(failure_history, "failure_history")
+        self.failure_history_bytes: int = non_negative_int(failure_history_bytes, "failure_history_bytes")
         if redis is None:
             if url is None:
                 url = os.environ.get("VERMILION_URL") or DEFAULT_URL
@@ -318,6 +320,7 @@ class Queue:
             ndone=counts.ndone,
             nfailed=counts.nfailed,
             lag=counts.lag_ms / 1000,
+            nfailed_dropped=counts.nfailed_dropped,
         )
 
     async def size(self) -> int:
@@ -332,12 +335,7 @@ class Queue:
         now_ms, stored = await self._connection.content(self._keys)
         infos = []
         for entry in stored:
-            content: Any = None
-            if entry.payload is not None:
-                try:
-                    content = decode_payload(self.serializer, entry.payload, self.max_payload_bytes)
-                except ValueError:
-                    content = entry.payload
+            content = decode_or_raw(self.serializer, entry.payload, self.max_payload_bytes)
             infos.append(
                 MessageInfo(
                     mid=entry.mid,

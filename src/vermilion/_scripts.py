@@ -26,6 +26,9 @@ _OPERATIONS = (
     "clear",
     "version",
     "migrate",
+    "failed",
+    "replay",
+    "purge",
 )
 
 

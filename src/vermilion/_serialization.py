@@ -21,6 +21,7 @@ __all__ = [
     "JsonSerializer",
     "MsgpackSerializer",
     "Serializer",
+    "decode_or_raw",
     "decode_payload",
     "encode_content",
     "encode_contents",
@@ -169,3 +170,13 @@ def decode_payload(serializer: Serializer, data: bytes, max_bytes: int) -> Any:
         return serializer.loads(data)
     except Exception as exc:  # any decoder failure means the same thing: bad bytes
         raise SerializationError(f"stored payload cannot be decoded: {exc}") from exc
+
+
+def decode_or_raw(serializer: Serializer, data: bytes | None, max_bytes: int) -> Any:
+    """Stored bytes decoded for showing: the raw bytes if they cannot be, None for none."""
+    if data is None:
+        return None
+    try:
+        return decode_payload(serializer, data, max_bytes)
+    except ValueError:
+        return data

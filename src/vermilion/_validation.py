@@ -102,10 +102,18 @@ def to_ms(value: float) -> int:
 
 
 def positive_int(value: object, argument: str, *, maximum: int | None = None) -> int:
+    return _int_at_least(1, value, argument, maximum)
+
+
+def non_negative_int(value: object, argument: str, *, maximum: int | None = None) -> int:
+    return _int_at_least(0, value, argument, maximum)
+
+
+def _int_at_least(minimum: int, value: object, argument: str, maximum: int | None) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{argument} must be an int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{argument} must be at least 1, got {value}")
+    if value < minimum:
+        raise ValueError(f"{argument} must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{argument} must be at most {maximum}, got {value}")
     return value

@@ -175,9 +175,10 @@ class OutcomeRequest(NamedTuple):
     reason: str = ""
 
 
-def ack_argv(outcomes: Sequence[OutcomeRequest], max_failed: int) -> list[Any]:
-    """The ack script's arguments: per outcome its mid, fencing token and code, then the reasons."""
-    argv: list[Any] = [max_failed, len(outcomes)]
+def ack_argv(outcomes: Sequence[OutcomeRequest], max_failed: int, max_failed_bytes: int) -> list[Any]:
+    """The ack script's arguments: the history's bounds, per outcome its mid, fencing
+    token and code, then the reasons."""
+    argv: list[Any] = [max_failed, max_failed_bytes, len(outcomes)]
     reasons: list[str] = []
     for outcome in outcomes:
         code = f"{outcome.kind}{outcome.backoff_ms}" if outcome.backoff_ms else outcome.kind
@@ -211,6 +212,7 @@ class Counts:
     nfailed: int
     lag_ms: int
     now_ms: int = 0
+    nfailed_dropped: int = 0
 
 
 def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:
@@ -233,8 +235,8 @@ def parse_dequeue(reply: Sequence[Any]) -> DequeueReply:
 
 
 def parse_counts(reply: Sequence[Any]) -> Counts:
-    nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms = (reply_int(item) for item in reply)
-    return Counts(nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms)
+    nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, dropped = (reply_int(item) for item in reply)
+    return Counts(nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, nfailed_dropped=dropped)
 
 
 def parse_content(reply: Sequence[Any]) -> tuple[int, list[StoredMessage]]:

@@ -147,7 +147,11 @@ class AsyncWorker:
         )
         self._slots = Slots(self.concurrency)
         self._acks = Acknowledger(
-            client, keys, lambda: queue.failure_history, self._tally, on_settled=self._settled
+            client,
+            keys,
+            lambda: (queue.failure_history, queue.failure_history_bytes),
+            self._tally,
+            on_settled=self._settled,
         )
         acking = self._acks.in_flight.__contains__
         self._leases = LeaseKeeper(client, keys, self._lock_ms, self._tally, acking)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import QueueFactory
-from tests.helpers import eventually, lease_one
-from vermilion import MessageStatus, Queue, QueueStatus
+from tests.helpers import ack, eventually, lease_one
+from vermilion import JsonSerializer, MessageStatus, Queue, QueueStatus
 
 UNREACHABLE = "redis://127.0.0.1:1/0"
 
@@ -84,9 +84,19 @@ async def test_status_table_and_json(make_queue: QueueFactory, redis_url: str) -
     run = await vermilion("status", a.name, b.name, url=redis_url)
     assert run.returncode == 0, run
     rows = table_rows(run.stdout)
-    assert rows["queue"] == ["queued", "locked", "backoff", "done", "failed", "total", "lag", "(s)"]
-    assert rows[a.name][:6] == ["2", "1", "1", "0", "0", "4"]
-    assert rows[b.name][:6] == ["1", "0", "0", "0", "0", "1"]
+    assert rows["queue"] == [
+        "queued",
+        "locked",
+        "backoff",
+        "done",
+        "failed",
+        "dropped",
+        "total",
+        "lag",
+        "(s)",
+    ]
+    assert rows[a.name][:7] == ["2", "1", "1", "0", "0", "0", "4"]
+    assert rows[b.name][:7] == ["1", "0", "0", "0", "0", "0", "1"]
 
     run = await vermilion("status", b.name, a.name, "--json", url=redis_url)
     assert run.returncode == 0, run
@@ -99,6 +109,7 @@ async def test_status_table_and_json(make_queue: QueueFactory, redis_url: str) -
         "nbackoff": 1,
         "ndone": 0,
         "nfailed": 0,
+        "nfailed_dropped": 0,
         "ntotal": 4,
     }
     assert isinstance(data[1]["lag"], float) and data[1]["lag"] >= 0
@@ -254,7 +265,16 @@ async def test_clear_needs_yes(make_queue: QueueFactory, redis_url: str) -> None
 
 @pytest.mark.parametrize(
     "args",
-    [["status"], ["queues"], ["enqueue", "q", "1"], ["message-status", "q", "m"], ["clear", "q", "--yes"]],
+    [
+        ["status"],
+        ["queues"],
+        ["enqueue", "q", "1"],
+        ["message-status", "q", "m"],
+        ["clear", "q", "--yes"],
+        ["failed", "q"],
+        ["replay", "q", "--all"],
+        ["purge-failed", "q", "m"],
+    ],
     ids=lambda args: args[0],
 )
 async def test_unreachable_server(args: list[str]) -> None:
@@ -269,6 +289,107 @@ async def test_bad_input(redis_url: str) -> None:
     assert_one_line_error(await vermilion("status", url="http://host"), 2, "--url")
     assert_one_line_error(await vermilion("status", "--frobnicate", url=redis_url), 2, "--frobnicate")
     assert_one_line_error(await vermilion(url=None), 2, "COMMAND")
+
+
+# -- the failure history ------------------------------------------------------------------
+
+
+async def fail_one(queue: Queue, content: object, mid: str, reason: str) -> None:
+    await queue.enqueue(content, mid=mid)
+    assert await ack(queue, await lease_one(queue), "f", reason=reason)
+
+
+async def test_failed_table_and_json(queue: Queue, redis_url: str) -> None:
+    """`failed` lists the history newest first; --json gives every field whole."""
+    await fail_one(queue, {"n": 1}, "old", "first\nline")
+    await asyncio.sleep(0.002)
+    await fail_one(queue, "x" * 100, "new", "why")
+    run = await vermilion("failed", queue.name, url=redis_url)
+    assert run.returncode == 0, run
+    lines = run.stdout.splitlines()
+    assert lines[0].split() == ["failed", "at", "(UTC)", "mid", "attempts", "reason", "content"]
+    assert [line.split()[2] for line in lines[2:]] == ["new", "old"]
+    assert "first\\nline" in lines[3] and '{"n": 1}' in lines[3]
+    assert '"' + "x" * 56 + "..." in lines[2]  # cut to one short line
+
+    run = await vermilion("failed", queue.name, "--json", "--limit", "1", "--offset", "1", url=redis_url)
+    assert run.returncode == 0, run
+    [row] = json.loads(run.stdout)
+    assert {key: row[key] for key in ("mid", "content", "reason", "attempts")} == {
+        "mid": "old",
+        "content": {"n": 1},
+        "reason": "first\nline",
+        "attempts": 1,
+    }
+    assert row["failed_at"].endswith("+00:00")
+
+
+async def test_failed_shows_undecodable_content_as_its_repr(queue: Queue, redis_url: str) -> None:
+    async with Queue(queue.name, redis=queue.redis, serializer=JsonSerializer()) as json_queue:
+        await fail_one(json_queue, "text", "m", "boom")
+    run = await vermilion("failed", queue.name, "--json", url=redis_url)  # the CLI decodes msgpack
+    [row] = json.loads(run.stdout)
+    assert row["content"] == repr(b'"text"')
+
+
+async def test_failed_of_an_empty_history(queue: Queue, redis_url: str) -> None:
+    run = await vermilion("failed", queue.name, url=redis_url)
+    assert (run.returncode, run.stdout) == (0, f"no failed messages in {queue.name}\n")
+    run = await vermilion("failed", queue.name, "--json", url=redis_url)
+    assert (run.returncode, json.loads(run.stdout)) == (0, [])
+
+
+async def test_replay_mids_and_all(queue: Queue, redis_url: str) -> None:
+    """`replay` answers per mid, exit code 3 if any was not replayed; --all replays the rest."""
+    for mid in ("a", "b", "c"):
+        await fail_one(queue, mid, mid, "boom")
+    run = await vermilion("replay", queue.name, "a", url=redis_url)
+    assert (run.returncode, run.stdout) == (0, "replayed a\n")
+    run = await vermilion("replay", queue.name, "a", "zz", "b", "--json", url=redis_url)
+    assert run.returncode == 3, run
+    assert json.loads(run.stdout) == [
+        {"mid": "a", "ok": False, "error": "live"},
+        {"mid": "zz", "ok": False, "error": "unknown"},
+        {"mid": "b", "ok": True, "error": None},
+    ]
+    run = await vermilion("replay", queue.name, "zz", url=redis_url)
+    assert (run.returncode, run.stdout) == (3, "not replayed zz: unknown\n")
+    run = await vermilion("replay", queue.name, "--all", url=redis_url)
+    assert (run.returncode, run.stdout) == (0, f"replayed 1 failed message of {queue.name}\n")
+    assert (await queue.status()).nqueued == 3
+    run = await vermilion("replay", queue.name, "--all", "--json", url=redis_url)
+    assert json.loads(run.stdout) == {"queue": queue.name, "replayed": 0}
+
+
+async def test_purge_failed_mids_and_all(queue: Queue, redis_url: str) -> None:
+    for mid in ("a", "b", "c"):
+        await fail_one(queue, mid, mid, "boom")
+    run = await vermilion("purge-failed", queue.name, "a", "zz", url=redis_url)
+    assert (run.returncode, run.stdout) == (0, f"purged 1 failed message of {queue.name}\n")
+    run = await vermilion("purge-failed", queue.name, "--all", "--json", url=redis_url)
+    assert (run.returncode, json.loads(run.stdout)) == (0, {"queue": queue.name, "purged": 2})
+    assert (await queue.status()).nfailed == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["replay", "{queue}"], "mids or --all"),
+        (["replay", "{queue}", "a", "--all"], "mids or --all"),
+        (["purge-failed", "{queue}"], "mids or --all"),
+        (["purge-failed", "{queue}", "a", "--all"], "mids or --all"),
+        (["failed", "{queue}", "--limit", "-1"], "--limit"),
+        (["failed", "{queue}", "--limit", "10001"], "limit"),
+        (["failed", "{queue}", "--offset", "x"], "--offset"),
+        (["failed", "bad name"], "queue name"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+async def test_failure_history_commands_refuse_bad_input(
+    queue: Queue, redis_url: str, args: list[str], fragment: str
+) -> None:
+    run = await vermilion(*(arg.replace("{queue}", queue.name) for arg in args), url=redis_url)
+    assert_one_line_error(run, 2, fragment)
 
 
 # -- global options ------------------------------------------------------------------------

@@ -20,7 +20,8 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 
-from vermilion import AsyncWorker, ConfigurationError, Message, MessageStatus, Queue
+from tests.layout import history_bytes
+from vermilion import AsyncWorker, ConfigurationError, Message, MessageStatus, Queue, ReplayResult
 from vermilion._keys import QueueKeys
 from vermilion._wire import OutcomeRequest
 
@@ -206,6 +207,28 @@ async def test_migrate_keeps_every_state(redis: aioredis.Redis, redis_url: str, 
         assert {m.mid: m.content for m in calls} == {mid: CONTENTS[mid] for mid in READY_MIDS}
         status = await queue.status()
         assert (status.nqueued, status.nbackoff, status.nlocked, status.ndone) == (0, 1, 2, 1), status
+
+
+async def test_v1_failures_join_the_history_without_a_payload(
+    redis: aioredis.Redis, redis_url: str, v1_queue: str
+) -> None:
+    """Version 1 kept no payload: the entry shows content=None, cannot be replayed, can be purged."""
+    await build_v1_queue(V1(redis, v1_queue))
+    code, _, _ = await run_cli(redis_url, v1_queue)
+    assert code == 0
+    keys = QueueKeys.for_queue(v1_queue)
+    async with Queue(v1_queue, redis_url) as queue:
+        (entry,) = await queue.failed()
+        assert (entry.mid, entry.content, entry.reason, entry.attempts) == ("failed", None, "boom", 0)
+        assert entry.failed_at.tzinfo is not None
+        kept, actual = await history_bytes(redis, keys)
+        assert kept == actual > 0
+        assert await queue.replay("failed") == [ReplayResult("failed", False, "no-content")]
+        assert await queue.replay_failed() == 0
+        assert await queue.message_status("failed") == MessageStatus.FAILED
+        assert await queue.purge_failed("failed") == 1
+        assert await queue.message_status("failed") is None
+        assert await history_bytes(redis, keys) == (0, 0)
 
 
 async def test_own_lease_is_kept(redis: aioredis.Redis, redis_url: str, v1_queue: str) -> None:

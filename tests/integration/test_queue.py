@@ -122,12 +122,14 @@ async def test_content_lists_every_message_with_details(queue: Queue) -> None:
     assert done.backoff is not None
     assert 59 < done.backoff <= 60
     failed_entry = entries["failed"]
-    assert (failed_entry.status, failed_entry.content, failed_entry.backoff, failed_entry.error) == (
-        MessageStatus.FAILED,
-        None,
-        None,
-        "boom",
-    )
+    # The failure history keeps the payload and the attempts of the life that failed.
+    assert (
+        failed_entry.status,
+        failed_entry.content,
+        failed_entry.attempts,
+        failed_entry.backoff,
+        failed_entry.error,
+    ) == (MessageStatus.FAILED, "f", 1, None, "boom")
     assert {entry.error for mid, entry in entries.items() if mid != "failed"} == {None}
 
 

@@ -20,7 +20,16 @@ from tests.helpers import (
     lease_one,
     scan_queue_keys,
 )
-from tests.layout import attempts, encode_pointer, is_suspect, lease_token, payload, ready_mids, record
+from tests.layout import (
+    attempts,
+    encode_pointer,
+    failure,
+    is_suspect,
+    lease_token,
+    payload,
+    ready_mids,
+    record,
+)
 from vermilion import MessageStatus, Queue, ScriptError
 from vermilion._keys import KEY_PARTS, QueueKeys
 from vermilion._scripts import SCRIPTS
@@ -458,7 +467,10 @@ async def test_failure_is_recorded_with_its_reason(queue: Queue) -> None:
     assert await queue.message_status("m") == MessageStatus.FAILED
     status = await queue.status()
     assert (status.nfailed, status.nqueued, status.nlocked, status.ntotal) == (1, 0, 0, 0)
-    assert await queue.redis.hget(keys.key("errors"), "m") == b"boom: bad input"
+    kept = await failure(queue.redis, keys, "m")
+    assert kept is not None
+    assert (kept.reason, kept.attempts, kept.lock_ms) == ("boom: bad input", 1, 0)
+    assert kept.payload is not None and queue.serializer.loads(kept.payload) == "x"
     assert not await queue.redis.hexists(keys.key("records"), "m")
     assert await payload(queue.redis, keys, "m") is None
     assert (await dequeue(queue)).messages == []

@@ -116,8 +116,9 @@ def test_queue_status_fields() -> None:
         "ndone",
         "nfailed",
         "lag",
+        "nfailed_dropped",
     ]
-    assert dataclasses.astuple(status) == (1, 2, 3, 7, 1, 4, 0.5)
+    assert dataclasses.astuple(status) == (1, 2, 3, 7, 1, 4, 0.5, 0)
 
 
 def test_message_repr_hides_the_lease_token() -> None:

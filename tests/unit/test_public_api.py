@@ -47,6 +47,8 @@ def test_all_is_complete() -> None:
         "Poller", "Slots", "Tally", "as_delay_function", "error_backoff", "exception_to_failure",
         "user_delay", "describe_client", "LeaseKey",
         "MigrationReport", "has_v1_keys", "migrate_queue", "scan_v1_queue_names", "v1_queue_names",
+        "FailureHistory", "StoredFailure", "failed_page", "purge_all", "purge_mids", "replay_all",
+        "replay_mids", "non_negative_int", "decode_or_raw",
     }  # fmt: skip
     missing = {
         name for module, name, ident in public_in_modules if ident not in exported and name not in internal
@@ -59,7 +61,7 @@ def test_the_design_names_are_exported() -> None:
     for name in [
         "AsyncWorker", "EnqueueResult", "Failure", "Message", "MessageStatus", "Queue",
         "QueueStatus", "Retry", "Success", "WorkerStatus", "queue_names", "clear_queues",
-        "set_min_log_level", "VermilionError",
+        "set_min_log_level", "VermilionError", "FailedMessage", "ReplayResult",
     ]:  # fmt: skip
         assert name in vermilion.__all__, name
 

@@ -76,12 +76,26 @@ def test_ack_arguments_put_the_failure_reasons_last() -> None:
         OutcomeRequest("b", 2, "r", backoff_ms=250),
         OutcomeRequest("c", 3, "f", reason="boom"),
     ]
-    assert ack_argv(outcomes, 100) == [100, 3, b"a", 1, "s", b"b", 2, "r250", b"c", 3, "f", "boom"]
+    assert ack_argv(outcomes, 100, 4096) == [
+        100,
+        4096,
+        3,
+        b"a",
+        1,
+        "s",
+        b"b",
+        2,
+        "r250",
+        b"c",
+        3,
+        "f",
+        "boom",
+    ]
 
 
 def test_counts_and_content_replies_are_parsed() -> None:
-    counts = parse_counts([1, 2, 3, 4, 5, 600])
-    assert (counts.nqueued, counts.nfailed, counts.lag_ms) == (1, 5, 600)
+    counts = parse_counts([1, 2, 3, 4, 5, 600, 7])
+    assert (counts.nqueued, counts.nfailed, counts.lag_ms, counts.nfailed_dropped) == (1, 5, 600, 7)
     now_ms, entries = parse_content(
         [5000, b"m", b"failed", 2, 100, -1, 0, b"", b"why", b"n", b"queued", 1, 200, 900, 1, b"x", b""]
     )

@@ -2,7 +2,8 @@
 
 ``main`` parses the arguments (:mod:`._parser`), runs the command, and turns
 what went wrong into one ``vermilion: ...`` line on stderr and an exit code
-(:mod:`._exit`). The commands live in :mod:`._commands` (queues),
+(:mod:`._exit`). The commands live in :mod:`._commands` (queues), :mod:`._failures`
+(the failure history),
 :mod:`._serve` (``worker``) and :mod:`._demo`. It must not grow options or
 commands of its own: those belong to the modules named here.
 """

@@ -22,7 +22,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 """Bad input, found before anything was written: arguments, JSON, names, MODULE:HANDLER."""
 EXIT_REFUSED = 3
-"""``enqueue`` was refused because the mid is busy (queued, locked or in its backoff window)."""
+"""``enqueue`` was refused because the mid is busy (queued, locked or in its backoff window), or
+``replay`` could not replay a mid (live again, unknown, or without a payload)."""
 EXIT_FORCED = 4
 """``worker`` stopped at a second signal, before its running handlers finished."""
 EXIT_INTERRUPTED = 130

@@ -6,18 +6,22 @@ none) and which column of ``vermilion status`` shows which ``QueueStatus`` field
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
-from vermilion._messages import EnqueueResult, QueueStatus
+from vermilion._messages import EnqueueResult, FailedMessage, QueueStatus, ReplayResult
 from vermilion._migration import MigrationReport
 from vermilion._stats import Summary
 from vermilion._worker import WorkerStatus
 
 __all__ = [
     "STATUS_COLUMNS",
+    "failed_row",
     "format_enqueue_result",
+    "format_failed",
     "format_migration",
     "format_queue_statuses",
+    "format_replay_result",
     "format_table",
     "format_worker_status",
     "status_row",
@@ -115,6 +119,7 @@ STATUS_COLUMNS = (
     ("backoff", "nbackoff"),
     ("done", "ndone"),
     ("failed", "nfailed"),
+    ("dropped", "nfailed_dropped"),
     ("total", "ntotal"),
     ("lag (s)", "lag"),
 )
@@ -145,3 +150,54 @@ def format_migration(report: MigrationReport) -> str:
         return f"{report.queue}: nothing to migrate (no version-1 data)"
     n = report.moved
     return f"migrated {report.queue}: moved {n:,} message{'' if n == 1 else 's'} to protocol version 2"
+
+
+# A failed message's content and reason are shown on one line, cut to this many characters.
+_CELL_CHARS = 60
+
+
+def _json_text(value: object) -> str:
+    """Content as JSON text; what JSON cannot hold (raw bytes) as its Python repr."""
+    return json.dumps(value, ensure_ascii=False, default=repr)
+
+
+def failed_row(entry: FailedMessage) -> dict[str, object]:
+    """One entry of ``failed --json``: the ``FailedMessage`` fields, ``failed_at`` in ISO 8601.
+
+    Content JSON cannot hold (the raw bytes of an undecodable payload) becomes its repr.
+    """
+    return {
+        "mid": entry.mid,
+        "content": json.loads(_json_text(entry.content)),
+        "reason": entry.reason,
+        "attempts": entry.attempts,
+        "failed_at": entry.failed_at.isoformat(timespec="milliseconds"),
+    }
+
+
+def _one_line(text: str) -> str:
+    flat = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return flat if len(flat) <= _CELL_CHARS else flat[: _CELL_CHARS - 3] + "..."
+
+
+def format_failed(entries: Sequence[FailedMessage]) -> str:
+    """A page of the failure history as a table, newest first, one line per message."""
+    return format_table(
+        ["failed at (UTC)", "mid", "attempts", "reason", "content"],
+        [
+            [
+                entry.failed_at.strftime("%Y-%m-%d %H:%M:%S"),
+                entry.mid,
+                entry.attempts,
+                _one_line(entry.reason),
+                "-" if entry.content is None else _one_line(_json_text(entry.content)),
+            ]
+            for entry in entries
+        ],
+    )
+
+
+def format_replay_result(result: ReplayResult) -> str:
+    if result.ok:
+        return f"replayed {result.mid}"
+    return f"not replayed {result.mid}: {result.error}"

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from vermilion import __version__
 from vermilion._queue import DEFAULT_URL
 
-from . import _commands
+from . import _commands, _failures
 from ._dashboard import TOKEN_ENV, run_dashboard
 from ._demo import run_demo_command
 from ._exit import EXIT_USAGE
@@ -59,6 +59,23 @@ _ABOUT = {
         " version-1 keys, to protocol version 2, keeping every message's state. Safe to"
         " repeat and to interrupt; stop version-1 workers first.",
     ),
+    "failed": (
+        "the failure history of a queue: failed messages with their reasons and payloads",
+        "A page of the queue's failed messages, newest first: when each failed, its mid,"
+        " attempts, reason and content (cut to one line; --json gives them whole).",
+    ),
+    "replay": (
+        "put failed messages back in their queue",
+        "Put the named failed messages (or with --all every one) back in the queue, ready,"
+        " each as a new life (attempt 1). Prints 'replayed MID' or 'not replayed MID: REASON'"
+        " (live: the mid lives again; unknown: not in the history; no-content: a failure"
+        " migrated from protocol version 1); exit code 3 if any was not replayed.",
+    ),
+    "purge-failed": (
+        "remove failed messages from the failure history",
+        "Remove the named failed messages (or with --all every one) from the queue's failure"
+        " history; the queue forgets their mids. Prints how many were removed.",
+    ),
 }
 """The commands that read or feed queues: their one-line help and their description."""
 
@@ -91,14 +108,22 @@ def _positive_duration(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(minimum: int, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(1, text)
+
+
+def _non_negative_int(text: str) -> int:
+    return _int_at_least(0, text)
 
 
 def _run_async(
@@ -272,6 +297,31 @@ def _add_migrate(commands: Any) -> None:
     )
 
 
+def _add_failed(commands: Any) -> None:
+    failed = _queue_command(commands, "failed", _failures.failed)
+    failed.add_argument("queue", metavar="QUEUE")
+    failed.add_argument(
+        "--limit", type=_non_negative_int, default=20, metavar="N", help="at most N messages (default 20)"
+    )
+    failed.add_argument(
+        "--offset", type=_non_negative_int, default=0, metavar="N", help="skip the N newest (default 0)"
+    )
+
+
+def _add_replay(commands: Any) -> None:
+    replay = _queue_command(commands, "replay", _failures.replay)
+    replay.add_argument("queue", metavar="QUEUE")
+    replay.add_argument("mids", nargs="*", metavar="MID", help="mids of failed messages")
+    replay.add_argument("--all", action="store_true", help="every message of the failure history")
+
+
+def _add_purge_failed(commands: Any) -> None:
+    purge = _queue_command(commands, "purge-failed", _failures.purge_failed)
+    purge.add_argument("queue", metavar="QUEUE")
+    purge.add_argument("mids", nargs="*", metavar="MID", help="mids of failed messages")
+    purge.add_argument("--all", action="store_true", help="every message of the failure history")
+
+
 def _add_demo(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="enqueue and handle 10,000 messages, then show the worker's status"
@@ -333,14 +383,15 @@ def _parser() -> argparse.ArgumentParser:
         description="A durable Redis message queue for asyncio.",
         epilog="Global options go before or after the command (after wins). Exit codes: 0 ok; 1 error"
         " (Redis unreachable or refusing, or the handler's module raised); 2 bad input; 3 enqueue"
-        " refused; 4 worker stopped by a second signal; 130 interrupted; 141 stdout closed.",
+        " or replay refused; 4 worker stopped by a second signal; 130 interrupted; 141 stdout closed.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--url", help=_URL_HELP)
     parser.add_argument(
         "--json",
         action="store_true",
-        help=f"{_JSON_HELP} (status, queues, enqueue, message-status, clear, migrate)",
+        help=f"{_JSON_HELP} (status, queues, enqueue, message-status, clear, migrate, failed, replay,"
+        " purge-failed)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
@@ -351,6 +402,9 @@ def _parser() -> argparse.ArgumentParser:
         _add_message_status,
         _add_clear,
         _add_migrate,
+        _add_failed,
+        _add_replay,
+        _add_purge_failed,
         _add_demo,
         _add_dashboard,
     ):

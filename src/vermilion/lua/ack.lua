@@ -3,8 +3,9 @@
 --
 -- KEYS: the queue keys listed in _common.lua.
 -- ARGV:
---   1 max_failed   integer >= 0: how many failures the `failed` history keeps
---   2 count        integer >= 0: how many outcomes follow
+--   1 max_failed        integer >= 0: how many entries the failure history keeps
+--   2 max_failed_bytes  integer >= 0: how many bytes of failure records it keeps
+--   3 count             integer >= 0: how many outcomes follow
 --   then groups of three, one per outcome:
 --   mid          message id
 --   token        integer lease token the message was handed out with
@@ -21,8 +22,12 @@
 --   retry, no backoff   -> ready again at the tail, wake-up token pushed
 --   retry, backoff s    -> delayed for s ms, wake-up token pushed
 --   failure             -> starts its pending requeue if there is one; else
---                          recorded in `failed`/`errors` (oldest trimmed beyond
---                          max_failed, and forgotten)
+--                          recorded in the failure history with its payload,
+--                          reason, attempts and own lease (see _history.lua);
+--                          the oldest entries beyond max_failed or
+--                          max_failed_bytes are dropped (forgotten, and counted
+--                          in meta's failed_dropped); a record larger than
+--                          max_failed_bytes on its own is dropped at once
 -- A retried message keeps its attempts and loses its suspect mark.
 -- The batch is applied with a few commands per key, not per outcome: one HMGET
 -- of the records checks every fence, then the removals of all applied
@@ -34,12 +39,15 @@
 
 --#include _layout
 --#include _state
+--#include _history
 
 check_key_types()
 local GROUP = 3
+local FIRST_GROUP = 4
 local max_failed = to_int(ARGV[1], 'max_failed', 0)
-local count = to_int(ARGV[2], 'count', 0)
-local first_reason = 3 + GROUP * count
+local max_failed_bytes = to_int(ARGV[2], 'max_failed_bytes', 0)
+local count = to_int(ARGV[3], 'count', 0)
+local first_reason = FIRST_GROUP + GROUP * count
 if #ARGV < first_reason - 1 then
   return fail('ack expects ' .. count .. ' groups of ' .. GROUP .. ' arguments')
 end
@@ -48,7 +56,7 @@ end
 -- the hot path, and Lua's garbage is its cost).
 local o_mid, o_token, o_kind, o_backoff, o_reason = {}, {}, {}, {}, {}
 local next_reason = first_reason
-for i = 3, first_reason - 1, GROUP do
+for i = FIRST_GROUP, first_reason - 1, GROUP do
   local n = #o_mid + 1
   o_mid[n], o_token[n] = ARGV[i], to_int(ARGV[i + 1], 'token', 1)
   local code = ARGV[i + 2]
@@ -66,16 +74,6 @@ for i = 3, first_reason - 1, GROUP do
   end
 end
 if next_reason ~= #ARGV + 1 then return fail('extra arguments after the failure reasons') end
-
-local function trim_failed()
-  local excess = redis.call('ZCARD', K_FAILED) - max_failed
-  if excess > 0 then
-    local oldest = redis.call('ZRANGE', K_FAILED, 0, excess - 1)
-    call_in_slices('ZREM', K_FAILED, oldest)
-    call_in_slices('HDEL', K_ERRORS, oldest)
-    call_in_slices('SREM', K_MIDS, oldest)
-  end
-end
 
 local now = now_ms()
 local woken = 0
@@ -108,11 +106,20 @@ end
 -- Removals first, for the whole batch: the leases, the records of messages
 -- that leave, and the mids the queue forgets.
 local released, leaving, forgotten = {}, {}, {}
+-- A failure whose record alone is larger than the byte bound is dropped at
+-- once: kept, it would push the whole history out before its own turn.
+local too_large = {}
 for _, i in ipairs(current) do
   local mid, kind = o_mid[i], o_kind[i]
   released[#released + 1] = mid
   if kind ~= 'r' then leaving[#leaving + 1] = mid end
-  if kind == 's' and o_backoff[i] == 0 and not requeued[i] then forgotten[#forgotten + 1] = mid end
+  if kind == 'f' and not requeued[i] then
+    local payload_bytes = #records[i] - RECORD_HEADER_BYTES
+    too_large[i] = FAILURE_HEADER_BYTES + #o_reason[i] + payload_bytes > max_failed_bytes
+  end
+  if (kind == 's' and o_backoff[i] == 0 and not requeued[i]) or too_large[i] then
+    forgotten[#forgotten + 1] = mid
+  end
 end
 call_in_slices('ZREM', K_LOCKS, released)
 call_in_slices('HDEL', K_RECORDS, leaving)
@@ -121,6 +128,7 @@ call_in_slices('SREM', K_MIDS, forgotten)
 -- Then the additions.
 local after = offset_strings(now)
 local windows, failures, reasons, retried, pointers, delayed = {}, {}, {}, {}, {}, {}
+local added_bytes, dropped_now = 0, 0
 for _, i in ipairs(current) do
   local mid, kind, backoff = o_mid[i], o_kind[i], o_backoff[i]
   if kind == 'r' then
@@ -148,21 +156,28 @@ for _, i in ipairs(current) do
     -- that the new life failed too.
     apply_requeue(mid, now)
     woken = woken + 1
+  elseif too_large[i] then
+    dropped_now = dropped_now + 1
   elseif kind == 'f' then
+    local r = parse_record(records[i])
+    local failure = pack_failure(r.attempts, r.lock, o_reason[i], r.payload)
     failures[#failures + 1] = after(0)
     failures[#failures + 1] = mid
     reasons[#reasons + 1] = mid
-    reasons[#reasons + 1] = o_reason[i]
+    reasons[#reasons + 1] = failure
+    added_bytes = added_bytes + #failure
   end
 end
 call_in_slices('HSET', K_RECORDS, retried)
 call_in_slices('RPUSH', K_READY, pointers)
 call_in_slices('ZADD', K_DELAYED, delayed)
 call_in_slices('ZADD', K_DONE, windows)
+if dropped_now > 0 then redis.call('HINCRBY', K_META, 'failed_dropped', int_str(dropped_now)) end
 if #failures > 0 then
   call_in_slices('ZADD', K_FAILED, failures)
   call_in_slices('HSET', K_ERRORS, reasons)
-  trim_failed()
+  add_history_bytes(added_bytes)
+  trim_history(max_failed, max_failed_bytes)
 end
 wake_workers(woken)
 return replies

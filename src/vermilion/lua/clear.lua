@@ -5,7 +5,8 @@
 -- Reply: the number of messages that were live (queued, delayed or locked).
 --
 -- Workers holding leases of cleared messages find their acks and extends
--- stale. `meta` is kept (one small hash): its lease-token counter keeps
+-- stale. `meta` is kept (one small hash, without the failure history's byte
+-- total, which the history takes with it): its lease-token counter keeps
 -- growing, so an old holder's token can never match a new lease, and the
 -- protocol version stays recorded; queue_names() does not count a queue that
 -- has only this key.
@@ -42,6 +43,10 @@ local doomed = {}
 for i = 1, 10 do doomed[#doomed + 1] = KEYS[i] end
 if reseed then doomed[#doomed + 1] = K_META end
 redis.call('DEL', unpack(doomed))
+if not reseed and redis.call('TYPE', K_META)['ok'] == 'hash' then
+  -- The history is gone, and its byte total with it; the drop counter stays.
+  redis.call('HDEL', K_META, 'failed_bytes')
+end
 if reseed then
   redis.call('HSET', K_META, 'version', '2', 'seq', int_str(now_ms() * 1000))
 end

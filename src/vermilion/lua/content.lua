@@ -6,15 +6,18 @@
 -- KEYS: the queue keys listed in _common.lua.
 -- ARGV: none.
 -- Reply: [now_ms, then eight entries per message:
---   mid, status, attempts, enqueued_ms (or -1), backoff_end_ms (or -1),
+--   mid, status, attempts (of the current life, or of the one that failed),
+--   enqueued_ms (or -1), backoff_end_ms (or -1),
 --   has_content (1/0), content (payload bytes, or '' when has_content is 0),
 --   error (the failure reason of a failed message, else '')]
 -- Live messages show their payload; finished ones show their pending requeue
--- payload, if any; failed ones show their reason.
+-- payload, if any; failed ones show their reason, and the payload and attempts
+-- their failure record keeps.
 -- Invariants: writes nothing (flags=no-writes).
 
 --#include _layout
 --#include _state
+--#include _history
 
 check_key_types()
 local now = now_ms()
@@ -33,7 +36,11 @@ local function add(mid)
   if status == nil then return end
   local payload, attempts, enqueued = nil, 0, -1
   local entry = fresh[mid]
-  if record then
+  local failure = nil
+  if state == 'failed' then
+    failure = parse_failure(redis.call('HGET', K_ERRORS, mid))
+    payload, attempts = failure.payload, failure.attempts
+  elseif record then
     payload, attempts, enqueued = record.payload, record.attempts, record.enqueued
     if has_flag(record.flags, OVERRIDES) and entry then enqueued = entry.enqueued end
   elseif entry then
@@ -60,8 +67,8 @@ local function add(mid)
     reply[#reply + 1] = 0
     reply[#reply + 1] = ''
   end
-  if state == 'failed' then
-    reply[#reply + 1] = redis.call('HGET', K_ERRORS, mid) or ''
+  if failure then
+    reply[#reply + 1] = failure.reason
   else
     reply[#reply + 1] = ''
   end

@@ -3,7 +3,7 @@
 --
 -- KEYS: the queue keys listed in _common.lua.
 -- ARGV: none.
--- Reply: [nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms]
+-- Reply: [nqueued, nlocked, nbackoff, ndone, nfailed, lag_ms, nfailed_dropped]
 --   nqueued   ready now: in `ready`, plus ended delays and lapsed leases that a
 --             dequeue has not moved yet
 --   nlocked   leases still running
@@ -11,6 +11,7 @@
 --   ndone     inside a de-dup window, or ended and not yet collected
 --   nfailed   failures kept in the history
 --   lag_ms    how long the longest-waiting ready message has been ready (0: none)
+--   nfailed_dropped  failure-history entries its bounds dropped (meta's failed_dropped)
 -- Invariants: writes nothing (flags=no-writes); nqueued + nlocked + nbackoff
 -- equals the number of live messages (one entry in `ready` per ready message).
 
@@ -61,4 +62,5 @@ return {
   redis.call('ZCARD', K_DONE),
   redis.call('ZCARD', K_FAILED),
   lag,
+  stored_int(redis.call('HGET', K_META, 'failed_dropped'), 0, MAX_EXACT) or 0,
 }

@@ -95,6 +95,7 @@ end
 
 check_key_types()
 --#include _state
+--#include _history
 
 local woken = 0
 
@@ -130,9 +131,11 @@ end
 local function add_fresh(mid, payload, state)
   if state ~= nil then
     -- A former life ended (failed, or its window ended): clear its traces.
-    redis.call('ZREM', K_DONE, mid)
-    redis.call('ZREM', K_FAILED, mid)
-    redis.call('HDEL', K_ERRORS, mid)
+    if state == 'failed' then
+      forget_failure(mid)
+    else
+      redis.call('ZREM', K_DONE, mid)
+    end
   else
     fresh_unknown[#fresh_unknown + 1] = mid
   end

@@ -10,7 +10,10 @@
 -- Reply: [mids moved by this call, version-1 entries still to move].
 --
 -- Each mid keeps its state, order, payload, attempts, times, own lease, lease
--- token, suspect mark, de-dup window, failure record and pending requeue. The
+-- token, suspect mark, de-dup window, failure record and pending requeue. A
+-- failure keeps its time and reason; version 1 kept no payload, so its failure
+-- record has none (flags 0, attempts 0), and the history's byte total grows
+-- by its length. The
 -- lease counter continues from the larger of both versions' counters, so a
 -- migrated lease token is never handed out again. When nothing of version 1 is
 -- left, its keys are gone and `meta` records version 2.
@@ -21,6 +24,7 @@
 
 --#include _layout
 --#include _state
+--#include _history
 
 -- KEYS[12] is the test clock only when it is given (29 keys): else it is the
 -- first version-1 key, which _common.lua would read as a clock.
@@ -86,8 +90,7 @@ local function claim_mid(mid)
   if window_end and window_end > now then return false end
   if not window_end and not redis.call('ZSCORE', K_FAILED, mid) then return false end  -- fresh in `ready`
   redis.call('ZREM', K_DONE, mid)
-  redis.call('ZREM', K_FAILED, mid)
-  redis.call('HDEL', K_ERRORS, mid)
+  forget_failure(mid)
   return true
 end
 
@@ -162,8 +165,11 @@ local function move_finished()
     redis.call('ZREM', V1.failed, mid)
     redis.call('HDEL', V1.errors, mid)
     if redis.call('SADD', K_MIDS, mid) == 1 then
+      -- Version 1 kept no payload, nor the attempts of the life that failed.
+      local failure = pack_failure(0, 0, reason or '', nil)
       redis.call('ZADD', K_FAILED, entries[i + 1], mid)
-      redis.call('HSET', K_ERRORS, mid, reason or '')
+      redis.call('HSET', K_ERRORS, mid, failure)
+      add_history_bytes(#failure)
     end
     moved = moved + 1
   end
