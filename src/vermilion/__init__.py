@@ -35,6 +35,7 @@ from ._messages import (
     WorkerStats,
     WorkerStatus,
 )
+from ._presence import WorkerPresence
 from ._queue import Queue, clear_queues, queue_names
 from ._serialization import JsonSerializer, MsgpackSerializer, Serializer
 from ._stats import Summary
@@ -71,6 +72,7 @@ __all__ = [
     "Summary",
     "VermilionConnectionError",
     "VermilionError",
+    "WorkerPresence",
     "WorkerStats",
     "WorkerStatus",
     "clear_queues",

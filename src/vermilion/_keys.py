@@ -21,6 +21,8 @@ __all__ = [
     "queue_name_in",
     "queue_name_of",
     "scan_pattern",
+    "worker_key",
+    "workers_key",
 ]
 
 KEY_PREFIX = "vermilion"
@@ -92,6 +94,16 @@ class QueueKeys:
         return QueueKeys(self.name, (*self.keys, clock), self.v1)
 
 
+def workers_key(queue: str) -> bytes:
+    """The index of a queue's live workers: a sorted set, worker id -> ms its presence expires."""
+    return f"{KEY_PREFIX}:{{{queue}}}:v{PROTOCOL_VERSION}:workers".encode()
+
+
+def worker_key(queue: str, worker_id: str) -> bytes:
+    """The presence record of one worker of a queue: a string with a TTL, in the queue's slot."""
+    return f"{KEY_PREFIX}:{{{queue}}}:v{PROTOCOL_VERSION}:worker:{worker_id}".encode()
+
+
 def scan_pattern(pattern: str) -> str:
     """The ``SCAN MATCH`` pattern for the keys of queues whose names match a glob ``pattern``."""
     return f"{KEY_PREFIX}:{{{pattern}}}:*"
@@ -101,7 +113,12 @@ def queue_name_of(key: bytes) -> bytes | None:
     """The raw queue name inside a key ``SCAN`` found, or None for a key no live queue keeps."""
     if key.endswith((b"}:v2:meta", b"}:seq")):  # kept by clear(): not a sign of a live queue
         return None
-    return key[len(KEY_PREFIX) + 2 :].partition(b"}")[0]
+    raw, _, part = key[len(KEY_PREFIX) + 2 :].partition(b"}")
+    # Workers announce themselves on a queue before it holds anything: their
+    # presence alone does not make a queue.
+    if part == b":v2:workers" or part.startswith(b":v2:worker:"):
+        return None
+    return raw
 
 
 def queue_name_in(key: bytes, raw: bytes) -> str | None:

@@ -152,11 +152,23 @@ class ScriptClient:
         return await self._call_packed(script, keys, len(argv), body, replayable=replayable, channel=channel)
 
     async def _call_checked(
-        self, script: Script, keys: QueueKeys, argv: Sequence[Any], *, replayable: bool
+        self,
+        script: Script,
+        keys: QueueKeys,
+        argv: Sequence[Any],
+        *,
+        replayable: bool,
+        cache_head: bool = True,
     ) -> Any:
-        """Call ``script`` without the version check (the check itself, and migrate)."""
+        """Call ``script`` without the version check (the check itself, migrate, presence).
+
+        ``cache_head=False`` for keys that vary from call to call (a worker's
+        presence record), which would fill the cache of packed heads.
+        """
         body = b"".join([bulk(arg) for arg in argv])
-        return await self._call_packed(script, keys, len(argv), body, replayable=replayable, versioned=False)
+        return await self._call_packed(
+            script, keys, len(argv), body, replayable=replayable, versioned=False, cache_head=cache_head
+        )
 
     async def _call_packed(
         self,
@@ -168,12 +180,13 @@ class ScriptClient:
         replayable: bool,
         channel: Channel | None = None,
         versioned: bool = True,
+        cache_head: bool = True,
     ) -> Any:
         """Call ``script`` with ``argc`` arguments already packed as RESP bulk strings."""
         await self._ensure_checked()
         if versioned:
             await self._ensure_version(keys)
-        count, head = self._head(script, keys)
+        count, head = self._head(script, keys) if cache_head else _packed_head(script, keys)
         try:
             return await self.transport.run(
                 b"*%d\r\n%b%b" % (count + argc, head, body), replayable=replayable, channel=channel
@@ -198,10 +211,7 @@ class ScriptClient:
         cache_key = (script.name, keys.name)
         head = self._heads.get(cache_key)
         if head is None:
-            evalsha = b"EVALSHA_RO" if script.read_only else b"EVALSHA"
-            args: list[bytes | str | int] = [evalsha, script.sha, len(keys.keys), *keys.keys]
-            head = (len(args), b"".join([bulk(arg) for arg in args]))
-            self._heads[cache_key] = head
+            head = self._heads[cache_key] = _packed_head(script, keys)
         return head
 
     # -- operations --------------------------------------------------------------
@@ -346,6 +356,13 @@ class ScriptClient:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+def _packed_head(script: Script, keys: QueueKeys) -> tuple[int, bytes]:
+    """``EVALSHA <sha> <numkeys> <keys...>`` packed as RESP bulk strings, and how many they are."""
+    evalsha = b"EVALSHA_RO" if script.read_only else b"EVALSHA"
+    args: list[bytes | str | int] = [evalsha, script.sha, len(keys.keys), *keys.keys]
+    return len(args), b"".join([bulk(arg) for arg in args])
 
 
 def _warn_if_evicting(server_fields: dict[str, str]) -> None:

@@ -16,6 +16,8 @@ from ._failures import FailureHistory
 from ._keys import QueueKeys
 from ._logs import logger
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
+from ._presence import WorkerPresence
+from ._presence_calls import live_workers
 from ._protocol import DEFAULT_MAX_FAILED_BYTES, ScriptClient
 from ._redis_internals import connection_settings, describe_client
 from ._serialization import (
@@ -351,13 +353,21 @@ class Queue(FailureHistory):
             )
         return infos
 
+    async def workers(self) -> list[WorkerPresence]:
+        """The live workers of this queue, as they last announced themselves, oldest first.
+
+        A worker announces itself when it starts and every ``presence_interval``
+        (30 s by default); a crashed worker is listed until its record lapses.
+        """
+        return await live_workers(self._connection, self._name)
+
     async def clear(self) -> int:
         """Delete every message and all state of this queue.
 
         Returns how many live messages were removed. Only the queue's lease
         counter and protocol version stay (``vermilion:{<name>}:v2:meta``), so
         that a worker still holding a lease from before can never complete a
-        message from after.
+        message from after, and the presence of its live workers.
         """
         return await self._connection.clear(self._keys)
 

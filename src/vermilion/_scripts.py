@@ -29,6 +29,7 @@ _OPERATIONS = (
     "failed",
     "replay",
     "purge",
+    "presence",
 )
 
 

@@ -44,6 +44,8 @@ from ._policies import (
     exponential_idle_backoff,
 )
 from ._polling import Poller, Slots
+from ._presence import new_worker_id
+from ._presence_beat import DEFAULT_PRESENCE_INTERVAL, presence_beat
 from ._queue import Queue
 from ._stats import Tally
 from ._transport import Channel
@@ -95,6 +97,9 @@ class AsyncWorker:
         stop_timeout: how long ``async with`` exit and a cancelled ``run()``
             wait for running handlers (``stop()``'s default timeout). Keep it
             below your platform's shutdown grace period (Kubernetes: 30 s).
+        presence_interval: seconds between the worker's announcements in Redis
+            (``Queue.workers()`` lists it; the record lapses after three
+            intervals without one); ``None`` announces nothing.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class AsyncWorker:
         monitor: Callable[[PollInfo], object] | _Default | None = DEFAULT,
         on_exception: ExceptionMapper = exception_to_failure,
         stop_timeout: float | timedelta = 30.0,
+        presence_interval: float | timedelta | None = DEFAULT_PRESENCE_INTERVAL,
     ) -> None:
         if not isinstance(queue, Queue):
             raise TypeError(f"queue must be a vermilion.Queue, not {type(queue).__name__}")
@@ -173,6 +179,17 @@ class AsyncWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._channel: Channel | None = None
         self._stopping = asyncio.Event()
+        self.id: str = new_worker_id()
+        self._presence = presence_beat(
+            presence_interval,
+            client,
+            queue.name,
+            self.id,
+            self.concurrency,
+            self._slots,
+            self.stats,
+            self._tally,
+        )
 
     # The handler's options live in the parts that use them; these read and set them there.
 
@@ -263,6 +280,8 @@ class AsyncWorker:
                 (self._leases.run, "heartbeat"),
             )
         ]
+        if self._presence is not None:
+            self._presence.launch(self._supervise)
         logger.info("worker started on queue %r (concurrency %d)", self.queue.name, self.concurrency)
 
     def _new_events(self) -> None:
@@ -336,6 +355,8 @@ class AsyncWorker:
                 unacknowledged,
             )
         self._leases.clear()
+        if self._presence is not None:
+            await self._presence.stop()
         if self._channel is not None:
             await self._channel.aclose()
             self._channel = None

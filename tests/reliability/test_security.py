@@ -54,6 +54,7 @@ from vermilion._scripts import SCRIPTS, Script
 ROOT = Path(__file__).resolve().parents[2]
 LUA_DIR = ROOT / "src" / "vermilion" / "lua"
 PROTOCOL = ROOT / "src" / "vermilion" / "_protocol.py"
+PRESENCE_CALLS = ROOT / "src" / "vermilion" / "_presence_calls.py"
 PASSWORD = "tenant-secret"
 
 # -- the least-privilege command list (docs/reliability.md prints it) -----------------
@@ -84,6 +85,7 @@ SCRIPT_COMMANDS = frozenset(
         "smembers",
         "smismember",
         "srem",
+        "set",
         "time",
         "type",
         "zadd",
@@ -92,6 +94,7 @@ SCRIPT_COMMANDS = frozenset(
         "zrange",
         "zrangebyscore",
         "zrem",
+        "zremrangebyscore",
         "zscore",
     ]
 )
@@ -99,8 +102,9 @@ SCRIPT_COMMANDS = frozenset(
 MIGRATE_AND_TEST_CLOCK_COMMANDS = frozenset({"get"})
 """The scripts' reads of two string keys no tenant's queue has: version 1's lease counter
 (``vermilion migrate``) and the clock tests may pass as a 12th key (now_ms in _common.lua)."""
-CLIENT_COMMANDS = frozenset({"evalsha", "evalsha_ro", "eval", "eval_ro", "blpop"})
-"""What vermilion sends outside scripts: the scripts (EVAL only after NOSCRIPT) and the idle wait."""
+CLIENT_COMMANDS = frozenset({"evalsha", "evalsha_ro", "eval", "eval_ro", "blpop", "mget"})
+"""What vermilion sends outside scripts: the scripts (EVAL only after NOSCRIPT), the idle wait,
+and the read of the live workers' records (Queue.workers())."""
 REQUIRED = SCRIPT_COMMANDS | CLIENT_COMMANDS
 CHECK_COMMANDS = frozenset({"info"})
 """The start-up check of the server's version and eviction policy."""
@@ -230,6 +234,8 @@ def test_t20_command_list_is_what_the_code_sends() -> None:
     protocol = PROTOCOL.read_text()
     sent = {name.lower() for name in re.findall(r'\brun\(\s*\(\s*b?"([A-Z]+)"', protocol)}
     sent |= {name.lower() for name in re.findall(r'b"(EVAL(?:SHA)?(?:_RO)?)"', protocol)}
+    sent |= {name.lower() for name in re.findall(r'\(b"([A-Z]+)"', PRESENCE_CALLS.read_text())}
+    assert "mget" in sent
     assert sent - {"config"} <= CLIENT_COMMANDS | CHECK_COMMANDS | ADMIN_COMMANDS
     assert not (REQUIRED | CHECK_COMMANDS | ADMIN_COMMANDS) & NEVER
 
@@ -339,6 +345,8 @@ async def full_workload(url: str, name: str, admin: aioredis.Redis) -> dict[str,
             assert not await ack(queue, lapsed, "s")
             conn, keys = queue._protocol
             assert await conn.extend(keys, [("lapse", lapsed.token, 1000)]) == [False]
+            # The worker announced itself when it started (presence: SET, ZADD; MGET to read).
+            assert len(await queue.workers()) == 1
         history = await queue.content()
         assert [info.status for info in history] == [MessageStatus.FAILED] * 2  # failure_history=2
         assert await queue.clear() == 0

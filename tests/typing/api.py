@@ -6,7 +6,7 @@ A change that breaks a typed user of the API fails the `typecheck` session.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -35,6 +35,7 @@ from vermilion import (
     Summary,
     VermilionConnectionError,
     VermilionError,
+    WorkerPresence,
     WorkerStats,
     WorkerStatus,
     clear_queues,
@@ -135,7 +136,9 @@ async def consumer(queue: Queue) -> None:
         max_attempts=5,
         monitor=QueueSizeMonitor(max_size=5000, interval=timedelta(hours=1)),
         on_exception=on_exception,
+        presence_interval=timedelta(seconds=10),
     )
+    worker_id: str = worker.id
     await worker.start()
     await worker.stop(timeout=10)
     async with AsyncWorker(queue, only_success, idle_backoff=2.0, monitor=on_poll) as running:
@@ -148,6 +151,13 @@ async def consumer(queue: Queue) -> None:
         queue_status: QueueStatus | None = status.queue_status
         in_flight: int = status.in_flight
         del p99, plain, counts, queue_status, in_flight
+        workers: list[WorkerPresence] = await queue.workers()
+        for presence in workers:
+            seen: datetime = presence.last_seen
+            timing: Summary | None = presence.handling_time_ms
+            del seen, timing
+    del worker_id
+    AsyncWorker(queue, handler, presence_interval=None)
     await AsyncWorker(queue, handler, monitor=None).run()
 
 

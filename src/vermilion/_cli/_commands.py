@@ -1,4 +1,4 @@
-"""The commands that read or feed queues: status, queues, enqueue, message-status, clear, migrate.
+"""The commands that read or feed queues: status, queues, workers, enqueue, message-status, clear, migrate.
 
 Each takes the parsed arguments and returns an exit code; text goes through
 :mod:`._format`, JSON through :func:`._connect.print_json`. They must not reach
@@ -21,9 +21,25 @@ from vermilion._validation import check_queue_name
 
 from ._connect import connect, named_queues, print_json
 from ._exit import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, CommandError
-from ._format import format_enqueue_result, format_migration, format_queue_statuses, status_row
+from ._format import (
+    format_enqueue_result,
+    format_migration,
+    format_queue_statuses,
+    format_workers,
+    status_row,
+    worker_row,
+)
 
-__all__ = ["clear", "enqueue", "list_queues", "message_status", "migrate", "parse_content", "status"]
+__all__ = [
+    "clear",
+    "enqueue",
+    "list_queues",
+    "list_workers",
+    "message_status",
+    "migrate",
+    "parse_content",
+    "status",
+]
 
 
 async def status(args: argparse.Namespace) -> int:
@@ -45,6 +61,16 @@ async def list_queues(args: argparse.Namespace) -> int:
     else:
         for name in names:
             print(name)
+    return EXIT_OK
+
+
+async def list_workers(args: argparse.Namespace) -> int:
+    async with connect(args) as client:
+        workers = await Queue(args.queue, redis=client).workers()
+    if args.json:
+        print_json([worker_row(worker) for worker in workers])
+    else:
+        print(format_workers(args.queue, workers))
     return EXIT_OK
 
 

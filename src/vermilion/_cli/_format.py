@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from vermilion._messages import EnqueueResult, FailedMessage, QueueStatus, ReplayResult
 from vermilion._migration import MigrationReport
+from vermilion._presence import WorkerPresence
 from vermilion._stats import Summary
 from vermilion._worker import WorkerStatus
 
@@ -24,7 +27,9 @@ __all__ = [
     "format_replay_result",
     "format_table",
     "format_worker_status",
+    "format_workers",
     "status_row",
+    "worker_row",
 ]
 
 
@@ -201,3 +206,48 @@ def format_replay_result(result: ReplayResult) -> str:
     if result.ok:
         return f"replayed {result.mid}"
     return f"not replayed {result.mid}: {result.error}"
+
+
+def worker_row(presence: WorkerPresence) -> dict[str, Any]:
+    """One worker's entry of ``workers --json``: every field, times as ISO 8601 UTC."""
+    row: dict[str, Any] = {}
+    for name in WorkerPresence.__dataclass_fields__:
+        value = getattr(presence, name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, Summary):
+            value = value.as_dict()
+        row[name] = value
+    return row
+
+
+def _time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_workers(queue: str, workers: Sequence[WorkerPresence]) -> str:
+    """The table of ``vermilion workers``: one line per live worker."""
+    if not workers:
+        return f"no live workers on queue {queue!r}"
+    headers = ["id", "host", "pid", "concurrency", "in flight", "success", "retry", "failure"]
+    headers += ["p50 (ms)", "p99 (ms)", "started (UTC)", "last seen (UTC)"]
+    rows = []
+    for w in workers:
+        timing = w.handling_time_ms
+        rows.append(
+            [
+                w.id,
+                w.host,
+                str(w.pid),  # an id, not a quantity: no thousands separator
+                w.concurrency,
+                w.in_flight,
+                w.counts.get("handler/success", 0),
+                w.counts.get("handler/retry", 0),
+                w.counts.get("handler/error", 0),
+                None if timing is None else float(timing.p50),
+                None if timing is None else float(timing.p99),
+                _time(w.started_at),
+                _time(w.last_seen),
+            ]
+        )
+    return format_table(headers, rows)

@@ -38,6 +38,12 @@ _ABOUT = {
         "names of the queues that have data in Redis",
         "Names of the queues that have data in Redis, sorted, one a line.",
     ),
+    "workers": (
+        "the live workers of a queue",
+        "The workers of QUEUE that announced themselves in Redis and have not lapsed: id, host, pid,"
+        " concurrency, messages in flight, outcomes so far, handling time, when they started and when"
+        " they last announced themselves. A crashed worker is listed until its record lapses.",
+    ),
     "enqueue": (
         "add one message, given as JSON",
         "Add one message. Prints 'added MID' or 'updated MID' (exit code 0), or"
@@ -241,6 +247,11 @@ def _add_queues(commands: Any) -> None:
     )
 
 
+def _add_workers(commands: Any) -> None:
+    workers = _queue_command(commands, "workers", _commands.list_workers)
+    workers.add_argument("queue", metavar="QUEUE")
+
+
 def _add_enqueue(commands: Any) -> None:
     enqueue = _queue_command(commands, "enqueue", _commands.enqueue)
     enqueue.add_argument("queue", metavar="QUEUE")
@@ -390,14 +401,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json",
         action="store_true",
-        help=f"{_JSON_HELP} (status, queues, enqueue, message-status, clear, migrate, failed, replay,"
-        " purge-failed)",
+        help=f"{_JSON_HELP} (status, queues, workers, enqueue, message-status, clear, migrate, failed,"
+        " replay, purge-failed)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_worker,
         _add_status,
         _add_queues,
+        _add_workers,
         _add_enqueue,
         _add_message_status,
         _add_clear,
