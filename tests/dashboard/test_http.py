@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -14,7 +16,8 @@ from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from tests.conftest import QueueFactory
-from vermilion import Queue, dashboard
+from vermilion import AsyncWorker, Failure, Message, MessageStatus, Queue, Success, dashboard
+from vermilion._messages import Outcome
 
 TOKEN = "a-test-token-of-32-characters-xx"
 Client = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -259,3 +262,105 @@ async def test_the_app_mounts_inside_another_and_samples_without_its_own_lifespa
 async def overview_row_at(client: httpx.AsyncClient, path: str, name: str) -> bool:
     rows = (await client.get(path)).json()["queues"]
     return any(row["name"] == name for row in rows)
+
+
+# -- with workers and failed messages ---------------------------------------------------
+
+
+async def handle_by_content(message: Message) -> Outcome:
+    """Fail a message whose content is a dict with a "fail" reason; succeed on anything else."""
+    if isinstance(message.content, dict) and "fail" in message.content:
+        return Failure(message.content["fail"])
+    return Success()
+
+
+async def fail_messages(queue: Queue, count: int) -> list[str]:
+    """Enqueue ``count`` messages, have a worker fail them all, and return their mids (oldest first)."""
+    mids = [f"bad-{n}" for n in range(count)]
+    for mid in mids:
+        await queue.enqueue({"fail": f"reason of {mid}", "n": mid}, mid=mid)
+    async with AsyncWorker(queue, handle_by_content, presence_interval=None):
+
+        async def all_failed() -> bool:
+            return (await queue.status()).nfailed == count
+
+        await wait_for(all_failed)
+    return mids
+
+
+async def test_failed_messages_are_listed_newest_first_with_reason_and_payload(
+    client_for: Client, queue: Queue
+) -> None:
+    mids = await fail_messages(queue, 3)
+    async with client_for() as client:
+        await wait_for(lambda: is_listed(client, queue.name))
+        answer = await client.get(f"/api/queues/{queue.name}/failed?limit=2")
+        failed = answer.json()["failed"]
+        assert [entry["mid"] for entry in failed] == [mids[2], mids[1]]
+        assert failed[0]["reason"] == f"reason of {mids[2]}"
+        assert json.loads(failed[0]["payload"]) == {"fail": f"reason of {mids[2]}", "n": mids[2]}
+        assert failed[0]["attempts"] == 1 and not failed[0]["payload_cut"]
+        later = (await client.get(f"/api/queues/{queue.name}/failed?limit=2&offset=2")).json()["failed"]
+        assert [entry["mid"] for entry in later] == [mids[0]]
+
+
+async def test_replay_by_mid_and_all_puts_failed_messages_back(client_for: Client, queue: Queue) -> None:
+    mids = await fail_messages(queue, 3)
+    async with client_for(actions=True, token=TOKEN) as client:
+        await wait_for(lambda: is_listed(client, queue.name))
+        url = f"/api/queues/{queue.name}/replay"
+        answer = await client.post(url, json={"mids": [mids[0], "never-failed"]}, headers=action_headers())
+        assert answer.status_code == 200
+        assert answer.json() == {
+            "replayed": 1,
+            "results": [
+                {"mid": mids[0], "ok": True, "error": None},
+                {"mid": "never-failed", "ok": False, "error": "unknown"},
+            ],
+        }
+        assert await queue.message_status(mids[0]) == MessageStatus.QUEUED
+        answer = await client.post(url, json={"all": True}, headers=action_headers())
+        assert answer.json()["replayed"] == 2
+        assert (await queue.status()).nqueued == 3
+        assert await queue.failed() == []
+
+
+async def test_purge_by_mid_and_all_empties_the_history(client_for: Client, queue: Queue) -> None:
+    mids = await fail_messages(queue, 3)
+    async with client_for(actions=True, token=TOKEN) as client:
+        await wait_for(lambda: is_listed(client, queue.name))
+        url = f"/api/queues/{queue.name}/purge-failed"
+        answer = await client.post(url, json={"mids": [mids[1]]}, headers=action_headers())
+        assert answer.json() == {"purged": 1}
+        assert [entry.mid for entry in await queue.failed()] == [mids[2], mids[0]]
+        answer = await client.post(url, json={"all": True}, headers=action_headers())
+        assert answer.json() == {"purged": 2}
+        assert await queue.failed() == []
+        assert (await queue.status()).nqueued == 0
+
+
+async def test_live_workers_and_their_rates_show_in_the_detail(client_for: Client, queue: Queue) -> None:
+    async with (
+        client_for() as client,
+        AsyncWorker(queue, handle_by_content, presence_interval=0.2) as worker,
+    ):
+        await queue.enqueue_many(list(range(50)))
+
+        async def handled_some() -> bool:
+            answer = await client.get(f"/api/queues/{queue.name}")
+            if answer.status_code != 200:
+                return False
+            detail = answer.json()
+            return bool(detail["workers"]) and any(rate for rate in detail["series"]["handled"] if rate)
+
+        await wait_for(handled_some)
+        detail = (await client.get(f"/api/queues/{queue.name}")).json()
+        [shown] = detail["workers"]
+        assert shown["id"] == worker.id
+        assert shown["pid"] == os.getpid()
+        assert shown["concurrency"] == worker.concurrency
+        assert shown["success"] > 0
+
+
+async def is_listed(client: httpx.AsyncClient, name: str) -> bool:
+    return await overview_row(client, name) is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ __all__ = ["QueueSample", "Sampler"]
 
 log = logging.getLogger("vermilion.dashboard")
 
-_NAMES_EVERY = 5.0  # seconds between SCANs for queue names: a SCAN walks the whole keyspace
+_NAMES_EVERY = 5  # samples between SCANs for queue names: a SCAN walks the whole keyspace
 _STOP_WAIT = 10.0  # seconds stop() lets the sample under way finish before cancelling it
 
 
@@ -62,7 +63,7 @@ class Sampler:
         self.series: dict[str, QueueSeries] = {}
         self.latest: dict[str, QueueSample] = {}
         self.error: str | None = None  # why the last sample failed, shown on the page
-        self._names_at = -_NAMES_EVERY
+        self._names_at = -math.inf
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._sampled = asyncio.Event()
@@ -132,7 +133,7 @@ class Sampler:
         error is kept in ``error`` for the page.
         """
         now = time.monotonic()
-        if now - self._names_at >= _NAMES_EVERY or not self.latest:
+        if now - self._names_at >= _NAMES_EVERY * self.interval or not self.latest:
             await self._refresh_names()
             self._names_at = now
         names = list(self._queues)

@@ -96,7 +96,8 @@
         return { label: pair[0], stroke: pair[1], width: 1.5, spanGaps: false };
       }));
       const empty = [[]].concat(spec.series.map(function () { return []; }));
-      const plot = new uPlot({ width: chartWidth(node), height: 200, series: series, scales: { x: { time: true } } }, empty, node);
+      const options = { width: chartWidth(node), height: 200, series: series, legend: { live: false }, scales: { x: { time: true } } };
+      const plot = new uPlot(options, empty, node);
       return { spec: spec, node: node, plot: plot };
     });
   }
