@@ -93,7 +93,7 @@
       const node = document.getElementById(spec.id);
       node.replaceChildren();
       const series = [{}].concat(spec.series.map(function (pair) {
-        return { label: pair[0], stroke: pair[1], width: 1.5, spanGaps: false };
+        return { label: pair[0], stroke: pair[1], width: 1.5, spanGaps: false, points: { show: false } };
       }));
       const empty = [[]].concat(spec.series.map(function () { return []; }));
       const options = { width: chartWidth(node), height: 200, series: series, legend: { live: false }, scales: { x: { time: true } } };
