@@ -17,9 +17,11 @@
 --   6  done     zset   mid -> ms its de-duplication window ends
 --   7  requeue  hash   mid -> pending requeue (while the mid is locked or done)
 --   8  failed   zset   mid -> ms it failed (bounded history)
---   9  errors   hash   mid -> reason of its failure
+--   9  errors   hash   mid -> failure record (encoded in _history.lua)
 --   10 notify   list   wake-up tokens for idle workers (at most 64)
---   11 meta     hash   `version` (2) and `seq` (the last lease token handed out)
+--   11 meta     hash   `version` (2), `seq` (the last lease token handed out),
+--                      `failed_bytes` (the sum of the failure records' lengths) and
+--                      `failed_dropped` (failures the history's bounds dropped)
 --   12 clock    string TESTS ONLY, optional: the time in ms the script uses instead
 --                      of TIME; a script given a 12th key refuses to run without it
 --
@@ -43,7 +45,9 @@
 --     a record; a fresh entry's mid has no record, or an overriding one;
 --   * a lease token is non-zero exactly in the record of a leased mid;
 --   * `requeue[mid]` exists only while the mid is live or in `done` (it waits out a retry
---     or a reclaimed lease, and starts when the life ends).
+--     or a reclaimed lease, and starts when the life ends);
+--   * `errors` has a failure record for exactly the mids of `failed`, and `failed_bytes`
+--     (absent: 0) is the sum of their lengths.
 -- Time is read from the server (TIME) only, in whole milliseconds.
 
 local K_MIDS, K_READY, K_RECORDS, K_DELAYED = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
