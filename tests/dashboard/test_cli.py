@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import sys
 
@@ -13,6 +15,7 @@ import pytest
 from tests.integration.test_cli import assert_one_line_error, vermilion
 from vermilion import Queue
 from vermilion._cli import main
+from vermilion._cli._dashboard import allowed_hosts
 from vermilion._cli._parser import parse_args
 
 
@@ -28,6 +31,24 @@ def test_it_binds_this_machine_only_and_has_actions_off_by_default() -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "hosts"),
+    [
+        ([], ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.1"]),
+        (["--host", "localhost"], ["127.0.0.1", "localhost", "::1", "[::1]", "localhost"]),
+        (["--host", "127.0.0.2"], ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"]),
+        (["--host", "0.0.0.0"], None),
+        (["--host", "0.0.0.0", "--allowed-host", "q.example", "--allowed-host", "*.ops.example"], None),
+    ],
+)
+def test_the_host_names_it_answers_to(args: list[str], hosts: list[str] | None) -> None:
+    parsed = parse_args(["dashboard", *args])
+    expected = parsed.allowed_hosts if parsed.allowed_hosts else hosts
+    assert allowed_hosts(parsed) == expected
+    if "--allowed-host" in args:
+        assert expected == ["q.example", "*.ops.example"]
+
+
+@pytest.mark.parametrize(
     ("args", "fragment"),
     [
         (["--port", "0"], "at least 1"),
@@ -35,6 +56,7 @@ def test_it_binds_this_machine_only_and_has_actions_off_by_default() -> None:
         (["--interval", "0"], "more than 0"),
         (["--interval", "0.01"], "interval must be"),
         (["--history", "0.5"], "history must be"),
+        (["--allowed-host", "a.*.example"], "allowed_hosts"),
     ],
 )
 async def test_bad_options_are_usage_errors(args: list[str], fragment: str) -> None:
@@ -106,4 +128,25 @@ async def test_with_actions_and_no_token_it_prints_a_fresh_one_that_works(
             assert refused.status_code == 401
     finally:
         process.terminate()
-        await process.wait()
+        assert await process.wait() == 0  # a graceful stop
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_signal_stops_it_gracefully_with_exit_code_0(redis_url: str, signum: int) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "vermilion", "dashboard", "--url", redis_url, "--port", str(port)),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        for _ in range(300):
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/api/overview")).status_code == 200:
+                    break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the dashboard did not answer")
+    process.send_signal(signum)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    assert b"Traceback" not in err

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -214,6 +215,30 @@ async def test_an_action_from_the_same_origin_passes_the_guard(client_for: Clien
         assert answer.status_code == 404
 
 
+async def test_a_request_naming_another_host_is_refused(client_for: Client, redis_url: str) -> None:
+    """DNS rebinding: a page of another site, its name now resolving to the dashboard's address."""
+    async with client_for(allowed_hosts=["dash.example", "*.ops.example"]) as client:
+        assert (await client.get("/")).status_code == 400  # Host: testserver
+        for host in ("dash.example", "queues.ops.example", "dash.example:8000"):
+            answer = await client.get("/api/overview", headers={"Host": host})
+            assert answer.status_code == 200, host
+
+
+async def test_an_unreachable_redis_is_said_on_the_page() -> None:
+    app = dashboard.app("redis://127.0.0.1:1/0", interval=0.1)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            overview = (await client.get("/api/overview")).json()
+            assert overview["queues"] == []
+            assert "connect" in overview["error"].lower()
+            page = await client.get("/")
+            assert page.status_code == 200
+            error = re.search(r'<p id="error"([^>]*)>([^<]*)</p>', page.text)
+            assert error is not None and "hidden" not in error.group(1)  # shown
+            assert "connect" in error.group(2).lower()
+
+
 # -- arguments ---------------------------------------------------------------------
 
 
@@ -231,6 +256,10 @@ async def test_an_action_from_the_same_origin_passes_the_guard(client_for: Clien
         ({"interval": 2.0, "history": 1.0}, ValueError, "history"),
         ({"url": "redis://x", "redis": object()}, ValueError, "either url or redis"),
         ({"redis": object()}, TypeError, "redis must be"),
+        ({"allowed_hosts": "localhost"}, TypeError, "allowed_hosts"),
+        ({"allowed_hosts": ["a.*.example"]}, ValueError, "allowed_hosts"),
+        ({"allowed_hosts": ["*example.com"]}, ValueError, "allowed_hosts"),
+        ({"allowed_hosts": [""]}, ValueError, "allowed_hosts"),
     ],
 )
 def test_bad_arguments_are_refused(options: dict[str, Any], error: type[Exception], message: str) -> None:

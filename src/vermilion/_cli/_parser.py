@@ -367,6 +367,14 @@ def _add_dashboard(commands: Any) -> None:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     dashboard.add_argument(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="NAME",
+        help="a host name the page may be reached by (repeatable; '*.example.com' allowed); default:"
+        " 127.0.0.1 and localhost when bound to this machine, else any",
+    )
+    dashboard.add_argument(
         "--port", type=_port, default=8000, metavar="PORT", help="port to listen on (default 8000)"
     )
     dashboard.add_argument(

@@ -15,10 +15,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from vermilion._queue import DEFAULT_URL
 from vermilion._serialization import Serializer
@@ -47,6 +48,7 @@ def app(
     serializer: Serializer | None = None,
     interval: float = 1.0,
     history: float = 600.0,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The dashboard as an ASGI app, to serve or to mount in your Starlette/FastAPI app.
 
@@ -62,6 +64,10 @@ def app(
             a payload it cannot decode is shown as raw bytes.
         interval: seconds between two samples of Redis (at least 0.1).
         history: seconds of plots kept per queue (at least ``interval``).
+        allowed_hosts: the host names the app answers to (the ``Host``
+            header; ``*.example.com`` patterns allowed); a request naming
+            another is refused with 400, which defeats DNS rebinding against a
+            dashboard on a private address. ``None``: any host.
 
     Sampling starts with the app's lifespan, or at the first request when the
     app is mounted inside another (mounted apps get no lifespan events); it
@@ -89,8 +95,26 @@ def app(
             await sampler.stop()
 
     dashboard = Starlette(routes=Endpoints(sampler, guard).routes(), lifespan=lifespan)
+    if allowed_hosts is not None:
+        dashboard.add_middleware(
+            TrustedHostMiddleware, allowed_hosts=_hosts(allowed_hosts), www_redirect=False
+        )
     dashboard.add_middleware(SecurityHeaders)
     return dashboard
+
+
+def _hosts(allowed_hosts: Sequence[str]) -> list[str]:
+    if isinstance(allowed_hosts, str) or not all(isinstance(host, str) for host in allowed_hosts):
+        raise TypeError("allowed_hosts must be a sequence of host names (str)")
+    hosts = list(allowed_hosts)
+    for host in hosts:
+        if (
+            not host
+            or "*" in host[1:]
+            or (host.startswith("*") and host != "*" and not host.startswith("*."))
+        ):
+            raise ValueError(f"allowed_hosts: {host!r} is not a host name or a '*.example.com' pattern")
+    return hosts
 
 
 def _client(url: str | None) -> aioredis.Redis:
