@@ -30,6 +30,9 @@ from ._security import TOKEN_HEADER, ActionGuard, SecurityHeaders, check_token
 
 __all__ = ["TOKEN_HEADER", "app"]
 
+_CONNECT_TIMEOUT = 5.0
+_SOCKET_TIMEOUT = 10.0
+
 
 def _seconds(value: float, argument: str, low: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -118,4 +121,9 @@ def _hosts(allowed_hosts: Sequence[str]) -> list[str]:
 
 
 def _client(url: str | None) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url or os.environ.get("VERMILION_URL") or DEFAULT_URL)
+    # Timeouts, so that a Redis gone silent shows as an error on the page instead of a stalled sampler.
+    return aioredis.Redis.from_url(
+        url or os.environ.get("VERMILION_URL") or DEFAULT_URL,
+        socket_connect_timeout=_CONNECT_TIMEOUT,
+        socket_timeout=_SOCKET_TIMEOUT,
+    )

@@ -32,6 +32,7 @@ log = logging.getLogger("vermilion.dashboard")
 
 _NAMES_EVERY = 5  # samples between SCANs for queue names: a SCAN walks the whole keyspace
 _STOP_WAIT = 10.0  # seconds stop() lets the sample under way finish before cancelling it
+_READS_AT_ONCE = 16  # queues read concurrently: each read holds one of the client's connections
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class Sampler:
         self._names_at = -math.inf
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._reads = asyncio.Semaphore(_READS_AT_ONCE)
         self._sampled = asyncio.Event()
 
     def queue(self, name: str) -> Queue:
@@ -84,6 +86,8 @@ class Sampler:
         """Start sampling in the running event loop, unless already started."""
         if self._task is None or self._task.done():
             self._stopping = asyncio.Event()
+            self._sampled = asyncio.Event()
+            self._reads = asyncio.Semaphore(_READS_AT_ONCE)
             self._task = asyncio.get_running_loop().create_task(self._run(), name="vermilion-dashboard")
 
     async def first_sample(self, timeout: float) -> None:
@@ -165,8 +169,12 @@ class Sampler:
         for name in sorted(names):
             self.queue(name)
 
+    async def _read(self, queue: Queue) -> tuple[QueueSample, str | None]:
+        async with self._reads:
+            return await self._read_now(queue)
+
     @staticmethod
-    async def _read(queue: Queue) -> tuple[QueueSample, str | None]:
+    async def _read_now(queue: Queue) -> tuple[QueueSample, str | None]:
         status = await queue.status()
         try:
             workers = await queue.workers()
