@@ -153,6 +153,7 @@ class HandlerRunner:
         )
         if leased.attempt == 1:
             self.queueing_ms.record(age_ms)
+            self.tally.timing("queueing", age_ms / 1000)
         started = time.perf_counter()
         try:
             outcome = await self._call_handler(message)
@@ -176,7 +177,9 @@ class HandlerRunner:
         except BaseException as exc:  # GeneratorExit, a user's BaseException subclass
             outcome = self._map_exception(exc, message)
         finally:
-            self.handling_ms.record((time.perf_counter() - started) * 1000)
+            took = time.perf_counter() - started
+            self.handling_ms.record(took * 1000)
+            self.tally.timing("handling", took)
         return outcome
 
     def _cancelled_by_worker(self) -> bool:

@@ -111,6 +111,8 @@ class LeaseKeeper:
             logger.warning("renewing %d leases of queue %r failed: %s", len(leases), self.keys.name, exc)
             return False
         self.tally.add("heartbeat/extend")
+        if any(renewed):
+            self.tally.add("lease/renewed", sum(renewed))
         for lease, ok in zip(leases, renewed, strict=True):
             key = (lease.mid, lease.token)
             if ok:

@@ -10,8 +10,9 @@ method="inclusive")`` call "linear"/"inclusive").
 # No `from __future__ import annotations`: see _messages.py.
 import math
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
-__all__ = ["DEFAULT_WINDOW", "RollingStats", "Summary", "Tally", "percentile"]
+__all__ = ["DEFAULT_WINDOW", "RollingStats", "Summary", "Tally", "WorkerObserver", "percentile"]
 
 DEFAULT_WINDOW = 10_000
 
@@ -104,16 +105,41 @@ class RollingStats:
         )
 
 
-class Tally:
-    """Named event counts (``"handler/success"``, ``"ack/stale"``, …) that the worker's parts share."""
+class WorkerObserver(Protocol):
+    """Sees a worker's events as they happen (``vermilion.prometheus`` attaches one).
 
-    __slots__ = ("_counts",)
+    Called in the worker's event loop, on its hot paths: it must be quick and must not raise.
+    """
+
+    def count(self, event: str, n: int) -> None:
+        """``n`` more of ``event``, a key of ``WorkerStats.counts`` (``"handler/success"``, ...)."""
+
+    def timing(self, measure: str, seconds: float) -> None:
+        """One sample of ``"handling"`` (a handler's run) or ``"queueing"`` (enqueue to first hand-out)."""
+
+
+class Tally:
+    """Named event counts (``"handler/success"``, ``"ack/stale"``, …) that the worker's parts share.
+
+    It also hands each event, and each timing, to the observers attached to it:
+    with none (the default), that costs one test of an empty tuple.
+    """
+
+    __slots__ = ("_counts", "observers")
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
+        self.observers: tuple[WorkerObserver, ...] = ()
 
     def add(self, key: str, n: int = 1) -> None:
         self._counts[key] = self._counts.get(key, 0) + n
+        for observer in self.observers:
+            observer.count(key, n)
+
+    def timing(self, measure: str, seconds: float) -> None:
+        """Hand a timing to the observers (the worker's own summaries keep theirs)."""
+        for observer in self.observers:
+            observer.timing(measure, seconds)
 
     def snapshot(self) -> dict[str, int]:
         """The counts so far, sorted by name."""

@@ -51,8 +51,8 @@ def test_the_host_names_it_answers_to(args: list[str], hosts: list[str] | None) 
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--port", "0"], "at least 1"),
-        (["--port", "65536"], "at most 65535"),
+        (["--port", "0"], "a port from 1 to 65535"),
+        (["--port", "65536"], "a port from 1 to 65535"),
         (["--interval", "0"], "more than 0"),
         (["--interval", "0.01"], "interval must be"),
         (["--history", "0.5"], "history must be"),

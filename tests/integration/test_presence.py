@@ -19,8 +19,18 @@ from tests.conftest import QueueFactory
 from tests.helpers import eventually
 from tests.integration.test_cli import table_rows, vermilion
 from tests.integration.test_worker_process import CRASH_WORKER, read_line
-from vermilion import AsyncWorker, Message, Queue, WorkerPresence, clear_queues, queue_names
+from vermilion import (
+    AsyncWorker,
+    Message,
+    Queue,
+    ScriptError,
+    WorkerPresence,
+    _presence_calls as presence_calls,
+    clear_queues,
+    queue_names,
+)
 from vermilion._keys import worker_key, workers_key
+from vermilion._scripts import SCRIPTS
 
 INTERVAL = 0.2
 
@@ -247,3 +257,67 @@ async def test_cli_workers_text_and_json(make_queue: QueueFactory, redis_url: st
     assert entry["concurrency"] == 4 and entry["counts"]["handler/success"] == 2
     assert entry["handling_time_ms"]["n"] == 2 and entry["queueing_time_ms"]["n"] == 2
     assert entry["started_at"].endswith("+00:00") and entry["last_seen"] >= entry["started_at"]
+
+
+# -- presence.lua, called directly ---------------------------------------------------------
+
+
+async def test_script_branches(make_queue: QueueFactory, redis: aioredis.Redis) -> None:
+    """beat, stop and list, and every refusal, on the real script."""
+    queue = await make_queue()
+    client, index = queue._protocol[0], workers_key(queue.name)
+    record = b'{"not": "checked by the script"}'
+    now_ms = await presence_calls.beat(client, queue.name, "w1", 5_000, record, prune=False)
+    assert await redis.get(worker_key(queue.name, "w1")) == record
+    assert 0 < await redis.pttl(worker_key(queue.name, "w1")) <= 5_000
+    assert await redis.zscore(index, "w1") == now_ms + 5_000
+    # An entry whose record lapsed stays in the index until a prune: by list, or a beat with prune.
+    await redis.zadd(index, {"gone": now_ms - 1})
+    await presence_calls.beat(client, queue.name, "w2", 5_000, record, prune=False)
+    assert await redis.zscore(index, "gone") is not None
+    await presence_calls.beat(client, queue.name, "w2", 5_000, record, prune=True)
+    assert await redis.zscore(index, "gone") is None
+    await redis.zadd(index, {"gone-too": now_ms - 1})
+    reply = await client._call_checked(
+        SCRIPTS["presence"], presence_calls._keys(queue.name), (b"list",), replayable=True
+    )
+    assert reply[1::2] == [b"w1", b"w2"] and await redis.zscore(index, "gone-too") is None
+    assert await presence_calls.withdraw(client, queue.name, "w1") is True
+    assert await presence_calls.withdraw(client, queue.name, "w1") is False
+    assert await redis.zscore(index, "w1") is None
+    for argv, message in [
+        ((b"beat", "w3", 0, b"0", record), "ttl_ms must be a whole number"),
+        ((b"beat", "w3", "1.5", b"0", record), "ttl_ms must be a whole number"),
+        ((b"beat", "w3", 1000, b"0"), "the record is missing"),
+        ((b"beat", "", 1000, b"0", record), "the worker id is missing"),
+        ((b"dance", "w3"), "unknown op"),
+    ]:
+        with pytest.raises(ScriptError, match=message):
+            await client._call_checked(
+                SCRIPTS["presence"],
+                presence_calls._keys(queue.name, "w3"),
+                argv,
+                replayable=True,
+                cache_head=False,
+            )
+    assert await redis.exists(worker_key(queue.name, "w3")) == 0
+    # An index of the wrong type: refused before the record is written.
+    await redis.delete(index)
+    await redis.set(index, "a string")
+    with pytest.raises(ScriptError):
+        await presence_calls.beat(client, queue.name, "w3", 5_000, record, prune=False)
+    assert await redis.exists(worker_key(queue.name, "w3")) == 0
+    await redis.delete(index, worker_key(queue.name, "w2"))
+
+
+async def test_beat_after_the_script_cache_was_flushed(
+    make_queue: QueueFactory, redis: aioredis.Redis
+) -> None:
+    """NOSCRIPT: the beat, whose keys change per worker, is sent again as EVAL with the same keys."""
+    queue = await make_queue()
+    client = queue._protocol[0]
+    await presence_calls.beat(client, queue.name, "w1", 5_000, b"{}", prune=False)
+    await redis.script_flush()
+    await presence_calls.beat(client, queue.name, "w1", 5_000, b"{}", prune=False)
+    assert await redis.get(worker_key(queue.name, "w1")) == b"{}"
+    await presence_calls.withdraw(client, queue.name, "w1")

@@ -196,7 +196,10 @@ async def audit(client: aioredis.Redis, name: str, *, atomic: bool = False) -> l
     prefix = f"vermilion:{{{name}}}:v2:"
     async for key in client.scan_iter(match=f"vermilion:{{{name}}}:*", count=1000):
         text = _text(key)
-        if not text.startswith(prefix) or text[len(prefix) :] not in KEY_PARTS:
+        part = text[len(prefix) :] if text.startswith(prefix) else None
+        if part is not None and (part == "workers" or part.startswith("worker:")):
+            problems.extend(await presence_problems(client, text, part))
+        elif part not in KEY_PARTS:
             problems.append(f"unknown key {text!r}")
     if counts is not None:
         live = sum(int(count) for count in counts[:3])
@@ -208,6 +211,17 @@ async def audit(client: aioredis.Redis, name: str, *, atomic: bool = False) -> l
     if status.nqueued + status.nlocked + status.nbackoff != live_count:
         problems.append(f"status counts {status} do not add up to {live_count} live messages")
     return problems
+
+
+async def presence_problems(client: aioredis.Redis, key: str, part: str) -> list[str]:
+    """A worker's presence record must be a string that expires; the index, a sorted set."""
+    kind = _text(await client.type(key))
+    if part == "workers":
+        return [] if kind in ("zset", "none") else [f"presence index {key!r} is a {kind}"]
+    if kind == "none":
+        return []  # expired since the SCAN
+    ttl = await client.pttl(key)
+    return [] if kind == "string" and ttl > 0 else [f"presence record {key!r}: a {kind}, TTL {ttl} ms"]
 
 
 def layout_problems(

@@ -52,6 +52,7 @@ def test_all_is_complete() -> None:
         "replay_mids", "non_negative_int", "decode_or_raw",
         "encode_record", "new_worker_id", "parse_record", "beat", "live_workers", "withdraw",
         "PresenceBeat", "presence_beat", "worker_key", "workers_key", "format_workers", "worker_row",
+        "WorkerObserver",
     }  # fmt: skip
     missing = {
         name for module, name, ident in public_in_modules if ident not in exported and name not in internal

@@ -132,6 +132,16 @@ def _non_negative_int(text: str) -> int:
     return _int_at_least(0, text)
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
+    return value
+
+
 def _run_async(
     command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
 ) -> Callable[[argparse.Namespace], int]:
@@ -220,6 +230,18 @@ def _add_worker(commands: Any) -> None:
         default=30.0,
         metavar="S",
         help="on SIGTERM/SIGINT, wait up to S seconds for running handlers (default 30)",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs vermilion[prometheus])",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the address --metrics-port listens on (default 127.0.0.1; 0.0.0.0 for every interface)",
     )
     _add_log_level(worker, "info", "")
 
@@ -387,13 +409,6 @@ def _add_dashboard(commands: Any) -> None:
         help_text = f"{meaning} (default {default:g})"
         dashboard.add_argument(flag, type=_positive_duration, default=default, metavar="S", help=help_text)
     _add_log_level(dashboard, "warning", "uvicorn's log level, ")
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be at most 65535, got {value}")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ from vermilion._worker import AsyncWorker, Handler
 
 from ._connect import connect
 from ._exit import EXIT_FORCED, EXIT_OK, EXIT_USAGE, CommandError
+from ._metrics import serve_worker_metrics
 
 __all__ = ["LOG_LEVELS", "load_handler", "run_worker", "serve"]
 
@@ -157,6 +158,8 @@ async def serve(args: argparse.Namespace, handler: Handler) -> int:
                 handler_timeout=args.handler_timeout,
                 max_attempts=args.max_attempts,
             )
+            if args.metrics_port is not None:
+                serve_worker_metrics(args, worker)
             await worker.start()
             log.info(
                 "serving queue %r at %s with %s (concurrency %d, lock timeout %g s, handler timeout %s,"
