@@ -17,7 +17,7 @@ from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from tests.conftest import QueueFactory
-from vermilion import AsyncWorker, Failure, Message, MessageStatus, Queue, Success, dashboard
+from vermilion import AsyncWorker, Failure, JsonSerializer, Message, MessageStatus, Queue, Success, dashboard
 from vermilion._messages import Outcome
 
 TOKEN = "a-test-token-of-32-characters-xx"
@@ -256,6 +256,8 @@ async def test_an_unreachable_redis_is_said_on_the_page() -> None:
         ({"interval": 2.0, "history": 1.0}, ValueError, "history"),
         ({"url": "redis://x", "redis": object()}, ValueError, "either url or redis"),
         ({"redis": object()}, TypeError, "redis must be"),
+        ({"url": b"redis://x"}, TypeError, "url must be a str"),
+        ({"serializer": object()}, TypeError, "serializer must have"),
         ({"allowed_hosts": "localhost"}, TypeError, "allowed_hosts"),
         ({"allowed_hosts": ["a.*.example"]}, ValueError, "allowed_hosts"),
         ({"allowed_hosts": ["*example.com"]}, ValueError, "allowed_hosts"),
@@ -393,3 +395,18 @@ async def test_live_workers_and_their_rates_show_in_the_detail(client_for: Clien
 
 async def is_listed(client: httpx.AsyncClient, name: str) -> bool:
     return await overview_row(client, name) is not None
+
+
+async def test_payloads_are_decoded_with_the_given_serializer_else_shown_as_bytes(
+    client_for: Client, make_queue: QueueFactory
+) -> None:
+    queue = await make_queue(serializer=JsonSerializer())
+    [mid] = await fail_messages(queue, 1)
+    for serializer, expected in (
+        (JsonSerializer(), f'{{"fail": "reason of {mid}", "n": "{mid}"}}'),
+        (None, repr(f'{{"fail":"reason of {mid}","n":"{mid}"}}'.encode())),  # msgpack cannot read it
+    ):
+        async with client_for(serializer=serializer) as client:
+            await wait_for(lambda c=client: is_listed(c, queue.name))
+            [entry] = (await client.get(f"/api/queues/{queue.name}/failed")).json()["failed"]
+            assert entry["payload"] == expected

@@ -84,8 +84,13 @@ def app(
     interval = _seconds(interval, "interval", 0.1)
     history = _seconds(history, "history", interval)
     guard = ActionGuard(check_token(token, actions))
+    hosts = None if allowed_hosts is None else _hosts(allowed_hosts)
+    if serializer is not None and not isinstance(serializer, Serializer):
+        raise TypeError("serializer must have dumps(content) -> bytes and loads(bytes)")
     if redis is not None and not isinstance(redis, aioredis.Redis):
         raise TypeError(f"redis must be a redis.asyncio.Redis client, not {type(redis).__name__}")
+    if url is not None and not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
     client = redis if redis is not None else _client(url)
     sampler = Sampler(client, serializer, interval, history, owns_client=redis is None)
 
@@ -98,10 +103,8 @@ def app(
             await sampler.stop()
 
     dashboard = Starlette(routes=Endpoints(sampler, guard).routes(), lifespan=lifespan)
-    if allowed_hosts is not None:
-        dashboard.add_middleware(
-            TrustedHostMiddleware, allowed_hosts=_hosts(allowed_hosts), www_redirect=False
-        )
+    if hosts is not None:
+        dashboard.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
     dashboard.add_middleware(SecurityHeaders)
     return dashboard
 
