@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -407,6 +408,6 @@ async def test_payloads_are_decoded_with_the_given_serializer_else_shown_as_byte
         (None, repr(f'{{"fail":"reason of {mid}","n":"{mid}"}}'.encode())),  # msgpack cannot read it
     ):
         async with client_for(serializer=serializer) as client:
-            await wait_for(lambda c=client: is_listed(c, queue.name))
+            await wait_for(functools.partial(is_listed, client, queue.name))
             [entry] = (await client.get(f"/api/queues/{queue.name}/failed")).json()["failed"]
             assert entry["payload"] == expected
