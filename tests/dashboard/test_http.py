@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import os
 import re
@@ -16,9 +17,22 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from tests.conftest import QueueFactory
-from vermilion import AsyncWorker, Failure, JsonSerializer, Message, MessageStatus, Queue, Success, dashboard
+from vermilion import (
+    AsyncWorker,
+    Failure,
+    JsonSerializer,
+    Message,
+    MessageStatus,
+    Queue,
+    Success,
+    VermilionConnectionError,
+    dashboard,
+)
 from vermilion._messages import Outcome
 
 TOKEN = "a-test-token-of-32-characters-xx"
@@ -240,6 +254,19 @@ async def test_an_unreachable_redis_is_said_on_the_page() -> None:
             assert "connect" in error.group(2).lower()
 
 
+async def test_a_failed_redis_call_is_a_503_that_says_why(redis_url: str) -> None:
+    async def fail(request: Request) -> Response:
+        raise VermilionConnectionError("Redis connection failed: refused")
+
+    served = dashboard.app(redis_url)
+    served.router.routes.insert(0, Route("/api/boom", fail))
+    transport = httpx.ASGITransport(served, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        answer = await client.get("/api/boom")
+    assert answer.status_code == 503
+    assert answer.json() == {"error": "Redis: VermilionConnectionError: Redis connection failed: refused"}
+
+
 # -- arguments ---------------------------------------------------------------------
 
 
@@ -372,11 +399,17 @@ async def test_purge_by_mid_and_all_empties_the_history(client_for: Client, queu
 
 
 async def test_live_workers_and_their_rates_show_in_the_detail(client_for: Client, queue: Queue) -> None:
+    async def produce() -> None:
+        # Until the test ends: a rate needs messages handled between two of the worker's beats.
+        for n in itertools.count():
+            await queue.enqueue(n)
+            await asyncio.sleep(0.01)
+
     async with (
         client_for() as client,
         AsyncWorker(queue, handle_by_content, presence_interval=0.2) as worker,
     ):
-        await queue.enqueue_many(list(range(50)))
+        producer = asyncio.create_task(produce())
 
         async def handled_some() -> bool:
             answer = await client.get(f"/api/queues/{queue.name}")
@@ -385,7 +418,10 @@ async def test_live_workers_and_their_rates_show_in_the_detail(client_for: Clien
             detail = answer.json()
             return bool(detail["workers"]) and any(rate for rate in detail["series"]["handled"] if rate)
 
-        await wait_for(handled_some)
+        try:
+            await wait_for(handled_some)
+        finally:
+            producer.cancel()
         detail = (await client.get(f"/api/queues/{queue.name}")).json()
         [shown] = detail["workers"]
         assert shown["id"] == worker.id

@@ -21,10 +21,11 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from vermilion._exceptions import VermilionError
 from vermilion._queue import DEFAULT_URL
 from vermilion._serialization import Serializer
 
-from ._routes import Endpoints
+from ._routes import Endpoints, redis_error
 from ._sampler import Sampler
 from ._security import TOKEN_HEADER, ActionGuard, SecurityHeaders, check_token
 
@@ -102,7 +103,11 @@ def app(
         finally:
             await sampler.stop()
 
-    dashboard = Starlette(routes=Endpoints(sampler, guard).routes(), lifespan=lifespan)
+    dashboard = Starlette(
+        routes=Endpoints(sampler, guard).routes(),
+        lifespan=lifespan,
+        exception_handlers={VermilionError: redis_error},
+    )
     if hosts is not None:
         dashboard.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
     dashboard.add_middleware(SecurityHeaders)

@@ -27,7 +27,7 @@ from ._sampler import Sampler
 from ._security import TOKEN_HEADER, ActionGuard
 from ._views import failed_view, status_view, worker_view
 
-__all__ = ["MAX_FAILED_PAGE", "Endpoints"]
+__all__ = ["MAX_FAILED_PAGE", "Endpoints", "redis_error"]
 
 _HERE = Path(__file__).parent
 MAX_FAILED_PAGE = 500
@@ -39,6 +39,11 @@ def _templates() -> Jinja2Templates:
         loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )
     return Jinja2Templates(env=environment)
+
+
+async def redis_error(request: Request, exc: Exception) -> Response:
+    """A Redis call that failed (unreachable, refused): 503 with the reason, for the page to show."""
+    return _bad_request(f"Redis: {type(exc).__name__}: {exc}", 503)
 
 
 def _bad_request(error: str, status: int = 400) -> JSONResponse:
