@@ -1,16 +1,15 @@
-"""The command line's arguments: the parser, one function per command, the argument types.
+"""The command line's arguments: the parser and one function per command.
 
 Owns every option, its help text and its checks (a bad value is a one-line
-usage error, exit code 2), and the global options ``--url`` and ``--json``,
-which may stand before the command or after it. It runs no command and talks
-to no server.
+usage error, exit code 2; the value types are in :mod:`._types`), and the
+global options ``--url`` and ``--json``, which may stand before the command or
+after it. It runs no command and talks to no server.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
@@ -22,6 +21,13 @@ from ._dashboard import TOKEN_ENV, run_dashboard
 from ._demo import run_demo_command
 from ._exit import EXIT_USAGE
 from ._serve import LOG_LEVELS, run_worker
+from ._types import (
+    duration as _duration,
+    non_negative_int as _non_negative_int,
+    port as _port,
+    positive_duration as _positive_duration,
+    positive_int as _positive_int,
+)
 
 __all__ = ["parse_args"]
 
@@ -93,53 +99,6 @@ class _Parser(argparse.ArgumentParser):
         command = self.prog.removeprefix("vermilion").strip()
         where = f"{command}: " if command else ""
         self.exit(EXIT_USAGE, f"vermilion: {where}{message} (see '{self.prog} --help')\n")
-
-
-def _duration(text: str) -> float:
-    """Seconds: a finite number, not negative."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite, non-negative number of seconds, got {text!r}")
-    return value
-
-
-def _positive_duration(text: str) -> float:
-    """Seconds above zero."""
-    value = _duration(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
-    return value
-
-
-def _int_at_least(minimum: int, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _int_at_least(1, text)
-
-
-def _non_negative_int(text: str) -> int:
-    return _int_at_least(0, text)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
-    return value
 
 
 def _run_async(
