@@ -42,7 +42,13 @@ _pack: Any = hiredis.pack_command
 MIDS = ("a", "b", "c", "d", "e")
 START_CLOCK = 1_000_000
 LOCK_MS = 1000
-MAX_FAILED = 10
+# The failure history's bounds: two entries, and fewer bytes than two whose payload is the
+# update variant's (REASON and FAILURE_HEADER below): both bounds drop within depth 8.
+MAX_FAILED = 2
+MAX_FAILED_BYTES = 40
+REASON = b"x"
+UPDATED = "u" * 20
+_FAILURE = struct.Struct(">BI5sI")
 POINTER, FRESH, FRESH_WITH_LEASE = 0, 1, 2
 SUSPECT, OVERRIDES = 1, 2
 _RECORD = struct.Struct(">BB6s6sI5s7s")
@@ -87,6 +93,11 @@ class Rec:
     payload: bytes
 
 
+def failure_record(rec: Rec) -> bytes:
+    """The failure record ack.lua must write for a leased record failed with REASON."""
+    return _FAILURE.pack(1, rec.attempts, rec.lock.to_bytes(5, "big"), len(REASON)) + REASON + rec.payload
+
+
 def decode_record(raw: bytes) -> Rec:
     state, flags, enq, due, attempts, lock, token = _RECORD.unpack_from(raw)
     return Rec(chr(state), flags, _int(enq), _int(due), attempts, _int(lock), _int(token), raw[30:])
@@ -108,6 +119,8 @@ class Keys:
     notify: int
     seq: int | None
     version: bytes | None
+    failed_bytes: int | None = None
+    failed_dropped: int = 0
 
     def raw(self) -> tuple[Any, ...]:
         return (
@@ -123,10 +136,16 @@ class Keys:
             self.notify,
             self.seq,
             self.version,
+            self.failed_bytes,
+            self.failed_dropped,
         )
 
     def live(self) -> set[str]:
         return set(self.mids) - set(self.done) - set(self.failed)
+
+    def history(self) -> list[str]:
+        """The failed mids oldest first, as the scripts see them (by time, then by mid)."""
+        return [m for _, m in sorted((t, m) for m, t in self.failed.items())]
 
 
 def _s(b: bytes) -> str:
@@ -200,6 +219,7 @@ class Explorer:
         with_stale_acks: bool = True,
         with_clear: bool = True,
         with_dequeue2: bool = True,
+        with_history: bool = True,
         queue: str | None = None,
         client: redis.Redis | None = None,
         max_seconds: float | None = None,
@@ -214,6 +234,7 @@ class Explorer:
         self.with_stale_acks = with_stale_acks
         self.with_clear = with_clear
         self.with_dequeue2 = with_dequeue2
+        self.with_history = with_history
         self.max_seconds = max_seconds
         self.r = client or redis.Redis(host="127.0.0.1", port=6379)
         self.queue = queue or f"checker-{uuid.uuid4().hex[:12]}"
@@ -224,7 +245,8 @@ class Explorer:
         self.clock_key = self.all_keys[11]
         self.k = dict(zip(PARTS, self.data_keys, strict=True))
         srcs: dict[str, bytes | str] = {
-            name: SCRIPTS[name].source for name in ("enqueue", "dequeue", "ack", "extend", "clear")
+            name: SCRIPTS[name].source
+            for name in ("enqueue", "dequeue", "ack", "extend", "clear", "replay", "purge")
         }
         if sources:
             srcs.update(sources)
@@ -320,12 +342,12 @@ class Explorer:
         cmds.append(["ZRANGE", k["failed"], 0, -1, "WITHSCORES"])
         cmds.append(["HGETALL", k["errors"]])
         cmds.append(["LLEN", k["notify"]])
-        cmds.append(["HGET", k["meta"], "seq"])
-        cmds.append(["HGET", k["meta"], "version"])
+        cmds.append(["HMGET", k["meta"], "seq", "version", "failed_bytes", "failed_dropped"])
 
     @staticmethod
     def _decode(res: list[Any]) -> tuple[Keys, tuple[bytes | None, ...] | None]:
-        (mids, ready, records, delayed, locks, done, requeue, failed, errors, notify, seq, version) = res[:12]
+        (mids, ready, records, delayed, locks, done, requeue, failed, errors, notify, meta) = res[:11]
+        seq, version, failed_bytes, failed_dropped = meta
 
         def pairs(flat: list[bytes]) -> list[tuple[str, bytes]]:
             return [(_s(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
@@ -343,6 +365,8 @@ class Explorer:
             notify=int(notify),
             seq=None if seq is None else int(seq),
             version=version,
+            failed_bytes=None if failed_bytes is None else int(failed_bytes),
+            failed_dropped=int(failed_dropped or 0),
         )
         return keys, None
 
@@ -425,8 +449,9 @@ class Explorer:
             zs(k.locks),
             zs(k.done),
             tuple(sorted((ren[m], v) for m, v in k.requeue.items())),
-            tuple(sorted(ren[m] for m in k.failed)),
+            self._history_fp(k, ren),
             tuple(sorted((ren[m], v) for m, v in k.errors.items())),
+            k.failed_bytes,
             k.notify > 0,
             k.seq is not None,
             k.version,
@@ -452,6 +477,17 @@ class Explorer:
             )
         )
         return (keys_fp, workers_fp, model_fp)
+
+    @staticmethod
+    def _history_fp(k: Keys, ren: dict[str, str]) -> tuple[tuple[str, ...], ...]:
+        """The failed mids by failure time, oldest first (the order trimming and replay of
+        all follow); mids failed in the same ms form one group. Within a group the scripts
+        order by mid, which renaming symmetric mids does not keep: a group of two
+        interchangeable mids stands for both orders (documented in the design notes)."""
+        groups: dict[int, list[str]] = {}
+        for m, t in k.failed.items():
+            groups.setdefault(t, []).append(ren[m])
+        return tuple(tuple(sorted(groups[t])) for t in sorted(groups))
 
     # -- checks --
 
@@ -508,8 +544,13 @@ class Explorer:
             if m not in live and m not in done:
                 where = "failed" if m in failed else "nowhere"
                 bad.append(f"requeue[{m}] exists while {m} is neither live nor done ({where})")
-        if set(k.errors) - failed:
-            bad.append(f"errors of mids not failed: {sorted(set(k.errors) - failed)}")
+        if set(k.errors) != failed:
+            bad.append(f"errors {sorted(k.errors)} are not the failed mids {sorted(failed)}")
+        total = sum(len(v) for v in k.errors.values())
+        if (k.failed_bytes or 0) != total:
+            bad.append(f"meta failed_bytes {k.failed_bytes}, the failure records hold {total} bytes")
+        if len(failed) > MAX_FAILED or total > MAX_FAILED_BYTES:
+            bad.append(f"failure history of {len(failed)} entries, {total} bytes: beyond its bounds")
         if bad:
             raise Violation("invariant: " + "; ".join(bad))
 
@@ -548,7 +589,7 @@ class Explorer:
         for i, m in enumerate(self.mids):
             out.append(("enqueue", (m, "0", "0", "p")))
             if i < self.variants_for:
-                out.append(("enqueue", (m, "0", "1", "u")))
+                out.append(("enqueue", (m, "0", "1", UPDATED)))
                 out.append(("enqueue", (m, "0", "2", "q")))
                 out.append(("enqueue", (m, "100", "0", "p")))
         for w in range(self.W):
@@ -570,6 +611,16 @@ class Explorer:
                 out.append(("crash", w))
         if self.with_clear and s.keys.mids:
             out.append(("clear", None))
+        if self.with_history:
+            # Replay and purge of the failed mids only: of a mid not in the history they write
+            # nothing (integration tests cover those answers), and offered in every state
+            # they would cost more transitions than the rest together.
+            for m in sorted(s.keys.failed):
+                out.append(("replay", m))
+                out.append(("purge", m))
+            if len(s.keys.failed) > 1:
+                out.append(("replay-all", None))
+                out.append(("purge-all", None))
         out.append(("tick", 1))
         events = [
             v for d in (s.keys.delayed, s.keys.locks, s.keys.done) for v in d.values() if v + 1 > s.clock
@@ -696,7 +747,8 @@ class Explorer:
             else:
                 w, (m, token, life) = arg
                 outcome = "s"
-            argv = [str(MAX_FAILED), "1", m, str(token), outcome] + (["x"] if outcome == "f" else [])
+            argv = [str(MAX_FAILED), str(MAX_FAILED_BYTES), "1", m, str(token), outcome]
+            argv += [REASON.decode()] if outcome == "f" else []
             label = f"{kind}(w{w}, {m}, t{token}, {outcome})"
             reply, keys, dumps = self.run(s, "ack", argv, clock)
             applied = int(reply[0])
@@ -717,6 +769,9 @@ class Explorer:
             # now answer 0 and change nothing (a new life has a new number).
             for m, mm in list(model.items()):
                 model[m] = MidModel("unknown", 0, False, mm.life + 1)
+        elif kind in ("replay", "purge", "replay-all", "purge-all"):
+            reply, keys, dumps = self.run(s, kind.removesuffix("-all"), self._history_argv(kind, arg), clock)
+            label = self._after_history_op(kind, arg, reply, before, keys, model, clock)
         elif kind == "extend":
             w, lease = arg
             m, token, _, _ = lease
@@ -737,6 +792,8 @@ class Explorer:
                 stale[w] = self._add_stale(stale[w], (m, token, lease[3]))
         else:
             raise ValueError(kind)
+        if kind in ("enqueue", "dequeue", "clear", "extend") and keys.failed_dropped != before.failed_dropped:
+            raise Violation(f"{kind} changed the failure history's drop counter")
 
         return State(dumps, clock, keys, tuple(leases), tuple(stale), model, (*s.path, label))
 
@@ -769,6 +826,8 @@ class Explorer:
             raise Violation(
                 f"completed twice: ack {outcome} of {m} applied for life {life}, the mid is {mm.status} in life {mm.life}"
             )
+        if keys.failed_dropped != before.failed_dropped and outcome != "f":
+            raise Violation(f"ack {outcome} changed the drop counter")
         if outcome.startswith("r"):
             return
         if outcome == "s":
@@ -780,11 +839,107 @@ class Explorer:
         elif outcome.startswith("s"):
             model[m] = MidModel("done", clock + int(outcome[1:]), mm.pending, mm.life)
         elif outcome == "f":
-            model[m] = (
-                MidModel("live", 0, False, mm.life + 1)
-                if mm.pending
-                else MidModel("failed", 0, False, mm.life)
+            if mm.pending:
+                model[m] = MidModel("live", 0, False, mm.life + 1)
+            else:
+                model[m] = MidModel("failed", 0, False, mm.life)
+                self._check_failure_recorded(before, keys, model, m, clock)
+
+    @staticmethod
+    def _check_failure_recorded(
+        before: Keys, keys: Keys, model: dict[str, MidModel], m: str, clock: int
+    ) -> None:
+        """The failure keeps the life's payload, attempts and lease; the oldest entries beyond
+        the bounds are dropped (a record beyond the byte bound alone at once), each counted;
+        the model forgets the dropped mids."""
+        rec = before.records[m]
+        record = failure_record(rec)
+        sizes = {x: len(before.errors.get(x, b"")) for x in before.failed}
+        dropped: list[str] = []
+        if len(record) > MAX_FAILED_BYTES:
+            dropped.append(m)
+            history: list[str] = []
+        else:
+            sizes[m] = len(record)
+            # Failed now: the newest, but after a mid failed in the same ms only by name
+            # (the order of the sorted set).
+            history = [x for _, x in sorted([*((t, x) for x, t in before.failed.items()), (clock, m)])]
+            while len(history) > MAX_FAILED or sum(sizes[x] for x in history) > MAX_FAILED_BYTES:
+                dropped.append(history.pop(0))
+        for x in dropped:
+            model[x] = MidModel("unknown", 0, False, model.get(x, MidModel()).life)
+        if keys.failed_dropped != before.failed_dropped + len(dropped):
+            raise Violation(
+                f"failure of {m} dropped {dropped}, but the counter went"
+                f" {before.failed_dropped} -> {keys.failed_dropped}"
             )
+        if m not in dropped and keys.errors.get(m) != record:
+            raise Violation(f"failure record of {m} is {keys.errors.get(m)!r}, expected {record!r}")
+
+    @staticmethod
+    def _history_argv(kind: str, arg: Any) -> list[str]:
+        if kind == "replay-all":
+            return ["all", "1000", "", "0"]
+        if kind == "purge-all":
+            return ["all", "1000", ""]
+        return ["mids", arg]
+
+    def _after_history_op(
+        self,
+        kind: str,
+        arg: Any,
+        reply: Any,
+        before: Keys,
+        keys: Keys,
+        model: dict[str, MidModel],
+        clock: int,
+    ) -> str:
+        """Check a replay or purge against the model; update the model; its step's label."""
+        if keys.failed_dropped != before.failed_dropped:
+            raise Violation(f"{kind} changed the drop counter")
+        history = before.history()
+        chosen = [arg] if kind in ("replay", "purge") else history
+        failed_now = [m for m in chosen if model.get(m, MidModel()).status == "failed"]
+        if kind == "replay":
+            answer = _s(reply[0])
+            mm = model.get(arg, MidModel())
+            expect = "ok" if failed_now else ("unknown" if mm.status == "unknown" else "live")
+            if answer != expect:
+                raise Violation(f"replay of {arg} ({mm}) answered {answer!r}, expected {expect!r}")
+            label = f"replay({arg})->{answer}"
+        elif kind == "replay-all":
+            if [int(reply[0]), int(reply[1])] != [len(failed_now), 0]:
+                raise Violation(f"replay of all answered {reply}, the model has {failed_now} failed")
+            label = f"replay-all->{int(reply[0])}"
+        else:
+            removed = int(reply) if kind == "purge" else int(reply[0])
+            if removed != len(failed_now):
+                raise Violation(f"{kind} of {chosen} removed {removed}, the model has {failed_now} failed")
+            label = f"{kind}({arg or ''})->{removed}"
+        if not failed_now:
+            if keys.raw() != before.raw():
+                raise Violation(f"{kind} of no failed mid changed the keys")
+            return label
+        for m in failed_now:
+            mm = model[m]
+            if kind.startswith("replay"):
+                model[m] = MidModel("live", 0, False, mm.life + 1)
+            else:
+                model[m] = MidModel("unknown", 0, False, mm.life)
+        if kind.startswith("replay"):
+            # A new life each: a fresh entry at the tail, oldest failure first, with the
+            # payload and lease the failure kept; idle workers woken.
+            tail = [(e[1], e[3], e[4]) for e in keys.ready[len(keys.ready) - len(failed_now) :]]
+            kept = {m: _FAILURE.unpack_from(before.errors[m]) for m in failed_now}
+            expect_tail = [
+                (m, _int(kept[m][2]) or None, before.errors[m][_FAILURE.size + kept[m][3] :])
+                for m in failed_now
+            ]
+            if tail != expect_tail or len(keys.ready) != len(before.ready) + len(failed_now):
+                raise Violation(f"{kind} left ready's tail {tail}, expected {expect_tail}")
+            if not keys.notify:
+                raise Violation(f"{kind} woke no worker")
+        return label
 
     # -- search --
 
@@ -794,7 +949,7 @@ class Explorer:
         self.delete_keys()
         try:
             self.r.set(self.clock_key, str(START_CLOCK))
-            empty = Keys(frozenset(), (), {}, {}, {}, {}, {}, {}, {}, 0, None, None)
+            empty = Keys(frozenset(), (), {}, {}, {}, {}, {}, {}, {}, 0, None, None, None, 0)
             init = State(
                 tuple([None] * 11),
                 START_CLOCK,

@@ -5,7 +5,8 @@ a 2-core box the operation set is reduced: the enqueue variants (can_update,
 can_requeue, delayed) are offered for the first mid only (the other two get the
 plain enqueue, and are interchangeable: symmetry-reduced), and extend is left
 out. Every ack outcome ('s', 's500', 'r', 'r100', 'f'), stale acks, crashes,
-dequeues of 1 and of 2, clock ticks and jumps to the next event are kept.
+dequeues of 1 and of 2, replay and purge of failed mids (each, and all), clock
+ticks and jumps to the next event are kept.
 `nox -s checker` runs a larger bound.
 """
 
@@ -66,7 +67,7 @@ def test_ci_bound_holds(client: redis.Redis, capsys: pytest.CaptureFixture[str])
         explorer.cleanup()
     _report(capsys, f"checker W=2 M=3 D={CI_DEPTH}: {stats}")
     assert stats.depth_reached == CI_DEPTH
-    assert stats.states > 100_000  # the search really ran (about 200k states at this bound)
+    assert stats.states > 100_000  # the search really ran (about 280k states at this bound)
 
 
 def _mutated(name: str, old: str, new: str) -> dict[str, bytes | str]:
@@ -83,8 +84,12 @@ def _mutated(name: str, old: str, new: str) -> dict[str, bytes | str]:
         ("ack", "token == o_token[i]", "true"),
         # The suspect rule: held-back suspects are handed out.
         ("dequeue", "if is_suspect and suspects_taken >= max_suspects then", "if false then"),
+        # The failure history's byte bound is ignored.
+        ("ack", "while count > max_count or bytes > max_bytes do", "while count > max_count do"),
+        # A replay wakes no idle worker.
+        ("replay", "wake_workers(woken)", "wake_workers(0)"),
     ],
-    ids=["ack-fence", "dequeue-suspects"],
+    ids=["ack-fence", "dequeue-suspects", "history-byte-bound", "replay-wakes"],
 )
 def test_mutation_is_caught(
     client: redis.Redis, capsys: pytest.CaptureFixture[str], name: str, old: str, new: str

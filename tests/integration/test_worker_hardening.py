@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.conftest import QueueFactory
 from tests.helpers import eventually
-from tests.layout import encode_fresh, encode_record, make_ready_with_record
+from tests.layout import decode_failure, encode_fresh, encode_record, make_ready_with_record
 from vermilion import (
     AsyncWorker,
     Failure,
@@ -118,7 +118,8 @@ async def test_a_mid_that_is_not_utf8_is_failed_and_the_worker_goes_on(
         assert counts(w)["message/bad-mid"] == 1
     assert handler.mids == ["good"]
     assert await redis.zscore(key(queue, "failed"), raw) is not None
-    assert await redis.hget(key(queue, "errors"), raw) == b"mid is not UTF-8 text"
+    kept = decode_failure(await redis.hget(key(queue, "errors"), raw))  # type: ignore[arg-type]
+    assert (kept.reason, kept.payload) == ("mid is not UTF-8 text", queue.serializer.dumps("x"))
     assert await settled(queue)
 
 

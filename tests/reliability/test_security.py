@@ -349,7 +349,13 @@ async def full_workload(url: str, name: str, admin: aioredis.Redis) -> dict[str,
             assert len(await queue.workers()) == 1
         history = await queue.content()
         assert [info.status for info in history] == [MessageStatus.FAILED] * 2  # failure_history=2
-        assert await queue.clear() == 0
+        # The failure history's scripts under the same ACL: read, replay, purge.
+        failures = await queue.failed()
+        assert len(failures) == 2 and all(failure.reason for failure in failures)
+        assert (await queue.replay(failures[0].mid))[0].ok
+        assert await queue.purge_failed(failures[1].mid) == 1
+        assert (await queue.replay_failed(), await queue.purge_failed()) == (0, 0)
+        assert await queue.clear() == 1  # the replayed message
         client = queue.redis
         assert await clear_queues(client, name) == 0
     return handled
@@ -575,6 +581,10 @@ async def test_t20_cross_tenant_calls_are_refused(fault_server: ServerFactory) -
             "queue_names": lambda: queue_names(client_a),
             "dequeue": lambda: conn.dequeue(keys, 10, 60_000, 100),
             "ack": lambda: conn.ack(keys, [], 10),
+            "failed": intruder.failed,
+            "replay": lambda: intruder.replay("m1"),
+            "replay_failed": intruder.replay_failed,
+            "purge_failed": intruder.purge_failed,
             "extend": lambda: conn.extend(keys, [("m2", leased["m2"].token, 60_000)]),
             "wait": lambda: conn.wait_for_wakeup(keys, 0.1),
         }

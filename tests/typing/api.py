@@ -15,6 +15,7 @@ from vermilion import (
     AsyncWorker,
     ConfigurationError,
     EnqueueResult,
+    FailedMessage,
     Failure,
     JsonSerializer,
     Message,
@@ -27,6 +28,7 @@ from vermilion import (
     Queue,
     QueueSizeMonitor,
     QueueStatus,
+    ReplayResult,
     Retry,
     ScriptError,
     SerializationError,
@@ -112,8 +114,23 @@ async def producer(client: aioredis.Redis) -> None:
         size: int = await queue.size()
         listing: list[MessageInfo] = await queue.content()
         removed: int = await queue.clear()
+        dropped: int = counts.nfailed_dropped
+        failures: list[FailedMessage] = await queue.failed(limit=10, offset=0)
+        when: datetime = failures[0].failed_at
+        replays: list[ReplayResult] = await queue.replay("a", "b")
+        why: str | None = replays[0].error
+        replayed: int = await queue.replay_failed()
+        purged: int = await queue.purge_failed("a") + await queue.purge_failed()
         del name, redis_client, ok, action, error, results, status, lag, size, listing, removed
-    shared = Queue("events", redis=client, serializer=serializer, max_payload_bytes=1024, failure_history=10)
+        del dropped, when, why, replayed, purged
+    shared = Queue(
+        "events",
+        redis=client,
+        serializer=serializer,
+        max_payload_bytes=1024,
+        failure_history=10,
+        failure_history_bytes=1 << 20,
+    )
     json_queue = Queue("json", serializer=JsonSerializer())
     msgpack_queue = Queue("msgpack", serializer=MsgpackSerializer())
     await shared.aclose()
