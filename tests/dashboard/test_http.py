@@ -78,7 +78,14 @@ async def test_the_overview_lists_a_queue_with_its_counts(client_for: Client, qu
         await wait_for(listed)
         row = await overview_row(client, queue.name)
         assert row is not None
-        assert (row["ready"], row["locked"], row["backoff"], row["failed"]) == (3, 0, 1, 0)
+        assert (row["ready"], row["locked"], row["backoff"], row["done"], row["failed"], row["dropped"]) == (
+            3,
+            0,
+            1,
+            0,
+            0,
+            0,
+        )
         assert row["lag"] >= 0
 
 
@@ -447,3 +454,22 @@ async def test_payloads_are_decoded_with_the_given_serializer_else_shown_as_byte
             await wait_for(functools.partial(is_listed, client, queue.name))
             [entry] = (await client.get(f"/api/queues/{queue.name}/failed")).json()["failed"]
             assert entry["payload"] == expected
+
+
+async def test_failures_the_history_dropped_are_counted_in_the_overview(
+    client_for: Client, make_queue: QueueFactory
+) -> None:
+    queue = await make_queue(failure_history=1)
+    mids = [f"bad-{n}" for n in range(3)]
+    for mid in mids:
+        await queue.enqueue({"fail": "no"}, mid=mid)
+    async with AsyncWorker(queue, handle_by_content, presence_interval=None):
+
+        async def all_failed() -> bool:
+            return (await queue.status()).nfailed_dropped == 2
+
+        await wait_for(all_failed)
+    async with client_for() as client:
+        await wait_for(functools.partial(is_listed, client, queue.name))
+        row = await overview_row(client, queue.name)
+        assert row is not None and (row["failed"], row["dropped"]) == (1, 2)

@@ -25,6 +25,7 @@ def status_view(name: str, status: Any) -> dict[str, Any]:
         "backoff": status.nbackoff,
         "done": status.ndone,
         "failed": status.nfailed,
+        "dropped": status.nfailed_dropped,
         "lag": round(status.lag, 3),
     }
 

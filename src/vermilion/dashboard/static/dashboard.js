@@ -78,7 +78,7 @@
       link.href = "#queue=" + encodeURIComponent(queue.name);
       name.appendChild(link);
       row.appendChild(name);
-      for (const key of ["ready", "locked", "backoff", "done", "failed", "lag"]) cell(row, queue[key], "num");
+      for (const key of ["ready", "locked", "backoff", "done", "failed", "dropped", "lag"]) cell(row, queue[key], "num");
       return row;
     });
     fillTable("queues", rows);
