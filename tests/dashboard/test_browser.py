@@ -305,6 +305,25 @@ def test_a_purge_from_the_page_removes_the_failed_message(
     assert severe_logs(browser) == []
 
 
+def test_replay_all_from_the_page_empties_the_history(
+    browser: webdriver.Chrome, dashboard_url: str, failing: str, redis_url: str
+) -> None:
+    open_queue(browser, dashboard_url, failing)
+    token = browser.find_element(By.ID, "token")
+    token.clear()
+    token.send_keys(TOKEN)
+    wait_until(lambda: failed_row(browser, "xss"), what="the failed messages")
+    left = len(in_redis(redis_url, failing, lambda queue: queue.failed()))
+    assert left >= 1
+    browser.find_element(By.ID, "replay-all").click()
+    wait_until(lambda: f"replayed {left}" in browser.find_element(By.ID, "action-result").text, what="replay")
+    assert in_redis(redis_url, failing, lambda queue: queue.failed()) == []
+    status = in_redis(redis_url, failing, lambda queue: queue.message_status("xss"))
+    assert status == MessageStatus.QUEUED
+    wait_until(lambda: browser.find_element(By.ID, "no-failed").is_displayed(), what="the empty history")
+    assert severe_logs(browser) == []
+
+
 def test_a_screenshot_of_the_busy_queue(
     browser: webdriver.Chrome, dashboard_url: str, busy: tuple[str, int], tmp_path: Path
 ) -> None:
