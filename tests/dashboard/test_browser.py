@@ -188,6 +188,12 @@ def browser_log(browser: webdriver.Chrome) -> list[dict[str, Any]]:
     return entries
 
 
+def enter_token(browser: webdriver.Chrome) -> None:
+    field = browser.find_element(By.ID, "token")
+    field.clear()
+    field.send_keys(TOKEN)
+
+
 def severe_logs(browser: webdriver.Chrome) -> list[dict[str, Any]]:
     return [entry for entry in browser_log(browser) if entry["level"] == "SEVERE"]
 
@@ -281,7 +287,7 @@ def test_a_replay_from_the_page_puts_the_message_back(
     browser: webdriver.Chrome, dashboard_url: str, failing: str, redis_url: str
 ) -> None:
     open_queue(browser, dashboard_url, failing)
-    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    enter_token(browser)
     row = wait_until(lambda: failed_row(browser, "replay-me"), what="the failed message")
     row.find_element(By.CSS_SELECTOR, "button.replay").click()
     wait_until(lambda: "replayed 1" in browser.find_element(By.ID, "action-result").text, what="the replay")
@@ -295,6 +301,7 @@ def test_a_purge_from_the_page_removes_the_failed_message(
     browser: webdriver.Chrome, dashboard_url: str, failing: str, redis_url: str
 ) -> None:
     open_queue(browser, dashboard_url, failing)
+    enter_token(browser)
     row = wait_until(lambda: failed_row(browser, "purge-me"), what="the failed message")
     row.find_element(By.CSS_SELECTOR, "button.purge").click()
     WebDriverWait(browser, 5).until(lambda driver: driver.switch_to.alert).accept()
@@ -309,9 +316,7 @@ def test_replay_all_from_the_page_empties_the_history(
     browser: webdriver.Chrome, dashboard_url: str, failing: str, redis_url: str
 ) -> None:
     open_queue(browser, dashboard_url, failing)
-    token = browser.find_element(By.ID, "token")
-    token.clear()
-    token.send_keys(TOKEN)
+    enter_token(browser)
     wait_until(lambda: failed_row(browser, "xss"), what="the failed messages")
     left = len(in_redis(redis_url, failing, lambda queue: queue.failed()))
     assert left >= 1
