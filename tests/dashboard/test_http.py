@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.conftest import QueueFactory
+from tests.integration.test_examples import EXAMPLES, asgi_client, load_example
 from vermilion import (
     AsyncWorker,
     Failure,
@@ -473,3 +474,29 @@ async def test_failures_the_history_dropped_are_counted_in_the_overview(
         await wait_for(functools.partial(is_listed, client, queue.name))
         row = await overview_row(client, queue.name)
         assert row is not None and (row["failed"], row["dropped"]) == (1, 2)
+
+
+async def test_the_mounting_example_serves_the_dashboard_with_actions(
+    queue: Queue, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERMILION_URL", redis_url)
+    monkeypatch.setenv("VERMILION_DASHBOARD_TOKEN", TOKEN)
+    [mid] = await fail_messages(queue, 1)
+    example = load_example("dashboard_mount", monkeypatch)
+    async with asgi_client(example.app) as client:
+        assert (await client.get("/")).json() == {"dashboard": "/ops/queues/"}
+        page = await client.get("/ops/queues/")
+        assert page.status_code == 200 and 'data-actions="true"' in page.text
+        await wait_for(functools.partial(overview_row_at, client, "/ops/queues/api/overview", queue.name))
+        url = f"/ops/queues/api/queues/{queue.name}/replay"
+        refused = await client.post(url, json={"mids": [mid]}, headers=action_headers(token=None))
+        assert refused.status_code == 401
+        answer = await client.post(url, json={"mids": [mid]}, headers=action_headers())
+        assert answer.json()["replayed"] == 1
+    assert await queue.message_status(mid) == MessageStatus.QUEUED
+
+
+def test_the_operating_page_shows_the_mounting_example_as_it_is() -> None:
+    page = (EXAMPLES.parent / "operating.md").read_text(encoding="utf-8")
+    source = (EXAMPLES / "dashboard_mount.py").read_text(encoding="utf-8")
+    assert f"```python\n{source}```\n" in page
