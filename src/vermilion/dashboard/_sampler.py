@@ -16,11 +16,11 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 
 from vermilion._messages import QueueStatus
+from vermilion._presence import WorkerPresence
 from vermilion._queue import Queue, queue_names
 from vermilion._serialization import Serializer
 
@@ -40,7 +40,7 @@ class QueueSample:
     """The newest reading of one queue."""
 
     status: QueueStatus
-    workers: Sequence[Any]  # WorkerPresence records
+    workers: Sequence[WorkerPresence]
 
 
 class Sampler:
@@ -183,7 +183,7 @@ class Sampler:
         return QueueSample(status, sorted(workers, key=lambda worker: worker.id)), None
 
 
-def _reading(worker: Any) -> WorkerReading:
+def _reading(worker: WorkerPresence) -> WorkerReading:
     summary = worker.handling_time_ms
     return WorkerReading(
         id=worker.id,

@@ -24,7 +24,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+
+from vermilion._messages import QueueStatus
 
 __all__ = ["SERIES", "QueueSeries", "WorkerReading"]
 
@@ -78,14 +79,14 @@ class QueueSeries:
         self.points = {name: deque(maxlen=self.capacity) for name in SERIES}
         self._flow = deque(maxlen=self.capacity)
 
-    def add(self, t: float, status: Any, workers: Sequence[WorkerReading]) -> None:
+    def add(self, t: float, status: QueueStatus, workers: Sequence[WorkerReading]) -> None:
         """Append the point of time ``t`` from a ``QueueStatus`` and the live workers."""
         self._track(t, workers)
         current = [self._workers[reading.id] for reading in workers]
         counting = [rates for rates in current if self._counts(rates, t)]
         handled = sum(rates.handled for rates in counting)
         failed = sum(rates.failed for rates in counting)
-        live = int(status.nqueued) + int(status.nlocked) + int(status.nbackoff)
+        live = status.nqueued + status.nlocked + status.nbackoff
         self._flow.append((t, live, sum(rates.finished for rates in counting)))
         window = max([_ENQUEUE_WINDOW, *(rates.period for rates in current)])
         p50s = [reading.p50 for reading in workers if reading.p50 is not None]

@@ -12,12 +12,15 @@ import json
 from datetime import datetime
 from typing import Any
 
+from vermilion._messages import FailedMessage, QueueStatus
+from vermilion._presence import WorkerPresence
+
 __all__ = ["PAYLOAD_CHARS", "failed_view", "payload_text", "status_view", "worker_view"]
 
 PAYLOAD_CHARS = 4000
 
 
-def status_view(name: str, status: Any) -> dict[str, Any]:
+def status_view(name: str, status: QueueStatus) -> dict[str, Any]:
     return {
         "name": name,
         "ready": status.nqueued,
@@ -34,8 +37,8 @@ def _time(value: datetime) -> str:
     return value.isoformat(timespec="seconds")
 
 
-def worker_view(worker: Any) -> dict[str, Any]:
-    counts: dict[str, int] = dict(worker.counts)
+def worker_view(worker: WorkerPresence) -> dict[str, Any]:
+    counts = worker.counts
     summary = worker.handling_time_ms
     return {
         "id": worker.id,
@@ -64,7 +67,7 @@ def payload_text(content: Any) -> tuple[str, bool]:
     return text, False
 
 
-def failed_view(message: Any) -> dict[str, Any]:
+def failed_view(message: FailedMessage) -> dict[str, Any]:
     text, cut = payload_text(message.content)
     return {
         "mid": message.mid,
