@@ -70,6 +70,12 @@ class FailureHistory:
         protocol version 1, which kept no payload.
 
         Returns one :class:`~vermilion.ReplayResult` per mid, in order.
+
+        Raises:
+            TypeError, ValueError: a bad mid; nothing was sent.
+            OutcomeUnknownError: the connection failed after sending (a replay
+                is not repeated: a second one would answer ``live``); check
+                with ``message_status``.
         """
         checked = _check_mids(mids)
         answers = await replay_mids(self._connection, self._keys, checked)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -253,10 +254,29 @@ async def test_replay_failed_replays_the_whole_history(queue: Queue) -> None:
     leases = [*(await dequeue(queue, 1000)).messages, *(await dequeue(queue, 100)).messages]
     outcomes = [OutcomeRequest(m.mid, m.token, "f", 0, "boom") for m in leases]
     assert all(await conn.ack(keys, outcomes, 10_000, 1 << 30))
+    page = await queue.failed(limit=2000)  # read in slices of 1,000 by the script
+    assert len(page) == 1100 and {entry.content for entry in page} == set(range(1100))
     assert await queue.replay_failed() == 1100
     status = await queue.status()
     assert (status.nfailed, status.nqueued) == (0, 1100)
     assert await queue.replay_failed() == 0
+    await assert_byte_total_is_right(queue)
+
+
+async def test_replay_failed_leaves_entries_without_a_payload(queue: Queue) -> None:
+    """A failure migrated from protocol version 1 (no payload, flags 0) stays; the rest replay."""
+    _, keys = queue._protocol
+    await fail(queue, 1, "a")
+    migrated = struct.pack(">BI5sI", 0, 0, bytes(5), 3) + b"old"
+    await queue.redis.sadd(keys.key("mids"), "v1")
+    await queue.redis.zadd(keys.key("failed"), {"v1": 1})  # the oldest: skipped by every call
+    await queue.redis.hset(keys.key("errors"), "v1", migrated)
+    await queue.redis.hincrby(keys.key("meta"), "failed_bytes", len(migrated))
+    await fail(queue, 2, "b")
+    assert await queue.replay_failed() == 2
+    [left] = await queue.failed()
+    assert (left.mid, left.content, left.reason, left.attempts) == ("v1", None, "old", 0)
+    assert await queue.replay("v1") == [ReplayResult("v1", False, "no-content")]
     await assert_byte_total_is_right(queue)
 
 

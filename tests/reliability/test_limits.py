@@ -1238,8 +1238,7 @@ async def test_t18_hostile_stored_bytes_fail_once_without_the_handler(
 
         await eventually(settled, 30, "every hostile message settled")
         statuses = {mid: await queue.message_status(mid) for mid in raw}
-        errors = await client.hgetall(QueueKeys.for_queue(name).key("errors"))
-        reasons = {text(mid): text(reason) for mid, reason in errors.items()}
+        reasons = {failure.mid: failure.reason for failure in await queue.failed(limit=10_000)}
     await client.aclose()
     alive = worker.alive()
     growth = proc_memory(worker.pid)["VmHWM"] - baseline_rss

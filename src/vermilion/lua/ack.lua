@@ -127,7 +127,7 @@ call_in_slices('SREM', K_MIDS, forgotten)
 
 -- Then the additions.
 local after = offset_strings(now)
-local windows, failures, reasons, retried, pointers, delayed = {}, {}, {}, {}, {}, {}
+local windows, failures, failure_records, retried, pointers, delayed = {}, {}, {}, {}, {}, {}
 local added_bytes, dropped_now = 0, 0
 for _, i in ipairs(current) do
   local mid, kind, backoff = o_mid[i], o_kind[i], o_backoff[i]
@@ -163,8 +163,8 @@ for _, i in ipairs(current) do
     local failure = pack_failure(r.attempts, r.lock, o_reason[i], r.payload)
     failures[#failures + 1] = after(0)
     failures[#failures + 1] = mid
-    reasons[#reasons + 1] = mid
-    reasons[#reasons + 1] = failure
+    failure_records[#failure_records + 1] = mid
+    failure_records[#failure_records + 1] = failure
     added_bytes = added_bytes + #failure
   end
 end
@@ -175,7 +175,7 @@ call_in_slices('ZADD', K_DONE, windows)
 if dropped_now > 0 then redis.call('HINCRBY', K_META, 'failed_dropped', int_str(dropped_now)) end
 if #failures > 0 then
   call_in_slices('ZADD', K_FAILED, failures)
-  call_in_slices('HSET', K_ERRORS, reasons)
+  call_in_slices('HSET', K_ERRORS, failure_records)
   add_history_bytes(added_bytes)
   trim_history(max_failed, max_failed_bytes)
 end

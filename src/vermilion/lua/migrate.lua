@@ -13,9 +13,8 @@
 -- token, suspect mark, de-dup window, failure record and pending requeue. A
 -- failure keeps its time and reason; version 1 kept no payload, so its failure
 -- record has none (flags 0, attempts 0), and the history's byte total grows
--- by its length. The
--- lease counter continues from the larger of both versions' counters, so a
--- migrated lease token is never handed out again. When nothing of version 1 is
+-- by its length. The lease counter continues from the larger of both versions'
+-- counters, so a migrated lease token is never handed out again. When nothing of version 1 is
 -- left, its keys are gone and `meta` records version 2.
 -- Safe to repeat and to interrupt: each call is atomic and moves whole mids.
 -- A version-1 worker still holding a lease finds its ack stale (it writes to
