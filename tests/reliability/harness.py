@@ -139,10 +139,15 @@ _SNAPSHOT_SOURCE = "\n".join(
         "local function counts()",
         with_includes(read_lua("counts").partition("\n")[2]),
         "end",
+        "local function history()",
+        "  local total = 0",
+        "  for _, v in ipairs(redis.call('HVALS', K_ERRORS)) do total = total + #v end",
+        "  return {redis.call('HKEYS', K_ERRORS), total, redis.call('HGET', K_META, 'failed_bytes') or ''}",
+        "end",
         "return {redis.call('SMEMBERS', K_MIDS), redis.call('LRANGE', K_READY, 0, -1),",
         "  redis.call('HGETALL', K_RECORDS), redis.call('ZRANGE', K_DELAYED, 0, -1),",
         "  redis.call('ZRANGE', K_LOCKS, 0, -1), redis.call('ZRANGE', K_DONE, 0, -1),",
-        "  redis.call('ZRANGE', K_FAILED, 0, -1), redis.call('HKEYS', K_REQUEUE), counts()}",
+        "  redis.call('ZRANGE', K_FAILED, 0, -1), redis.call('HKEYS', K_REQUEUE), counts(), history()}",
     ]
 )
 
@@ -175,6 +180,7 @@ async def audit(client: aioredis.Redis, name: str, *, atomic: bool = False) -> l
             raw_failed,
             raw_requeue,
             counts,
+            (raw_errors, error_bytes, failed_bytes),
         ) = snapshot
         records = dict(zip(flat_records[::2], flat_records[1::2], strict=True))
     else:
@@ -186,9 +192,13 @@ async def audit(client: aioredis.Redis, name: str, *, atomic: bool = False) -> l
         raw_done = await client.zrange(keys.key("done"), 0, -1)
         raw_failed = await client.zrange(keys.key("failed"), 0, -1)
         raw_requeue = await client.hkeys(keys.key("requeue"))
+        raw_errors = await client.hkeys(keys.key("errors"))
+        error_bytes = sum(len(value) for value in await client.hvals(keys.key("errors")))
+        failed_bytes = await client.hget(keys.key("meta"), "failed_bytes") or ""
     problems = layout_problems(
         set(raw_mids), raw_ready, records, set(raw_delayed), set(raw_locks), set(raw_done), set(raw_failed)
     )
+    problems += history_problems(set(raw_failed), set(raw_errors), error_bytes, int(failed_bytes or 0))
     live_count = len(set(raw_mids) - set(raw_done) - set(raw_failed))
     strays = set(raw_requeue) - (set(raw_mids) - set(raw_failed))
     if strays:
@@ -222,6 +232,21 @@ async def presence_problems(client: aioredis.Redis, key: str, part: str) -> list
         return []  # expired since the SCAN
     ttl = await client.pttl(key)
     return [] if kind == "string" and ttl > 0 else [f"presence record {key!r}: a {kind}, TTL {ttl} ms"]
+
+
+def history_problems(
+    failed: set[bytes], errors: set[bytes], error_bytes: int, failed_bytes: int
+) -> list[str]:
+    """The failure history's invariants: a record for exactly each failed mid, and
+    ``meta``'s byte total equal to their lengths."""
+    problems: list[str] = []
+    if failed != errors:
+        problems.append(
+            f"failed mids without a record or records without a failure: {sorted(failed ^ errors)[:5]}"
+        )
+    if failed_bytes != error_bytes:
+        problems.append(f"meta failed_bytes is {failed_bytes}, the failure records hold {error_bytes} bytes")
+    return problems
 
 
 def layout_problems(
