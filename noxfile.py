@@ -99,6 +99,20 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def screenshot(session: nox.Session) -> None:
+    """Take docs/img/dashboard.png with the browser tests' headless chromium (Debian's
+    chromium and chromium-driver), after 20 s of a busy queue. Needs the server of the
+    tests (VERMILION_TEST_REDIS_URL, else 127.0.0.1:6379)."""
+    session.install("-e", ".[test]")
+    env = {
+        "VERMILION_DASHBOARD_SCREENSHOT": str(Path(__file__).parent / "docs" / "img" / "dashboard.png"),
+        "VERMILION_DASHBOARD_SCREENSHOT_AFTER": "20",
+        "VERMILION_REQUIRE_BROWSER": "1",
+    }
+    session.run("pytest", "tests/dashboard/test_browser.py", "-k", "screenshot", *session.posargs, env=env)
+
+
+@nox.session
 def checker(session: nox.Session) -> None:
     """The explicit-state checker of the Lua scripts (tests/checker) at a larger bound than
     CI's W=2 M=3 D=8: depth 9 unless CHECKER_D says otherwise; CHECKER_W, CHECKER_M,

@@ -223,3 +223,22 @@ def errors() -> None:
         pass
     set_min_log_level("debug")
     set_min_log_level(logging.INFO)
+
+
+def web_dashboard(client: aioredis.Redis) -> None:
+    from starlette.applications import Starlette
+
+    from vermilion import dashboard
+
+    served: Starlette = dashboard.app()
+    mounted: Starlette = dashboard.app(
+        redis=client,
+        actions=True,
+        token="x" * 32,
+        serializer=JsonSerializer(),
+        interval=0.5,
+        history=300.0,
+        allowed_hosts=["queues.example.com", "*.ops.example.com"],
+    )
+    header: str = dashboard.TOKEN_HEADER
+    del served, mounted, header

@@ -1,16 +1,15 @@
-"""The command line's arguments: the parser, one function per command, the argument types.
+"""The command line's arguments: the parser and one function per command.
 
 Owns every option, its help text and its checks (a bad value is a one-line
-usage error, exit code 2), and the global options ``--url`` and ``--json``,
-which may stand before the command or after it. It runs no command and talks
-to no server.
+usage error, exit code 2; the value types are in :mod:`._types`), and the
+global options ``--url`` and ``--json``, which may stand before the command or
+after it. It runs no command and talks to no server.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
@@ -18,10 +17,18 @@ from vermilion import __version__
 from vermilion._queue import DEFAULT_URL
 
 from . import _commands, _failures, _settings
+from ._dashboard import TOKEN_ENV, run_dashboard
 from ._demo import run_demo_command
 from ._exit import EXIT_USAGE
 from ._scheduler import run_scheduler
 from ._serve import LOG_LEVELS, run_worker
+from ._types import (
+    duration as _duration,
+    non_negative_int as _non_negative_int,
+    port as _port,
+    positive_duration as _positive_duration,
+    positive_int as _positive_int,
+)
 
 __all__ = ["parse_args"]
 
@@ -103,53 +110,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"vermilion: {where}{message} (see '{self.prog} --help')\n")
 
 
-def _duration(text: str) -> float:
-    """Seconds: a finite number, not negative."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite, non-negative number of seconds, got {text!r}")
-    return value
-
-
-def _positive_duration(text: str) -> float:
-    """Seconds above zero."""
-    value = _duration(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
-    return value
-
-
-def _int_at_least(minimum: int, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _int_at_least(1, text)
-
-
-def _non_negative_int(text: str) -> int:
-    return _int_at_least(0, text)
-
-
 def _run_async(
     command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
 ) -> Callable[[argparse.Namespace], int]:
@@ -196,14 +156,14 @@ def _with_output() -> list[argparse.ArgumentParser]:
     return [*_with_server(), output]
 
 
-def _add_log_level(parser: argparse.ArgumentParser) -> None:
+def _add_log_level(parser: argparse.ArgumentParser, default: str, whose: str) -> None:
     parser.add_argument(
         "--log-level",
         type=str.lower,
         choices=LOG_LEVELS,
-        default="info",
+        default=default,
         metavar="LEVEL",
-        help=f"one of {', '.join(LOG_LEVELS)} (default info)",
+        help=f"{whose}one of {', '.join(LOG_LEVELS)} (default {default})",
     )
 
 
@@ -262,7 +222,7 @@ def _add_worker(commands: Any) -> None:
         metavar="HOST",
         help="the address --metrics-port listens on (default 127.0.0.1; 0.0.0.0 for every interface)",
     )
-    _add_log_level(worker)
+    _add_log_level(worker, "info", "")
 
 
 def _add_scheduler(commands: Any) -> None:
@@ -294,7 +254,7 @@ def _add_scheduler(commands: Any) -> None:
         metavar="N",
         help="after downtime, enqueue at most the latest N missed slots (default 1)",
     )
-    _add_log_level(scheduler)
+    _add_log_level(scheduler, "info", "")
 
 
 def _add_status(commands: Any) -> None:
@@ -437,6 +397,43 @@ def _add_demo(commands: Any) -> None:
     demo.set_defaults(run=run_demo_command)
 
 
+def _add_dashboard(commands: Any) -> None:
+    dashboard = _command(
+        commands,
+        "dashboard",
+        run_dashboard,
+        parents=_with_server(),
+        help="serve the web dashboard: queues, plots, live workers, failed messages",
+        description="Serve the web dashboard (needs the extra vermilion[dashboard]) until Ctrl-C or"
+        " SIGTERM. It binds 127.0.0.1 unless --host says otherwise. Replay and purge are off unless"
+        f" --actions; then the page asks for a token: ${TOKEN_ENV}, else a fresh one printed to stderr.",
+    )
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    dashboard.add_argument(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="NAME",
+        help="a host name the page may be reached by (repeatable; '*.example.com' allowed); default:"
+        " 127.0.0.1 and localhost when bound to this machine, else any",
+    )
+    dashboard.add_argument(
+        "--port", type=_port, default=8000, metavar="PORT", help="port to listen on (default 8000)"
+    )
+    dashboard.add_argument(
+        "--actions", action="store_true", help="allow replaying and purging failed messages (needs the token)"
+    )
+    for flag, default, meaning in (
+        ("--interval", 1.0, "seconds between two samples of Redis"),
+        ("--history", 600.0, "seconds of plots kept per queue"),
+    ):
+        help_text = f"{meaning} (default {default:g})"
+        dashboard.add_argument(flag, type=_positive_duration, default=default, metavar="S", help=help_text)
+    _add_log_level(dashboard, "warning", "uvicorn's log level, ")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vermilion",
@@ -469,6 +466,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_replay,
         _add_purge_failed,
         _add_demo,
+        _add_dashboard,
     ):
         add(commands)
     return parser
