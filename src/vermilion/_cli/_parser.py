@@ -1,16 +1,16 @@
-"""The command line's arguments: the parser, one function per command, the argument types.
+"""The command line's arguments: the parser and one function per command.
 
 Owns every option, its help text and its checks (a bad value is a one-line
-usage error, exit code 2), and the global options ``--url`` and ``--json``,
-which may stand before the command or after it. It runs no command and talks
-to no server.
+usage error, exit code 2; the value types are in :mod:`._types`, the queue
+commands' descriptions in :mod:`._help`), and the global options ``--url`` and
+``--json``, which may stand before the command or after it. It runs no command
+and talks to no server.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
@@ -20,78 +20,21 @@ from vermilion._queue import DEFAULT_URL
 from . import _commands, _failures, _settings
 from ._demo import run_demo_command
 from ._exit import EXIT_USAGE
+from ._help import ABOUT
 from ._scheduler import run_scheduler
 from ._serve import LOG_LEVELS, run_worker
+from ._types import (
+    duration as _duration,
+    non_negative_int as _non_negative_int,
+    port as _port,
+    positive_duration as _positive_duration,
+    positive_int as _positive_int,
+)
 
 __all__ = ["parse_args"]
 
 _URL_HELP = f"Redis URL (default: $VERMILION_URL, else {DEFAULT_URL})"
 _JSON_HELP = "print JSON instead of text"
-
-_ABOUT = {
-    "status": (
-        "counts and lag of every queue, or of the named ones",
-        "Counts and lag of the named queues, or of every queue with data in Redis."
-        " lag is how long (s) the oldest ready message has waited.",
-    ),
-    "queues": (
-        "names of the queues that have data in Redis",
-        "Names of the queues that have data in Redis, sorted, one a line.",
-    ),
-    "workers": (
-        "the live workers of a queue",
-        "The workers of QUEUE that announced themselves in Redis and have not lapsed: id, host, pid,"
-        " concurrency, messages in flight, outcomes so far, handling time, when they started and when"
-        " they last announced themselves. A crashed worker is listed until its record lapses.",
-    ),
-    "enqueue": (
-        "add one message, given as JSON",
-        "Add one message. Prints 'added MID' or 'updated MID' (exit code 0), or"
-        " 'refused MID: REASON' when the mid is busy (exit code 3).",
-    ),
-    "message-status": (
-        "the status of one message",
-        "The status of one message (queued, locked, done-with-backoff, failed, ...), or"
-        " 'unknown' for a mid the queue does not know. Exit code 0 either way.",
-    ),
-    "clear": (
-        "delete every message and all state of the named queues",
-        "Delete every message and all state of the named queues (exact names, never"
-        " patterns). Refuses without --yes.",
-    ),
-    "configure": (
-        "show or change a queue's flow-control settings (size bound, rate limit, per-key limit)",
-        "Show the queue's settings, or change those given: --max-size N refuses enqueues once N"
-        " messages are live (ready, delayed or leased); --rate-limit N hands out at most N messages"
-        " per --rate-interval seconds (1 by default) across all workers; --max-per-key N leases at"
-        " most N messages of one key at once; --no-max-size, --no-rate-limit and --no-max-per-key"
-        " remove them.",
-    ),
-    "migrate": (
-        "upgrade queues written by protocol version 1 (an older vermilion) in place",
-        "Move the data of the named queues, or with --all of every queue that holds"
-        " version-1 keys, to protocol version 2, keeping every message's state. Safe to"
-        " repeat and to interrupt; stop version-1 workers first.",
-    ),
-    "failed": (
-        "the failure history of a queue: failed messages with their reasons and payloads",
-        "A page of the queue's failed messages, newest first: when each failed, its mid,"
-        " attempts, reason and content (cut to one line; --json gives them whole).",
-    ),
-    "replay": (
-        "put failed messages back in their queue",
-        "Put the named failed messages (or with --all every one) back in the queue, ready,"
-        " each as a new life (attempt 1). Prints 'replayed MID' or 'not replayed MID: REASON'"
-        " (live: the mid lives again; unknown: not in the history; no-content: a failure"
-        " migrated from protocol version 1); exit code 3 if any was not replayed.",
-    ),
-    "purge-failed": (
-        "remove failed messages from the failure history",
-        "Remove the named failed messages (or with --all every one) from the queue's failure"
-        " history; the queue forgets their mids. Prints how many were removed.",
-    ),
-}
-"""The commands that read or feed queues: their one-line help and their description."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,53 +44,6 @@ class _Parser(argparse.ArgumentParser):
         command = self.prog.removeprefix("vermilion").strip()
         where = f"{command}: " if command else ""
         self.exit(EXIT_USAGE, f"vermilion: {where}{message} (see '{self.prog} --help')\n")
-
-
-def _duration(text: str) -> float:
-    """Seconds: a finite number, not negative."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite, non-negative number of seconds, got {text!r}")
-    return value
-
-
-def _positive_duration(text: str) -> float:
-    """Seconds above zero."""
-    value = _duration(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
-    return value
-
-
-def _int_at_least(minimum: int, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _int_at_least(1, text)
-
-
-def _non_negative_int(text: str) -> int:
-    return _int_at_least(0, text)
 
 
 def _run_async(
@@ -171,8 +67,8 @@ def _command(
 def _queue_command(
     commands: Any, name: str, command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 ) -> argparse.ArgumentParser:
-    """A command that reads or feeds queues: ``--url`` and ``--json``, its help from ``_ABOUT``."""
-    help_text, description = _ABOUT[name]
+    """A command that reads or feeds queues: ``--url`` and ``--json``, its help from ``ABOUT``."""
+    help_text, description = ABOUT[name]
     return _command(
         commands, name, _run_async(command), parents=_with_output(), help=help_text, description=description
     )
