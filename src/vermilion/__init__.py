@@ -39,7 +39,8 @@ from ._messages import (
     WorkerStatus,
 )
 from ._presence import WorkerPresence
-from ._queue import Queue, clear_queues, queue_names
+from ._queue import Queue
+from ._queues import clear_queues, queue_names
 from ._schedules import Schedule, run_schedules, schedule
 from ._serialization import JsonSerializer, MsgpackSerializer, Serializer
 from ._stats import Summary

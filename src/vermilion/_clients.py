@@ -12,11 +12,13 @@ not take, so they are read here:
   Sentinels name for ``service``, looked up again on every new connection, so
   that a failover is followed by reconnecting.
 
-It only builds clients; it sends nothing.
+``queue_client`` picks the client a ``Queue`` uses. It only builds clients;
+it sends nothing.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, TypeGuard
 from urllib.parse import unquote
 
@@ -26,7 +28,17 @@ from redis.asyncio.sentinel import Sentinel
 
 from ._redis_internals import RedisClient
 
-__all__ = ["CLUSTER_SCHEMES", "SENTINEL_SCHEMES", "client_from_url", "is_client"]
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "DEFAULT_URL",
+    "SENTINEL_SCHEMES",
+    "client_from_url",
+    "is_client",
+    "queue_client",
+]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+_CONNECT_TIMEOUT = 5.0
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -35,6 +47,27 @@ SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 def is_client(value: object) -> TypeGuard[RedisClient]:
     """Whether ``value`` is a redis-py asyncio client vermilion can use."""
     return isinstance(value, (aioredis.Redis, aioredis.RedisCluster))
+
+
+def queue_client(url: object, redis: object) -> tuple[RedisClient, bool]:
+    """The client a ``Queue`` uses, and whether the queue owns it (built it from a URL).
+
+    ``redis`` if given; else a client for ``url``, ``$VERMILION_URL`` or
+    :data:`DEFAULT_URL`.
+    """
+    if redis is None:
+        if url is None:
+            url = os.environ.get("VERMILION_URL") or DEFAULT_URL
+        elif not isinstance(url, str):
+            raise TypeError(f"url must be a str, not {type(url).__name__}")
+        # socket_timeout=None (redis-py would default to 5 s): the transport
+        # bounds each call itself, more cheaply than a timeout per write.
+        return client_from_url(url, connect_timeout=_CONNECT_TIMEOUT, socket_timeout=None), True
+    if not is_client(redis):
+        raise TypeError(
+            f"redis must be a redis.asyncio.Redis or RedisCluster client, not {type(redis).__name__}"
+        )
+    return redis, False
 
 
 def client_from_url(url: str, *, connect_timeout: float, socket_timeout: float | None) -> RedisClient:

@@ -11,9 +11,9 @@ failed connect. ``NOSCRIPT`` proves that a script did not run, so it is
 always answered by sending the script's source with ``EVAL``.
 
 This module owns which script each operation runs, with which arguments and
-replay rule, and the check of the server before the first call. Key names
-come from :mod:`._keys`, bytes and reply shapes from :mod:`._wire`; it holds
-no connection of its own.
+replay rule, and when the server and each queue's version are checked
+(:mod:`._server_check` checks them). Key names come from :mod:`._keys`, bytes
+and reply shapes from :mod:`._wire`; it holds no connection of its own.
 """
 
 from __future__ import annotations
@@ -29,17 +29,18 @@ import redis.exceptions as redis_errors
 from ._cluster import ClusterTransport
 from ._error_mapping import naming_a_denied_command, refused_as
 from ._exceptions import (
-    ConfigurationError,
     OutcomeUnknownError,
     ProtocolError,
     ReplicationError,
     ScriptError,
 )
-from ._keys import PROTOCOL_VERSION, QueueKeys, queue_name_in, queue_name_of, scan_pattern
+from ._keys import QueueKeys, queue_name_of, scan_pattern
 from ._logs import logger
 from ._redis_internals import RedisClient, pool_of
 from ._replication import Replication
+from ._scan import scan_names
 from ._scripts import SCRIPTS, Script
+from ._server_check import check_server, check_version
 from ._transport import Channel, Sender, Transport
 from ._wire import (
     ENQUEUE_OPTION_FIELDS,
@@ -59,15 +60,11 @@ from ._wire import (
     reply_text,
 )
 
-__all__ = ["DEFAULT_MAX_FAILED_BYTES", "MIN_SERVER_VERSION", "ScriptClient"]
+__all__ = ["DEFAULT_MAX_FAILED_BYTES", "ScriptClient"]
 
 DEFAULT_MAX_FAILED_BYTES = 64 << 20
 """The failure history's byte bound when the caller gives none (``Queue``'s default)."""
 
-MIN_SERVER_VERSION = (7, 0, 0)
-"""Scripts use `#!lua flags=no-writes` (7.0) and LPOP with a count (6.2)."""
-
-_EVICTING_POLICIES_WARNED: set[str] = set()
 _CHECKED_POOLS: weakref.WeakSet[Any] = weakref.WeakSet()
 # A dequeue reply larger than this frees its connection's read buffer at once.
 _LARGE_REPLY_BYTES = 4 << 20
@@ -103,30 +100,7 @@ class ScriptClient:
 
     async def check_server(self) -> None:
         """Refuse servers the scripts cannot run on; warn once if eviction is possible."""
-        try:
-            # One INFO for the version and the eviction policy; CONFIG GET would
-            # need a permission that least-privilege users rarely have.
-            info = await self.transport.run(("INFO", "server", "memory"), replayable=True)
-        except ScriptError as exc:
-            if not refused_as(exc, redis_errors.NoPermissionError):
-                raise
-            # A least-privilege user may not run INFO: then the version cannot be
-            # checked here (a server too old still fails, on the first script).
-            logger.debug("INFO is not permitted; skipping the server version check")
-            self._mark_checked()
-            return
-        text = reply_text(info)
-        fields = dict(
-            line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#")
-        )
-        version_text = fields.get("redis_version", "0")
-        version = tuple(int(part) for part in version_text.split(".")[:3] if part.isdigit())
-        if version < MIN_SERVER_VERSION:
-            wanted = ".".join(map(str, MIN_SERVER_VERSION))
-            raise ConfigurationError(
-                f"vermilion needs Redis {wanted} or newer (or Valkey 7.2+); the server runs {version_text}"
-            )
-        _warn_if_evicting(fields)
+        await check_server(self.transport)
         self._mark_checked()
 
     async def _ensure_version(self, keys: QueueKeys) -> None:
@@ -135,17 +109,7 @@ class ScriptClient:
             return
         probe = QueueKeys(keys.name, (keys.key("meta"), *keys.v1[:15], keys.v1[16]), keys.v1)
         reply = await self._call_checked(SCRIPTS["version"], probe, (), replayable=True)
-        version, v1_keys = reply_int(reply[0]), reply_int(reply[1])
-        if version > PROTOCOL_VERSION or version < 0:
-            raise ConfigurationError(
-                f"queue {keys.name!r} holds data of protocol version {version}, which this vermilion"
-                f" (protocol {PROTOCOL_VERSION}) cannot read: upgrade vermilion"
-            )
-        if v1_keys:
-            raise ConfigurationError(
-                f"queue {keys.name!r} holds data written by protocol version 1 (an older vermilion):"
-                f" run `vermilion migrate {keys.name}` to upgrade it in place"
-            )
+        check_version(keys.name, reply_int(reply[0]), reply_int(reply[1]))
         self._versions_checked.add(keys.name)
 
     def _mark_checked(self) -> None:
@@ -409,24 +373,8 @@ class ScriptClient:
     ) -> AsyncIterator[str]:
         """Yield, once each, the queue names ``name_of`` reads in the keys SCAN finds by ``match``."""
         await self._ensure_checked()
-        seen: set[bytes] = set()
-        # A cluster spreads the queues over its masters: each is scanned.
-        for node in await self.transport.primaries():
-            cursor: int = 0
-            while True:
-                scan = (b"SCAN", cursor, b"MATCH", match, b"COUNT", 1000)
-                reply = await node.run(scan, replayable=True)
-                cursor = reply_int(reply[0])
-                for key in reply[1]:
-                    raw = name_of(key)
-                    if raw is None or raw in seen:
-                        continue
-                    seen.add(raw)
-                    name = queue_name_in(key, raw)
-                    if name is not None:
-                        yield name
-                if cursor == 0:
-                    break
+        async for name in scan_names(self.transport, match, name_of):
+            yield name
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -437,15 +385,3 @@ def _packed_head(script: Script, keys: QueueKeys) -> tuple[int, bytes]:
     evalsha = b"EVALSHA_RO" if script.read_only else b"EVALSHA"
     args: list[bytes | str | int] = [evalsha, script.sha, len(keys.keys), *keys.keys]
     return len(args), b"".join([bulk(arg) for arg in args])
-
-
-def _warn_if_evicting(server_fields: dict[str, str]) -> None:
-    policy = server_fields.get("maxmemory_policy", "noeviction").strip()
-    server = server_fields.get("run_id", "?").strip()
-    if policy != "noeviction" and server not in _EVICTING_POLICIES_WARNED:
-        _EVICTING_POLICIES_WARNED.add(server)
-        logger.warning(
-            "Redis maxmemory-policy is %r: when memory is full Redis may evict queue keys and"
-            " silently lose messages; set it to 'noeviction'",
-            policy,
-        )

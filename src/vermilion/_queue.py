@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
 from collections.abc import Iterable
 from datetime import timedelta
 from types import TracebackType
@@ -12,10 +10,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from . import _tracing
-from ._clients import client_from_url, is_client
-from ._exceptions import OutcomeUnknownError, ProtocolError, ReplicationError
+from ._clients import DEFAULT_URL, is_client, queue_client
+from ._enqueue_args import MAX_BATCH, enqueue_options, mids_for, random_mids, result_of
+from ._exceptions import OutcomeUnknownError, ReplicationError
 from ._failures import FailureHistory
-from ._flow import FlowSettings, check_key, check_priority
+from ._flow import FlowSettings
 from ._keys import QueueKeys
 from ._logs import logger
 from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
@@ -32,32 +31,15 @@ from ._serialization import (
     encode_content,
     encode_contents,
 )
-from ._validation import batch, check_mid, check_queue_name, non_negative_int, positive_int, seconds, to_ms
-from ._wire import DEFAULT_ENQUEUE_OPTIONS, EnqueueOptions
+from ._validation import batch, check_mid, check_queue_name, non_negative_int, positive_int
+from ._wire import EnqueueOptions
 
-__all__ = ["DEFAULT_URL", "Queue", "clear_queues", "queue_names"]
+__all__ = ["DEFAULT_URL", "Queue"]
 
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_FAILURE_HISTORY = 10_000
-MAX_BATCH = 10_000
-_CONNECT_TIMEOUT = 5.0
 # Bounds a call whose connection went silent (or the URL's shorter socket_timeout);
 # blocking reads set their own.
 _CALL_TIMEOUT = 30.0
-_REFUSALS = {"already-queued", "locked", "backoff", "full"}
-_MID_RANDOM_BYTES = 9  # 72 bits, 12 base64url characters
-
-
-def random_mids(count: int) -> list[str]:
-    """``count`` random mids of 12 URL-safe characters (72 random bits each).
-
-    Short on purpose: Redis keeps a mid in each of two places per queued
-    message, and a mid of up to 12 characters fits its smallest string
-    allocation (a UUID string took 36). One read of the OS's random source
-    serves the whole batch.
-    """
-    text = base64.urlsafe_b64encode(os.urandom(_MID_RANDOM_BYTES * count)).decode()
-    return [text[i : i + 12] for i in range(0, 12 * count, 12)]
 
 
 class Queue(FailureHistory, FlowSettings):
@@ -112,22 +94,7 @@ class Queue(FailureHistory, FlowSettings):
         self.failure_history: int = non_negative_int(failure_history, "failure_history")
         self.failure_history_bytes: int = non_negative_int(failure_history_bytes, "failure_history_bytes")
         replication = replication_for(replicas, replica_timeout)
-        if redis is None:
-            if url is None:
-                url = os.environ.get("VERMILION_URL") or DEFAULT_URL
-            elif not isinstance(url, str):
-                raise TypeError(f"url must be a str, not {type(url).__name__}")
-            # socket_timeout=None (redis-py would default to 5 s): the transport
-            # bounds each call itself, more cheaply than a timeout per write.
-            client = client_from_url(url, connect_timeout=_CONNECT_TIMEOUT, socket_timeout=None)
-            self._owns_client = True
-        else:
-            if not is_client(redis):
-                raise TypeError(
-                    f"redis must be a redis.asyncio.Redis or RedisCluster client, not {type(redis).__name__}"
-                )
-            client = redis
-            self._owns_client = False
+        client, self._owns_client = queue_client(url, redis)
         self._keys = QueueKeys.for_queue(self._name)
         self._connection = ScriptClient(
             client,
@@ -197,46 +164,7 @@ class Queue(FailureHistory, FlowSettings):
 
     # -- producing ---------------------------------------------------------------
 
-    @staticmethod
-    def _options(
-        *,
-        delay: float | timedelta,
-        lock_timeout: float | timedelta | None,
-        can_update: bool,
-        can_requeue: bool,
-        reset_delay: bool,
-        priority: int,
-        key: str | None,
-    ) -> EnqueueOptions:
-        if (
-            delay.__class__ is float
-            and delay == 0.0
-            and lock_timeout is None
-            and can_update is False
-            and can_requeue is False
-            and reset_delay is False
-            and priority == 0
-            and key is None
-        ):
-            return DEFAULT_ENQUEUE_OPTIONS  # the common case, without the checks below
-        for flag, value in (
-            ("can_update", can_update),
-            ("can_requeue", can_requeue),
-            ("reset_delay", reset_delay),
-        ):
-            if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be a bool, not {type(value).__name__}")
-        return EnqueueOptions(
-            delay_ms=to_ms(seconds(delay, "delay")),
-            lock_ms=None
-            if lock_timeout is None
-            else to_ms(seconds(lock_timeout, "lock_timeout", allow_zero=False)),
-            can_update=can_update,
-            can_requeue=can_requeue,
-            reset_delay=reset_delay,
-            priority=check_priority(priority),
-            key=check_key(key),
-        )
+    _options = staticmethod(enqueue_options)
 
     def _message(self, content: Any, mid: str | None, argument: str, mid_argument: str) -> tuple[str, bytes]:
         checked = random_mids(1)[0] if mid is None else check_mid(mid, mid_argument)
@@ -302,7 +230,7 @@ class Queue(FailureHistory, FlowSettings):
         (reply,) = await self._send(
             options, [message], replication_for(replicas, replica_timeout, self._replicated)
         )
-        return _result(message[0], reply)
+        return result_of(message[0], reply)
 
     async def enqueue_many(
         self,
@@ -342,20 +270,13 @@ class Queue(FailureHistory, FlowSettings):
             priority=priority,
             key=key,
         )
-        if given is None:
-            mid_list = random_mids(len(items))
-        else:
-            fresh = iter(random_mids(given.count(None)))
-            mid_list = [
-                next(fresh) if mid is None else check_mid(mid, f"mids[{index}]")
-                for index, mid in enumerate(given)
-            ]
+        mid_list = mids_for(given, len(items))
         payloads = encode_contents(self.serializer, items, self.max_payload_bytes, "contents")
         messages = list(zip(mid_list, payloads, strict=True))
         replies = await self._send(
             options, messages, replication_for(replicas, replica_timeout, self._replicated), batch=True
         )
-        return [_result(mid, reply) for (mid, _), reply in zip(messages, replies, strict=True)]
+        return [result_of(mid, reply) for (mid, _), reply in zip(messages, replies, strict=True)]
 
     @property
     def _replicated(self) -> Replication | None:
@@ -378,7 +299,9 @@ class Queue(FailureHistory, FlowSettings):
         try:
             return await self._connection.enqueue(self._keys, options, messages, replication)
         except ReplicationError as exc:
-            exc.results = [_result(mid, reply) for (mid, _), reply in zip(messages, exc.replies, strict=True)]
+            exc.results = [
+                result_of(mid, reply) for (mid, _), reply in zip(messages, exc.replies, strict=True)
+            ]
             raise
         except OutcomeUnknownError as exc:
             # Random mids were made here: the caller needs them to check.
@@ -466,48 +389,3 @@ def _call_timeout(client: RedisClient) -> float:
     ``socket_timeout`` given in the URL (which the calls then honour as a whole)."""
     configured = connection_settings(client).get("socket_timeout")
     return min(_CALL_TIMEOUT, float(configured)) if configured else _CALL_TIMEOUT
-
-
-def _result(mid: str, reply: str) -> EnqueueResult:
-    # Positional arguments: a frozen dataclass takes keywords markedly slower,
-    # and enqueue_many builds one result per message.
-    if reply in ("added", "updated"):
-        return EnqueueResult(True, mid, reply)  # type: ignore[arg-type]
-    if reply in _REFUSALS:
-        return EnqueueResult(False, mid, None, reply)  # type: ignore[arg-type]
-    raise ProtocolError(f"enqueue answered {reply!r}")
-
-
-async def queue_names(redis: RedisClient, pattern: str = "*") -> list[str]:
-    """The sorted names of the queues that have any key in Redis, matching ``pattern``.
-
-    ``pattern`` is a Redis glob over queue names (``*``, ``?``, ``[abc]``).
-    On a Redis Cluster every master is scanned.
-    A key that looks like vermilion's but holds no valid queue name (written by
-    hand or by another tool, or not UTF-8) is skipped with a warning.
-    """
-    if not isinstance(pattern, str):
-        raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
-    if not pattern or "{" in pattern or "}" in pattern:
-        raise ValueError("pattern must be a non-empty glob without braces")
-    connection = ScriptClient(redis)
-    try:
-        return sorted([name async for name in connection.scan_queue_names(pattern)])
-    finally:
-        await connection.aclose()  # a cluster's node connections; never the user's client
-
-
-async def clear_queues(redis: RedisClient, *names: str) -> int:
-    """Delete every key of the named queues. Returns how many live messages were removed.
-
-    Every name is checked before anything is deleted; names are exact, never patterns.
-    """
-    checked = [check_queue_name(name) for name in names]
-    connection = ScriptClient(redis)
-    removed = 0
-    try:
-        for name in checked:
-            removed += await connection.clear(QueueKeys.for_queue(name))
-    finally:
-        await connection.aclose()
-    return removed

@@ -16,7 +16,8 @@ the event loop that called ``start()``:
   call, well before the leases lapse.
 
 This module owns their lifecycle (start, supervised loops, a bounded stop)
-and the worker's options and status; it sends nothing to Redis itself.
+and the worker's status (its options are read and set through
+:mod:`._worker_options`); it sends nothing to Redis itself.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from ._stats import Tally
 from ._transport import Channel
 from ._validation import positive_int, seconds, to_ms
 from ._wire import OutcomeRequest
+from ._worker_options import WorkerOptions, worker_monitor
 
 __all__ = [  # the status types are re-exported for the modules that import them from here
     "AsyncWorker",
@@ -70,7 +72,7 @@ _STOP_ACK_FLUSH_TIMEOUT = 5.0
 _CANCEL_GRACE = 2.0
 
 
-class AsyncWorker:
+class AsyncWorker(WorkerOptions):
     """Handles the messages of one queue, at most ``concurrency`` at a time.
 
     Args:
@@ -132,10 +134,7 @@ class AsyncWorker:
         self.lock_timeout: float = seconds(lock_timeout, "lock_timeout", allow_zero=False)
         idle_backoff_function = as_delay_function(idle_backoff, "idle_backoff")
         throttle_function = None if throttle is None else as_delay_function(throttle, "throttle")
-        if isinstance(monitor, _Default):
-            monitor = QueueSizeMonitor()  # one per worker: each keeps its own warning clock
-        elif monitor is not None and not callable(monitor):
-            raise TypeError("monitor must be callable or None")
+        monitor = worker_monitor(monitor)
         if not callable(on_exception):
             raise TypeError("on_exception must be callable")
         self.stop_timeout: float = seconds(stop_timeout, "stop_timeout")
@@ -196,48 +195,6 @@ class AsyncWorker:
             self.stats,
             self._tally,
         )
-
-    # The handler's options live in the parts that use them; these read and set them there.
-
-    @property
-    def handler(self) -> Handler:
-        return self._runner.handler
-
-    @handler.setter
-    def handler(self, value: Handler) -> None:
-        self._runner.handler = value
-
-    @property
-    def handler_timeout(self) -> float | None:
-        return self._runner.handler_timeout
-
-    @handler_timeout.setter
-    def handler_timeout(self, value: float | None) -> None:
-        self._runner.handler_timeout = value
-
-    @property
-    def max_attempts(self) -> int | None:
-        return self._runner.max_attempts
-
-    @max_attempts.setter
-    def max_attempts(self, value: int | None) -> None:
-        self._runner.max_attempts = value
-
-    @property
-    def on_exception(self) -> ExceptionMapper:
-        return self._runner.on_exception
-
-    @on_exception.setter
-    def on_exception(self, value: ExceptionMapper) -> None:
-        self._runner.on_exception = value
-
-    @property
-    def monitor(self) -> Callable[[PollInfo], object] | None:
-        return self._poller.monitor
-
-    @monitor.setter
-    def monitor(self, value: Callable[[PollInfo], object] | None) -> None:
-        self._poller.monitor = value
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
@@ -409,21 +366,12 @@ class AsyncWorker:
             queue_status: QueueStatus | None = await self.queue.status()
         except VermilionError:
             queue_status = None
-        idle_backoff, throttle = self._poller.idle_backoff, self._poller.throttle
         return WorkerStatus(
             queue=self.queue.name,
             running=self._running,
             concurrency=self.concurrency,
             in_flight=self._slots.busy,
-            options={
-                "lock_timeout": self.lock_timeout,
-                "handler_timeout": self.handler_timeout,
-                "max_attempts": self.max_attempts,
-                "idle_backoff": getattr(idle_backoff, "__name__", repr(idle_backoff)),
-                "throttle": None if throttle is None else repr(throttle),
-                "monitor": repr(self.monitor),
-                "stop_timeout": self.stop_timeout,
-            },
+            options=self._option_values(),
             stats=self.stats(),
             queue_status=queue_status,
         )

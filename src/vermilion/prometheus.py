@@ -27,7 +27,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, s
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ._queue import DEFAULT_URL, Queue, queue_names
+from ._queue import DEFAULT_URL, Queue
+from ._queues import queue_names
 from ._validation import check_queue_name, seconds
 from ._worker import AsyncWorker
 

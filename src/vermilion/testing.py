@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._embedded import EmbeddedServer
+from ._enqueue_args import random_mids
 from ._messages import Message
-from ._queue import Queue, random_mids
+from ._queue import Queue
 from ._validation import check_mid, positive_int, seconds
 from ._worker import AsyncWorker, Handler, WorkerStats
 

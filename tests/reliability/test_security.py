@@ -54,6 +54,7 @@ from vermilion._scripts import SCRIPTS, Script
 ROOT = Path(__file__).resolve().parents[2]
 LUA_DIR = ROOT / "src" / "vermilion" / "lua"
 PROTOCOL = ROOT / "src" / "vermilion" / "_protocol.py"
+SERVER_CHECK = ROOT / "src" / "vermilion" / "_server_check.py"  # INFO, split from _protocol
 PRESENCE_CALLS = ROOT / "src" / "vermilion" / "_presence_calls.py"
 PASSWORD = "tenant-secret"
 
@@ -232,7 +233,7 @@ def test_t20_command_list_is_what_the_code_sends() -> None:
     # call_in_slices and fetch_in_slices pass a command name on; check_key_types
     # calls the commands of its LENGTH_OF table.
     assert dynamic_sites == 3
-    protocol = PROTOCOL.read_text()
+    protocol = PROTOCOL.read_text() + SERVER_CHECK.read_text()
     sent = {name.lower() for name in re.findall(r'\brun\(\s*\(\s*b?"([A-Z]+)"', protocol)}
     sent |= {name.lower() for name in re.findall(r'b"(EVAL(?:SHA)?(?:_RO)?)"', protocol)}
     sent |= {name.lower() for name in re.findall(r'\(b"([A-Z]+)"', PRESENCE_CALLS.read_text())}

@@ -196,7 +196,7 @@ def test_random_mids_are_distinct_short_url_safe_ids() -> None:
     (v2: they were UUID strings; 12 characters fit Redis's smallest string allocation.)"""
     import re
 
-    from vermilion._queue import random_mids
+    from vermilion._enqueue_args import random_mids
 
     mids = random_mids(10_000)
     assert len(set(mids)) == 10_000

@@ -16,7 +16,8 @@ import sys
 from vermilion._exceptions import OutcomeUnknownError
 from vermilion._migration import migrate_queue, v1_queue_names
 from vermilion._protocol import ScriptClient
-from vermilion._queue import Queue, queue_names
+from vermilion._queue import Queue
+from vermilion._queues import queue_names
 from vermilion._validation import check_queue_name
 
 from ._connect import connect, named_queues, print_json

@@ -1,260 +1,38 @@
-"""The command line's arguments: the parser and one function per command.
+"""The command line's arguments: the parser and one function per queue command.
 
-Owns every option, its help text and its checks (a bad value is a one-line
-usage error, exit code 2; the value types are in :mod:`._types`), and the
-global options ``--url`` and ``--json``, which may stand before the command or
-after it. It runs no command and talks to no server.
+Owns the queue commands' options and the global options ``--url`` and
+``--json``, which may stand before the command or after it. A bad value is a
+one-line usage error, exit code 2. The value types are in :mod:`._types`, the
+queue commands' descriptions in :mod:`._help`, the shared pieces in
+:mod:`._build`, and the options of the commands that run until stopped
+(``worker``, ``scheduler``, ``demo``, ``dashboard``) in :mod:`._process_commands`.
+It runs no command and talks to no server.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import Any
 
 from vermilion import __version__
-from vermilion._queue import DEFAULT_URL
 
 from . import _commands, _failures, _settings
-from ._dashboard import TOKEN_ENV, run_dashboard
-from ._demo import run_demo_command
-from ._exit import EXIT_USAGE
-from ._scheduler import run_scheduler
-from ._serve import LOG_LEVELS, run_worker
+from ._build import (
+    JSON_HELP as _JSON_HELP,
+    URL_HELP as _URL_HELP,
+    Parser as _Parser,
+    queue_command as _queue_command,
+)
+from ._process_commands import add_process_commands
 from ._types import (
     duration as _duration,
     non_negative_int as _non_negative_int,
-    port as _port,
     positive_duration as _positive_duration,
     positive_int as _positive_int,
 )
 
 __all__ = ["parse_args"]
-
-_URL_HELP = f"Redis URL (default: $VERMILION_URL, else {DEFAULT_URL})"
-_JSON_HELP = "print JSON instead of text"
-
-_ABOUT = {
-    "status": (
-        "counts and lag of every queue, or of the named ones",
-        "Counts and lag of the named queues, or of every queue with data in Redis."
-        " lag is how long (s) the oldest ready message has waited.",
-    ),
-    "queues": (
-        "names of the queues that have data in Redis",
-        "Names of the queues that have data in Redis, sorted, one a line.",
-    ),
-    "workers": (
-        "the live workers of a queue",
-        "The workers of QUEUE that announced themselves in Redis and have not lapsed: id, host, pid,"
-        " concurrency, messages in flight, outcomes so far, handling time, when they started and when"
-        " they last announced themselves. A crashed worker is listed until its record lapses.",
-    ),
-    "enqueue": (
-        "add one message, given as JSON",
-        "Add one message. Prints 'added MID' or 'updated MID' (exit code 0), or"
-        " 'refused MID: REASON' when the mid is busy (exit code 3).",
-    ),
-    "message-status": (
-        "the status of one message",
-        "The status of one message (queued, locked, done-with-backoff, failed, ...), or"
-        " 'unknown' for a mid the queue does not know. Exit code 0 either way.",
-    ),
-    "clear": (
-        "delete every message and all state of the named queues",
-        "Delete every message and all state of the named queues (exact names, never"
-        " patterns). Refuses without --yes.",
-    ),
-    "configure": (
-        "show or change a queue's flow-control settings (size bound, rate limit, per-key limit)",
-        "Show the queue's settings, or change those given: --max-size N refuses enqueues once N"
-        " messages are live (ready, delayed or leased); --rate-limit N hands out at most N messages"
-        " per --rate-interval seconds (1 by default) across all workers; --max-per-key N leases at"
-        " most N messages of one key at once; --no-max-size, --no-rate-limit and --no-max-per-key"
-        " remove them.",
-    ),
-    "migrate": (
-        "upgrade queues written by protocol version 1 (an older vermilion) in place",
-        "Move the data of the named queues, or with --all of every queue that holds"
-        " version-1 keys, to protocol version 2, keeping every message's state. Safe to"
-        " repeat and to interrupt; stop version-1 workers first.",
-    ),
-    "failed": (
-        "the failure history of a queue: failed messages with their reasons and payloads",
-        "A page of the queue's failed messages, newest first: when each failed, its mid,"
-        " attempts, reason and content (cut to one line; --json gives them whole).",
-    ),
-    "replay": (
-        "put failed messages back in their queue",
-        "Put the named failed messages (or with --all every one) back in the queue, ready,"
-        " each as a new life (attempt 1). Prints 'replayed MID' or 'not replayed MID: REASON'"
-        " (live: the mid lives again; unknown: not in the history; no-content: a failure"
-        " migrated from protocol version 1); exit code 3 if any was not replayed.",
-    ),
-    "purge-failed": (
-        "remove failed messages from the failure history",
-        "Remove the named failed messages (or with --all every one) from the queue's failure"
-        " history; the queue forgets their mids. Prints how many were removed.",
-    ),
-}
-"""The commands that read or feed queues: their one-line help and their description."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, like every other error of the CLI."""
-
-    def error(self, message: str) -> NoReturn:
-        command = self.prog.removeprefix("vermilion").strip()
-        where = f"{command}: " if command else ""
-        self.exit(EXIT_USAGE, f"vermilion: {where}{message} (see '{self.prog} --help')\n")
-
-
-def _run_async(
-    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
-) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        return asyncio.run(command(args))
-
-    return run
-
-
-def _command(
-    commands: Any, name: str, run: Callable[[argparse.Namespace], int], **options: Any
-) -> argparse.ArgumentParser:
-    """A subcommand's parser, whose parsed arguments carry the function that runs it."""
-    parser: argparse.ArgumentParser = commands.add_parser(name, **options)
-    parser.set_defaults(run=run)
-    return parser
-
-
-def _queue_command(
-    commands: Any, name: str, command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
-) -> argparse.ArgumentParser:
-    """A command that reads or feeds queues: ``--url`` and ``--json``, its help from ``_ABOUT``."""
-    help_text, description = _ABOUT[name]
-    return _command(
-        commands, name, _run_async(command), parents=_with_output(), help=help_text, description=description
-    )
-
-
-def _with_server() -> list[argparse.ArgumentParser]:
-    """The parents of a command that talks to Redis: ``--url`` after the command too.
-
-    SUPPRESS as the default, so that a command without it keeps the global one.
-    """
-    server = _Parser(add_help=False)
-    server.add_argument("--url", default=argparse.SUPPRESS, help=_URL_HELP)
-    return [server]
-
-
-def _with_output() -> list[argparse.ArgumentParser]:
-    """The parents of a command that can print JSON: ``--url`` and ``--json``."""
-    output = _Parser(add_help=False)
-    output.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=_JSON_HELP)
-    output.set_defaults(prints_json=True)
-    return [*_with_server(), output]
-
-
-def _add_log_level(parser: argparse.ArgumentParser, default: str, whose: str) -> None:
-    parser.add_argument(
-        "--log-level",
-        type=str.lower,
-        choices=LOG_LEVELS,
-        default=default,
-        metavar="LEVEL",
-        help=f"{whose}one of {', '.join(LOG_LEVELS)} (default {default})",
-    )
-
-
-def _add_worker(commands: Any) -> None:
-    worker = _command(
-        commands,
-        "worker",
-        run_worker,
-        parents=_with_server(),
-        help="handle a queue's messages with an async function, until SIGTERM or SIGINT",
-        description="Import MODULE:HANDLER (the current directory is on sys.path) and run an AsyncWorker"
-        " on QUEUE. The first SIGTERM or SIGINT stops it gracefully: no new messages, running handlers"
-        " get --stop-timeout seconds to finish, the rest are left to their leases; exit code 0. A second"
-        " signal stops it at once (exit code 4). Logs go to stderr.",
-    )
-    worker.add_argument("handler", metavar="MODULE:HANDLER", help="for example myapp.tasks:handle")
-    worker.add_argument("--queue", required=True, metavar="NAME", help="the queue to serve")
-    worker.add_argument(
-        "--concurrency", type=_positive_int, default=10, metavar="N", help="handlers at once (default 10)"
-    )
-    worker.add_argument(
-        "--lock-timeout",
-        type=_positive_duration,
-        default=30.0,
-        metavar="S",
-        help="the lease in seconds, renewed while a handler runs (default 30)",
-    )
-    worker.add_argument(
-        "--handler-timeout",
-        type=_positive_duration,
-        metavar="S",
-        help="cancel a handler after S seconds and fail its message (default: no limit)",
-    )
-    worker.add_argument(
-        "--max-attempts",
-        type=_positive_int,
-        metavar="N",
-        help="fail a message handed out more than N times without calling the handler (default: no limit)",
-    )
-    worker.add_argument(
-        "--stop-timeout",
-        type=_duration,
-        default=30.0,
-        metavar="S",
-        help="on SIGTERM/SIGINT, wait up to S seconds for running handlers (default 30)",
-    )
-    worker.add_argument(
-        "--metrics-port",
-        type=_port,
-        metavar="PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs vermilion[prometheus])",
-    )
-    worker.add_argument(
-        "--metrics-host",
-        default="127.0.0.1",
-        metavar="HOST",
-        help="the address --metrics-port listens on (default 127.0.0.1; 0.0.0.0 for every interface)",
-    )
-    _add_log_level(worker, "info", "")
-
-
-def _add_scheduler(commands: Any) -> None:
-    scheduler = _command(
-        commands,
-        "scheduler",
-        run_scheduler,
-        parents=_with_server(),
-        help="enqueue a recurring message at every slot of a cron expression, until SIGTERM or SIGINT",
-        description="Enqueue JSON on QUEUE at every time slot of CRON (slot times from the Redis server's"
-        " clock), with the mid NAME@<slot in UTC>. Any number of schedulers and workers may run the"
-        " same schedule: each slot is enqueued once. A new schedule starts with its first slot after it"
-        " first runs; after downtime, the latest --catch-up missed slots are enqueued. Needs"
-        " vermilion[cron]. Logs go to stderr.",
-    )
-    scheduler.add_argument("queue", metavar="QUEUE")
-    scheduler.add_argument("name", metavar="NAME", help="the schedule's name, unique per queue")
-    scheduler.add_argument(
-        "--cron", required=True, metavar="EXPR", help="five fields, or six with seconds first: '0 3 * * *'"
-    )
-    scheduler.add_argument(
-        "--content", default="null", metavar="JSON", help="each slot's content as JSON (default null)"
-    )
-    scheduler.add_argument("--tz", default="UTC", metavar="ZONE", help="the cron's time zone (default UTC)")
-    scheduler.add_argument(
-        "--catch-up",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="after downtime, enqueue at most the latest N missed slots (default 1)",
-    )
-    _add_log_level(scheduler, "info", "")
 
 
 def _add_status(commands: Any) -> None:
@@ -378,62 +156,6 @@ def _add_purge_failed(commands: Any) -> None:
     purge.add_argument("--all", action="store_true", help="every message of the failure history")
 
 
-def _add_demo(commands: Any) -> None:
-    demo = commands.add_parser(
-        "demo", help="enqueue and handle 10,000 messages, then show the worker's status"
-    )
-    demo.add_argument(
-        "--url",
-        default=argparse.SUPPRESS,
-        help="Redis URL (default: $VERMILION_URL, else an embedded Valkey server)",
-    )
-    demo.add_argument(
-        "--messages", type=_positive_int, default=10_000, help="messages to enqueue (default 10,000)"
-    )
-    demo.add_argument("--concurrency", type=_positive_int, default=50, help="handlers at once (default 50)")
-    demo.add_argument(
-        "--queue", default="vermilion-demo", help="queue name (default vermilion-demo); cleared first"
-    )
-    demo.set_defaults(run=run_demo_command)
-
-
-def _add_dashboard(commands: Any) -> None:
-    dashboard = _command(
-        commands,
-        "dashboard",
-        run_dashboard,
-        parents=_with_server(),
-        help="serve the web dashboard: queues, plots, live workers, failed messages",
-        description="Serve the web dashboard (needs the extra vermilion[dashboard]) until Ctrl-C or"
-        " SIGTERM. It binds 127.0.0.1 unless --host says otherwise. Replay and purge are off unless"
-        f" --actions; then the page asks for a token: ${TOKEN_ENV}, else a fresh one printed to stderr.",
-    )
-    dashboard.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
-    )
-    dashboard.add_argument(
-        "--allowed-host",
-        action="append",
-        dest="allowed_hosts",
-        metavar="NAME",
-        help="a host name the page may be reached by (repeatable; '*.example.com' allowed); default:"
-        " 127.0.0.1 and localhost when bound to this machine, else any",
-    )
-    dashboard.add_argument(
-        "--port", type=_port, default=8000, metavar="PORT", help="port to listen on (default 8000)"
-    )
-    dashboard.add_argument(
-        "--actions", action="store_true", help="allow replaying and purging failed messages (needs the token)"
-    )
-    for flag, default, meaning in (
-        ("--interval", 1.0, "seconds between two samples of Redis"),
-        ("--history", 600.0, "seconds of plots kept per queue"),
-    ):
-        help_text = f"{meaning} (default {default:g})"
-        dashboard.add_argument(flag, type=_positive_duration, default=default, metavar="S", help=help_text)
-    _add_log_level(dashboard, "warning", "uvicorn's log level, ")
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vermilion",
@@ -451,9 +173,8 @@ def _parser() -> argparse.ArgumentParser:
         " failed, replay, purge-failed)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_process_commands(commands)
     for add in (
-        _add_worker,
-        _add_scheduler,
         _add_status,
         _add_queues,
         _add_workers,
@@ -465,8 +186,6 @@ def _parser() -> argparse.ArgumentParser:
         _add_failed,
         _add_replay,
         _add_purge_failed,
-        _add_demo,
-        _add_dashboard,
     ):
         add(commands)
     return parser

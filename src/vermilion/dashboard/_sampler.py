@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from vermilion._messages import QueueStatus
 from vermilion._presence import WorkerPresence
-from vermilion._queue import Queue, queue_names
+from vermilion import Queue, queue_names
 from vermilion._serialization import Serializer
 
 from ._series import QueueSeries, WorkerReading
