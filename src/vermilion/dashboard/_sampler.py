@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from vermilion import Queue, queue_names
 from vermilion._messages import QueueStatus
 from vermilion._presence import WorkerPresence
-from vermilion import Queue, queue_names
 from vermilion._serialization import Serializer
 
 from ._series import QueueSeries, WorkerReading
