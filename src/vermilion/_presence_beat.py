@@ -28,7 +28,8 @@ from ._validation import seconds, to_ms
 
 __all__ = ["DEFAULT_PRESENCE_INTERVAL", "TTL_INTERVALS", "PresenceBeat", "presence_beat"]
 
-DEFAULT_PRESENCE_INTERVAL = 30.0
+# 60 s keeps an idle worker within 0.5 Redis commands/s, its polling included (benchmarks/footprint.py).
+DEFAULT_PRESENCE_INTERVAL = 60.0
 TTL_INTERVALS = 3
 """A record lives this many intervals: two beats may fail before a live worker vanishes."""
 _WITHDRAW_TIMEOUT = 5.0
