@@ -17,7 +17,10 @@ from ._protocol import ScriptClient
 from ._scripts import SCRIPTS
 from ._wire import reply_int
 
-__all__ = ["TickReply", "tick"]
+__all__ = ["REFUSED_FULL", "TickReply", "tick"]
+
+# The script's answer for a due slot that a bounded, full queue refused.
+REFUSED_FULL = -2
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +30,8 @@ class TickReply:
     now_ms: int
     watermark_ms: int
     results: tuple[int, ...]
-    """Per slot passed: 1 enqueued, 0 its mid was known already, -1 not due or already covered."""
+    """Per slot passed: 1 enqueued, 0 its mid was known already, -1 not due or already
+    covered, -2 refused because the queue is bounded and full (skipped for good)."""
 
 
 def _keys(keys: QueueKeys) -> QueueKeys:

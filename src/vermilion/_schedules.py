@@ -23,7 +23,7 @@ from ._exceptions import ConfigurationError, VermilionError
 from ._logs import logger
 from ._policies import error_backoff
 from ._queue import Queue
-from ._schedule_calls import TickReply, tick
+from ._schedule_calls import REFUSED_FULL, TickReply, tick
 from ._serialization import encode_content
 
 __all__ = ["MAX_CATCH_UP", "Schedule", "ScheduleRunner", "run_schedules", "schedule"]
@@ -114,6 +114,13 @@ class Schedule:
         for slot, result in zip(slots, reply.results, strict=True):
             if result == 1:
                 logger.info("schedule %r enqueued slot %s", self.name, self.mid(self._slot_time(slot)))
+            elif result == REFUSED_FULL:
+                logger.warning(
+                    "schedule %r skipped slot %s: queue %r is full (max_size)",
+                    self.name,
+                    self.mid(self._slot_time(slot)),
+                    self.queue.name,
+                )
         return reply
 
     async def tick(self) -> list[datetime]:

@@ -12,7 +12,9 @@
 --   time), mid (non-empty string, under 255 bytes: the slot's message id).
 -- Reply: now_ms, the watermark after the call, then one integer per slot:
 --   1 enqueued; 0 its mid was known to the queue already (not enqueued again);
---   -1 not due (slot_ms > now) or already covered (slot_ms <= the watermark).
+--   -1 not due (slot_ms > now) or already covered (slot_ms <= the watermark);
+--   -2 refused: the queue is bounded (meta's max_size) and full, as an enqueue
+--   would be refused; the slot is covered all the same (skipped for good).
 --
 -- A schedule without a watermark (its first call ever) gets now as its watermark
 -- before its slots are read, so a new schedule starts with its first slot after
@@ -61,15 +63,25 @@ if stored then
   end
 end
 
+-- A bounded queue refuses a new message once max_size are live, as enqueue does.
+local room = setting('max_size')
+if room then room = room - live_count() end
+
 local reply = { now, 0 }
 local added = 0
 for i = FIRST_SLOT, #ARGV, 2 do
   local slot, mid = tonumber(ARGV[i]), ARGV[i + 1]
   if slot <= watermark or slot > now then
     reply[#reply + 1] = -1
+  elseif room and room <= 0 and redis.call('SISMEMBER', K_MIDS, mid) == 0 then
+    -- Skipped rather than left for a later pass: a scheduler would send it again
+    -- at once, and again, for as long as the queue stays full.
+    watermark = slot
+    reply[#reply + 1] = -2
   elseif redis.call('SADD', K_MIDS, mid) == 1 then
     local length = redis.call('RPUSH', K_READY, fresh_entry(mid, now, nil, payload))
     if length == 1 then added = added + 1 end
+    if room then room = room - 1 end
     watermark = slot
     reply[#reply + 1] = 1
   else
