@@ -43,6 +43,7 @@ from ._scripts import SCRIPTS, Script
 from ._server_check import check_server, check_version
 from ._transport import Channel, Sender, Transport
 from ._wire import (
+    DEFAULT_ENQUEUE_OPTIONS,
     ENQUEUE_OPTION_FIELDS,
     Counts,
     DequeueReply,
@@ -215,8 +216,14 @@ class ScriptClient:
         With ``replication``, raises :class:`ReplicationError` (its ``replies``
         set) when fewer replicas than asked confirmed the write.
         """
-        body = options.packed_argv + pack_messages(messages, options.key)
-        argc = len(ENQUEUE_OPTION_FIELDS) + 2 * len(messages)
+        if len(messages) == 1 and (options is DEFAULT_ENQUEUE_OPTIONS or options == DEFAULT_ENQUEUE_OPTIONS):
+            # The script's usual call, answered before it defines anything: one
+            # message with the default options, sent as its mid and payload only
+            # (each argument costs the server about as much as a Lua statement).
+            body, argc = pack_messages(messages), 2
+        else:
+            body = options.packed_argv + pack_messages(messages, options.key)
+            argc = len(ENQUEUE_OPTION_FIELDS) + 2 * len(messages)
         then = None if replication is None else replication.wait
         reply = await self._call_packed(SCRIPTS["enqueue"], keys, argc, body, replayable=False, then=then)
         if replication is not None:

@@ -2,8 +2,10 @@
 
 Each operation has its own file in ``lua/``. The shared helpers of
 ``lua/_common.lua`` are placed after the operation's optional ``#!lua`` line
-(which Redis requires on the first line) and before its body; a line
-``--#include <name>`` in a body is replaced by ``lua/<name>.lua``.
+(which Redis requires on the first line) and before its body, unless the body
+places them itself with ``--#include _common`` (enqueue answers its usual call
+before defining anything); a line ``--#include <name>`` in a body is replaced
+by ``lua/<name>.lua``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def _read(name: str) -> str:
 
 
 _INCLUDE = re.compile(r"^--#include (_[a-z]+)$", re.MULTILINE)
+_INCLUDE_COMMON = re.compile(r"^--#include _common$", re.MULTILINE)
 
 
 def _with_includes(body: str) -> str:
@@ -57,7 +60,10 @@ def _with_includes(body: str) -> str:
 
 
 def _build(name: str, common: str) -> Script:
-    body = _with_includes(_read(name))
+    raw = _read(name)
+    if _INCLUDE_COMMON.search(raw):
+        common = ""
+    body = _with_includes(raw)
     shebang = ""
     if body.startswith("#!"):
         shebang, _, body = body.partition("\n")

@@ -747,7 +747,10 @@ class Explorer:
         elif kind == "enqueue":
             m, delay, flags, payload = arg
             label = f"enqueue({m}, delay={delay}, flags={flags}, {payload})"
-            reply, keys, dumps = self.run(s, "enqueue", [delay, "", flags, m, payload], clock)
+            # With the default options the client sends the two-argument form (mid,
+            # payload), which the script answers on its one-message path.
+            argv = [m, payload] if delay == "0" and flags == "0" else [delay, "", flags, m, payload]
+            reply, keys, dumps = self.run(s, "enqueue", argv, clock)
             r = _s(reply[0])
             label += f"->{r}"
             mm = model.get(m, MidModel())

@@ -21,7 +21,9 @@ from tests.helpers import (
     scan_queue_keys,
 )
 from tests.layout import (
+    FRESH,
     attempts,
+    decode_entry,
     encode_pointer,
     failure,
     is_suspect,
@@ -811,6 +813,33 @@ async def test_one_new_message_refuses_another_collection_at_a_key_it_touches(
     with pytest.raises(ScriptError, match=f"{keys.key(part).decode()} holds a {wrong}, not a"):
         await queue.enqueue("new", mid="new", **options)  # type: ignore[arg-type]
     assert await contents(queue.redis, keys) == before
+
+
+async def test_the_two_argument_enqueue_is_the_full_form_with_default_options(queue: Queue) -> None:
+    """The client sends one message with the default options as mid and payload alone; the
+    script reads that as the full form ('0', '', '0', mid, payload): the same entries, and the
+    same answers for a new mid, a known one, and one known through the other form."""
+    client, keys = queue._protocol
+    script = SCRIPTS["enqueue"]
+
+    async def call(*argv: str) -> list[str]:
+        reply = await client.call_script(script, keys, argv, replayable=False)
+        return [item.decode() for item in reply]
+
+    assert await call("two", "p") == ["added"]
+    assert await call("0", "", "0", "five", "p") == ["added"]
+    assert await call("two", "q") == ["already-queued"]
+    assert await call("five", "q") == ["already-queued"]
+    assert await call("0", "", "0", "two", "q") == ["already-queued"]
+    entries = [decode_entry(raw) for raw in await queue.redis.lrange(keys.key("ready"), 0, -1)]
+    assert [(e.kind, e.mid, e.lock_ms, e.payload) for e in entries] == [
+        (FRESH, "two", None, b"p"),
+        (FRESH, "five", None, b"p"),
+    ]
+    # An empty mid is refused in either form, before anything is written.
+    with pytest.raises(ScriptError, match="empty mid"):
+        await call("", "p")
+    assert await ready_mids(queue.redis, keys) == ["two", "five"]
 
 
 async def test_one_new_message_passes_a_collection_of_another_type_it_does_not_touch(

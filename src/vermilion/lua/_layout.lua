@@ -179,8 +179,13 @@ local function pack_record(r)
     .. (r.key and key_prefix(r.key) or '') .. r.payload
 end
 
--- The key of a record's bytes (nil: none, or bytes no script wrote).
+-- The key of a record's bytes (nil: none, or bytes no script wrote). The flags
+-- byte is read first: an ack or a reclaim asks this of every message, and
+-- most have no key, so parsing (a table, a copy of the payload) is skipped.
 local function key_of(bytes)
+  if not bytes or #bytes < RECORD_HEADER_BYTES or math.floor(string.byte(bytes, 2) / KEYED) % 2 == 0 then
+    return nil
+  end
   local r = parse_record(bytes)
   return r and r.key
 end

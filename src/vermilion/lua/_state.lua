@@ -94,19 +94,25 @@ local function call_in_slices(command, key, items)
   end
 end
 
--- Like call_in_slices, for a read: the replies of the slices, joined in order.
+-- Like call_in_slices, for a read: the replies of the slices, joined in order
+-- (a single slice's reply as it is: an ack's batch is copied no further).
 local function fetch_in_slices(command, key, items)
   local slice = 1000
-  local out = {}
+  local out = nil
   for first = 1, #items, slice do
     local part = redis.pcall(command, key, unpack(items, first, math.min(first + slice - 1, #items)))
     if part.err then
       part.err = part.err .. ' (calling ' .. command .. ')'
       error(part)
     end
-    for _, value in ipairs(part) do out[#out + 1] = value end
+    if out == nil then
+      out = part
+    else
+      local n = #out
+      for i = 1, #part do out[n + i] = part[i] end
+    end
   end
-  return out
+  return out or {}
 end
 
 -- One token per message that became ready or changed what is due, so that

@@ -324,15 +324,17 @@ end
 local held_back_count = 0
 
 local function hand_out()
-  local out = {}
-  if max_messages == 0 then return out end
+  -- The reply's first five entries are set last (see below); the messages
+  -- follow them, so that no copy of the whole reply is made.
+  local out = { 0, 0, 0, 0, 0 }
+  if max_messages == 0 then return out, 0 end
   if priorities then pop_with_priorities() else pop_candidates(max_messages) end
   -- Held-back suspects wait behind the work that is ready now.
   call_in_slices('RPUSH', K_READY, held_back)
   call_in_slices('RPUSH', K_READY, key_waiting)
   held_back_count = #held_back
   local n = #mids
-  if n == 0 then return out end
+  if n == 0 then return out, 0 end
   if not seq then redis.call('HSETNX', K_META, 'version', '2') end
   local token = redis.call('HINCRBY', K_META, 'seq', n) - n
   local lease_end = offset_strings(now)
@@ -346,7 +348,7 @@ local function hand_out()
       locks[i], token) .. (keys[i] and key_prefix(keys[i]) or '') .. payloads[i]
     lock_args[2 * i - 1] = lease_end(lock)
     lock_args[2 * i] = mids[i]
-    local at = 7 * i - 6
+    local at = 7 * i - 1
     out[at], out[at + 1], out[at + 2], out[at + 3] = mids[i], payloads[i], attempt, lock
     out[at + 4], out[at + 5], out[at + 6] = enqueued[i], token, has_flag(flags[i], SUSPECT) and 1 or 0
   end
@@ -354,16 +356,16 @@ local function hand_out()
   redis.call('ZADD', K_LOCKS, unpack(lock_args))
   if #held_keys > 0 then count_held(held_keys, 1) end
   if window then redis.call('HSET', K_META, 'rate_window', int_str(window), 'rate_count', int_str(used + n)) end
-  return out
+  return out, n
 end
 
 move_due_delays()
 local reclaimed = reclaim_lapsed_leases()
 collect_ended_windows()
-local handed = hand_out()
+local reply, handed = hand_out()
 local left = redis.call('LLEN', K_READY)
 if priorities then left = left + redis.call('ZCOUNT', K_DELAYED, '-inf', '(0') end
-if #handed / 7 < requested then
+if handed < requested then
   -- The tokens announced work that is gone, except for held-back suspects:
   -- those are announced again, for idle workers that hold no suspect.
   redis.call('DEL', K_NOTIFY)
@@ -376,6 +378,5 @@ end
 
 local due_next = next_due_ms()
 if resume_at and left > 0 and (due_next < 0 or resume_at < due_next) then due_next = resume_at end
-local reply = { now, left, due_next, reclaimed, held_back_count }
-for _, v in ipairs(handed) do reply[#reply + 1] = v end
+reply[1], reply[2], reply[3], reply[4], reply[5] = now, left, due_next, reclaimed, held_back_count
 return reply

@@ -6,11 +6,12 @@
 --   1 delay_ms   integer ms >= 0 before the messages may be handled (0: ready now)
 --   2 lock_ms    integer ms > 0 for a per-message lease, or '' for the worker default
 --   3 flags      integer: bits 1 can_update, 2 can_requeue, 4 reset_delay, plus 8 *
---                priority (0..9; 0, the default, is the only one the
---                one-new-message path takes), plus 128 when every payload
+--                priority (0..9), plus 128 when every payload
 --                starts with its message's concurrency key ([>I2] length >= 1,
 --                the key), which a new life keeps in its record
 --   then, for each message: mid (non-empty string), payload (opaque bytes)
+-- Or, for one message with the default options ('0', '', '0'), only its mid
+-- and payload (two arguments): the usual call, which the client sends so.
 -- Reply: one entry per message, in order: 'added' | 'updated' | 'already-queued'
 --   | 'locked' | 'backoff' | 'full'.
 --
@@ -33,8 +34,8 @@
 -- done mid, is refused with 'full' (writing nothing for it) once the live
 -- messages (ready + delayed + leased) reach max_size; a batch admits the first
 -- messages that fit, in order.
--- A call of one mid the queue does not know, ready now with the default lease,
--- to a queue without max_size, is answered first, with four commands (TIME,
+-- A two-argument call (one message, default options) of a mid the queue does
+-- not know, to a queue without max_size, is answered first, with four commands (TIME,
 -- HGET meta, SADD, RPUSH; plus LPUSH when it makes `ready` non-empty) and before
 -- any helper is defined. A batch of unknown mids is written with one command
 -- per key.
@@ -45,40 +46,56 @@
 -- most 64 wait). The one-message path checks key types by undoing its writes
 -- when one of its commands meets a key of the wrong type.
 
-local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY, PRIORITY_FLAG, KEYED_FLAG = 1, 2, 4, 8, 128
-local FIRST_PAIR = 4
-
--- The usual call, answered before any helper is defined (defining them costs
--- more server time than the call itself): one message, ready now, with the
--- worker's lease, whose mid the queue does not know. SADD both tells that the
+-- The usual call, answered before anything else is defined, even
+-- _common.lua's names (defining them costs more server time than this path's
+-- Lua): one message, ready now, with the worker's lease, whose mid the queue
+-- does not know: the call of two arguments, mid and payload. KEYS are indexed as
+-- listed in _common.lua (1 mids, 2 ready, 10 notify, 11 meta, 12 the test
+-- clock). SADD both tells that the
 -- mid is new and records it; a queue with a bound (meta's max_size) takes the
 -- full path, which counts its live messages. A command refused here is undone and the call
 -- goes on to the full path below, which names a wrong-typed key or a denied
 -- command by its line; an out-of-memory refusal (only ever the first write:
 -- Redis lets a script that wrote finish) is answered as it is, so that the
--- server counts it once, as it does every other refused call.
-if #ARGV == FIRST_PAIR + 1 and ARGV[1] == '0' and ARGV[2] == '' and #ARGV[3] < 16
-  and string.find(ARGV[3], '^%d+$') and tonumber(ARGV[3]) < PRIORITY_FLAG and #ARGV[4] > 0 and #ARGV[4] < 255
-  and not redis.pcall('HGET', K_META, 'max_size') then
-  local mid = ARGV[FIRST_PAIR]
-  local entry = '\1' .. string.char(#mid) .. mid .. struct.pack('>I6', now_ms()) .. ARGV[FIRST_PAIR + 1]
-  local added = redis.pcall('SADD', K_MIDS, mid)
+-- server counts it once, as it does every other refused call. A missing test
+-- clock goes on to the full path too, which refuses it.
+local argv, keys = ARGV, KEYS
+local one_mid = argv[1]
+if #argv == 2 and #one_mid > 0 and #one_mid < 255 and not redis.pcall('HGET', keys[11], 'max_size') then
+  local now = nil
+  if keys[12] then
+    now = tonumber(redis.call('GET', keys[12]) or nil)
+  else
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  local added = now and redis.pcall('SADD', keys[1], one_mid)
   if type(added) == 'table' and string.sub(added.err, 1, 4) == 'OOM ' then return added end
   if added == 1 then
-    local length = redis.pcall('RPUSH', K_READY, entry)
+    local entry = '\1' .. string.char(#one_mid) .. one_mid .. struct.pack('>I6', now) .. argv[2]
+    local length = redis.pcall('RPUSH', keys[2], entry)
     if type(length) == 'number' then
       -- Only the message that makes `ready` non-empty wakes a worker: whoever
       -- takes it takes what follows, or passes a token on (see dequeue.lua).
-      local tokens = length == 1 and redis.pcall('LPUSH', K_NOTIFY, '1') or 0
+      -- At most 64 tokens wait (MAX_NOTIFY_TOKENS).
+      local tokens = length == 1 and redis.pcall('LPUSH', keys[10], '1') or 0
       if type(tokens) == 'number' then
-        if tokens > MAX_NOTIFY_TOKENS then redis.call('LTRIM', K_NOTIFY, 0, MAX_NOTIFY_TOKENS - 1) end
+        if tokens > 64 then redis.call('LTRIM', keys[10], 0, 63) end
         return { 'added' }
       end
-      redis.call('LREM', K_READY, -1, entry)
+      redis.call('LREM', keys[2], -1, entry)
     end
-    redis.call('SREM', K_MIDS, mid)
+    redis.call('SREM', keys[1], one_mid)
   end
 end
+
+--#include _common
+
+-- The two-argument call, as the full form: default options, then the pair.
+local ARGV = #ARGV == 2 and { '0', '', '0', ARGV[1], ARGV[2] } or ARGV
+
+local CAN_UPDATE, CAN_REQUEUE, RESET_DELAY, PRIORITY_FLAG, KEYED_FLAG = 1, 2, 4, 8, 128
+local FIRST_PAIR = 4
 
 --#include _layout
 
