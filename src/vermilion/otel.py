@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from contextvars import ContextVar, Token
 from importlib.metadata import version
 from typing import TYPE_CHECKING
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, ref
 
 try:
     from opentelemetry import context as otel_context, trace
@@ -142,6 +142,7 @@ class _Hook:
         self._message_as_parent = message_as_parent
         self._create_spans = create_spans
         self._queues: WeakKeyDictionary[Queue, _QueueSpans] = WeakKeyDictionary()
+        self._last: tuple[ref[Queue], _QueueSpans] | None = None
 
     # -- producer ----------------------------------------------------------------
 
@@ -249,10 +250,14 @@ class _Hook:
         return creation, links
 
     def _spans(self, queue: Queue) -> _QueueSpans:
-        spans = self._queues.get(queue)
-        if spans is None:
-            spans = self._queues[queue] = _QueueSpans(queue)
-        return spans
+        last = self._last
+        if last is not None and last[0]() is queue:  # a worker asks for its one queue again and again
+            return last[1]
+        found = self._queues.get(queue)
+        if found is None:
+            found = self._queues[queue] = _QueueSpans(queue)
+        self._last = (ref(queue), found)
+        return found
 
     def _attributes(self, queue: Queue, operation: str) -> Attributes:
         """The attributes every span of ``operation`` on ``queue`` has (a fresh dict)."""
