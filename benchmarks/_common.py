@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-LIBRARIES = ("vermilion", "arq", "saq", "taskiq", "streaq", "bullmq", "bare-list", "vermilion-observed")
+# vermilion with metrics, or metrics and tracing (see _libs.py for the SDK configuration).
+VARIANTS = ("vermilion-metrics", "vermilion-observed", "vermilion-observed-10pct")
+LIBRARIES = ("vermilion", "arq", "saq", "taskiq", "streaq", "bullmq", "bare-list", *VARIANTS)
 CEILING = "bare-list"
 PEERS = ("arq", "saq", "taskiq", "streaq", "bullmq")
 CONCURRENCY = 50

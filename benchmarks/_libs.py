@@ -96,27 +96,15 @@ class Vermilion(Adapter):
             await self.worker.stop(timeout=5.0)
 
 
-class VermilionObserved(Vermilion):
-    """``vermilion`` with Prometheus worker metrics and OpenTelemetry tracing on (issue #16's
-    overhead measure): every message carries its trace context, every handling gets a
-    ``process`` span (SDK, ``BatchSpanProcessor``, an exporter that discards) and metric events."""
+class VermilionMetrics(Vermilion):
+    """``vermilion`` with Prometheus worker metrics (``WorkerMetrics`` on a registry of its own)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
         from prometheus_client import CollectorRegistry
 
-        from vermilion import otel
         from vermilion.prometheus import WorkerMetrics
 
-        class Discard(SpanExporter):
-            def export(self, spans: Any) -> SpanExportResult:
-                return SpanExportResult.SUCCESS
-
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(Discard()))
-        otel.instrument(tracer_provider=provider)
         self.metrics = WorkerMetrics(CollectorRegistry())
 
     async def start_worker(self, on_message: OnMessage) -> None:
@@ -126,6 +114,51 @@ class VermilionObserved(Vermilion):
         self.worker = self._worker_class(self.queue, handle, concurrency=CONCURRENCY)
         self.metrics.instrument(self.worker)
         await self.worker.start()
+
+
+class VermilionObserved(VermilionMetrics):
+    """``vermilion`` with Prometheus worker metrics and OpenTelemetry tracing on (issue #16's
+    overhead measure). SDK config: ``TracerProvider()`` with its default sampler,
+    ``ParentBased(ALWAYS_ON)`` (every message sampled), one ``BatchSpanProcessor`` (its
+    defaults) and an exporter that discards; the global propagator (W3C trace context and
+    baggage). The filling process is traced alike, so every message carries its context."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        from vermilion import otel
+
+        otel.instrument(tracer_provider=tracer_provider(self.sampler()))
+
+    @staticmethod
+    def sampler() -> Any:
+        return None  # the SDK's default
+
+
+class VermilionObserved10(VermilionObserved):
+    """As ``vermilion-observed`` with a typical production sampler,
+    ``ParentBased(TraceIdRatioBased(0.1))``: a tenth of the producers' traces are sampled,
+    and the worker follows each message's decision."""
+
+    @staticmethod
+    def sampler() -> Any:
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+        return ParentBased(TraceIdRatioBased(0.1))
+
+
+def tracer_provider(sampler: Any) -> Any:
+    """An SDK tracer provider with ``sampler`` (``None``: the SDK's default), a
+    ``BatchSpanProcessor`` with its defaults and an exporter that drops every span."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider() if sampler is None else TracerProvider(sampler=sampler)
+    provider.add_span_processor(BatchSpanProcessor(Discard()))
+    return provider
 
 
 class Arq(Adapter):
@@ -392,7 +425,9 @@ class BareList(Adapter):
 
 ADAPTERS: dict[str, type[Adapter]] = {
     "vermilion": Vermilion,
+    "vermilion-metrics": VermilionMetrics,
     "vermilion-observed": VermilionObserved,
+    "vermilion-observed-10pct": VermilionObserved10,
     "arq": Arq,
     "saq": Saq,
     "taskiq": Taskiq,

@@ -4,9 +4,13 @@
 # server's footprint. Prints one JSON line per run; compare medians of each label.
 #
 #   bash benchmarks/ab.sh OLD_PYTHON NEW_PYTHON [REPS]
+#   OBSERVED=1 bash benchmarks/ab.sh OLD_PYTHON NEW_PYTHON [REPS]
 #
+# OBSERVED=1 measures the drain only, plain and with each observability variant
+# (vermilion-metrics, vermilion-observed, vermilion-observed-10pct; see _libs.py for
+# their SDK configuration) on both installs, in turn within each repetition.
 # Each Python must have vermilion installed (e.g. a venv with `pip install <old commit>`),
-# the new one also the test extra (prometheus-client, opentelemetry-sdk) for the variant.
+# with the test extra (prometheus-client, opentelemetry-sdk) for the variants.
 set -euo pipefail
 OLD=$1 NEW=$2 REPS=${3:-5}
 PORT=${PORT:-6391}
@@ -23,6 +27,15 @@ run() { # label python measure lib args...
   redis-cli -p "$PORT" CONFIG RESETSTAT >/dev/null
   echo "$label $measure $("$py" "$measure" --lib "$lib" --url "$URL" "$@" 2>/dev/null | tail -1)"
 }
+if [ "${OBSERVED:-0}" = 1 ]; then
+  for _ in $(seq "$REPS"); do
+    for lib in vermilion vermilion-metrics vermilion-observed vermilion-observed-10pct; do
+      run "old:$lib" "$OLD" drain.py "$lib" --n 20000
+      run "new:$lib" "$NEW" drain.py "$lib" --n 20000
+    done
+  done
+  exit 0
+fi
 for _ in $(seq "$REPS"); do
   run old "$OLD" drain.py vermilion --n 20000
   run new "$NEW" drain.py vermilion --n 20000

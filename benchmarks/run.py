@@ -36,8 +36,8 @@ HERE = Path(__file__).resolve().parent
 DASH = "\u2013"  # en dash, for ranges
 TIMES = "\u00d7"  # multiplication sign, for ratios
 LIBRARIES = ("vermilion", "arq", "saq", "taskiq", "streaq", "bullmq", "bare-list")
-# Variants measured only when named with --only: vermilion with metrics and tracing on.
-VARIANTS = ("vermilion-observed",)
+# Variants measured only when named with --only: vermilion with metrics, or metrics and tracing.
+VARIANTS = ("vermilion-metrics", "vermilion-observed", "vermilion-observed-10pct")
 PEERS = ("arq", "saq", "taskiq", "streaq", "bullmq")
 CEILING = "bare-list"
 MEASURES = ("enqueue", "batch", "drain", "latency", "idle", "memory", "footprint")

@@ -68,9 +68,17 @@ class HandlerRunner:
 
     async def outcome(self, leased: Leased, now_ms: int) -> Outcome:
         """The message's outcome, traced if tracing is on (``vermilion.otel``)."""
-        if _tracing.hook is not None:
-            return await _tracing.hook.process(self.queue, leased, lambda: self._outcome(leased, now_ms))
-        return await self._outcome(leased, now_ms)
+        hook = _tracing.hook
+        if hook is None:
+            return await self._outcome(leased, now_ms)
+        state = hook.begin(self.queue, leased)
+        try:
+            outcome = await self._outcome(leased, now_ms)
+        except BaseException as exc:  # the worker stopping (cancelled), or the process ending
+            hook.end(state, None, exc)
+            raise
+        hook.end(state, outcome, None)
+        return outcome
 
     async def _outcome(self, leased: Leased, now_ms: int) -> Outcome:
         """The message's outcome; an error of vermilion's own (a bug, or stored

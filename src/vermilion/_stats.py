@@ -136,6 +136,10 @@ class Tally:
         for observer in self.observers:
             observer.count(key, n)
 
+    def attach(self, observer: WorkerObserver) -> None:
+        """Hand every event and timing from now on to ``observer`` too."""
+        self.observers = (*self.observers, observer)
+
     def timing(self, measure: str, seconds: float) -> None:
         """Hand a timing to the observers (the worker's own summaries keep theirs)."""
         for observer in self.observers:

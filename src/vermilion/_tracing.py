@@ -18,7 +18,7 @@ UTF-8 text, so no built-in serializer's output can be mistaken for a carrier.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._exceptions import SerializationError
 
@@ -57,8 +57,14 @@ class TracingHook(Protocol):
         """Send ``messages`` (mid, payload) through ``send``, each payload given a carrier."""
         ...
 
-    async def process(self, queue: Queue, leased: Leased, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
-        """Run the handling of ``leased`` (``run``) and return its outcome."""
+    def begin(self, queue: Queue, leased: Leased) -> Any:
+        """Start tracing the handling of ``leased``, in the handler's task; returns what
+        :meth:`end` needs. Synchronous, as :meth:`end` is: no coroutine per message."""
+        ...
+
+    def end(self, state: Any, outcome: Outcome | None, raised: BaseException | None) -> None:
+        """The handling that :meth:`begin` started ended with ``outcome``, or ``raised``
+        (the worker stopping, the process ending)."""
         ...
 
     def exception(self, exc: BaseException) -> None:

@@ -49,7 +49,7 @@ from ._presence import new_worker_id
 from ._presence_beat import DEFAULT_PRESENCE_INTERVAL, presence_beat
 from ._queue import Queue
 from ._schedules import Schedule, ScheduleRunner
-from ._stats import Tally
+from ._stats import Tally, WorkerObserver
 from ._transport import Channel
 from ._validation import positive_int, seconds, to_ms
 from ._wire import OutcomeRequest
@@ -63,6 +63,7 @@ __all__ = [  # the status types are re-exported for the modules that import them
     "WorkerStats",
     "WorkerStatus",
     "exponential_idle_backoff",
+    "observe_worker",
 ]
 
 MAX_BATCH = 1000
@@ -387,3 +388,9 @@ class AsyncWorker(WorkerOptions):
     def _handlers(self) -> set[asyncio.Task[None]]:
         """The handler tasks running now."""
         return self._handler_tasks.running
+
+
+def observe_worker(worker: AsyncWorker, observer: WorkerObserver) -> None:
+    """Hand ``worker``'s events and timings to ``observer`` from now on (before or after
+    it starts): the seam through which ``vermilion.prometheus`` watches a worker."""
+    worker._tally.attach(observer)

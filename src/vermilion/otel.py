@@ -16,12 +16,11 @@ and, by default, is its child.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import Sequence
+from contextvars import ContextVar, Token
 from importlib.metadata import version
 from typing import TYPE_CHECKING
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, ref
 
 try:
     from opentelemetry import context as otel_context, trace
@@ -68,6 +67,7 @@ _RETRY_BACKOFF = "messaging.vermilion.retry.backoff"
 _FAILURE_ERROR_TYPE = "failure"
 
 Attributes = dict[str, AttributeValue]
+_NO_RELATIONS: tuple[None, Sequence[Link]] = (None, ())
 
 
 def instrument(
@@ -116,12 +116,16 @@ def is_instrumented() -> bool:
     return isinstance(_tracing.hook, _Hook)
 
 
-@dataclass(eq=False)
 class _Processing:
-    """The ``process`` span of the message a handler task is handling."""
+    """The ``process`` span of the message a handler task is handling, and how to end it."""
 
-    span: Span
-    raised: BaseException | None = None
+    __slots__ = ("context_token", "raised", "span", "token")
+    token: Token[_Processing | None]  # set as soon as the state is current
+
+    def __init__(self, span: Span, context_token: Token[Context]) -> None:
+        self.span = span
+        self.context_token = context_token
+        self.raised: BaseException | None = None
 
 
 _processing: ContextVar[_Processing | None] = ContextVar("vermilion_otel_processing", default=None)
@@ -137,7 +141,8 @@ class _Hook:
         self._propagator = propagator
         self._message_as_parent = message_as_parent
         self._create_spans = create_spans
-        self._common: WeakKeyDictionary[Queue, Attributes] = WeakKeyDictionary()
+        self._queues: WeakKeyDictionary[Queue, _QueueSpans] = WeakKeyDictionary()
+        self._last: tuple[ref[Queue], _QueueSpans] | None = None
 
     # -- producer ----------------------------------------------------------------
 
@@ -199,40 +204,42 @@ class _Hook:
 
     # -- consumer ----------------------------------------------------------------
 
-    async def process(self, queue: Queue, leased: Leased, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
-        attributes = self._attributes(queue, "process")
+    def begin(self, queue: Queue, leased: Leased) -> _Processing:
+        spans = self._spans(queue)
+        attributes = dict(spans.process_attributes)
         attributes[_MESSAGE_ID] = leased.mid
         attributes[_ATTEMPT] = leased.attempt
-        parent, links = self._relations(_tracing.carrier_text(leased.payload))
+        text = _tracing.carrier_text(leased.payload)
+        parent, links = self._relations(text) if text else _NO_RELATIONS
         span = self._tracer.start_span(
-            f"process {queue.name}", parent, kind=SpanKind.CONSUMER, attributes=attributes, links=links
+            spans.process_name, parent, kind=SpanKind.CONSUMER, attributes=attributes, links=links
         )
         # attach/detach by hand: start_as_current_span's context managers cost
         # a fifth of the span, on every message.
-        context_token = otel_context.attach(trace.set_span_in_context(span, parent))
-        state = _Processing(span)
-        state_token = _processing.set(state)
-        try:
-            outcome = await run()
-        except BaseException as exc:  # the worker stopping (cancelled), or the process ending
-            _record_error(span, exc)
-            raise
-        else:
-            _record_outcome(span, outcome, state.raised)
-        finally:
-            _processing.reset(state_token)
-            otel_context.detach(context_token)
-            span.end()
-        return outcome
+        state = _Processing(span, otel_context.attach(trace.set_span_in_context(span, parent)))
+        state.token = _processing.set(state)
+        return state
 
-    def _relations(self, text: bytes) -> tuple[Context | None, list[Link]]:
+    def end(self, state: _Processing, outcome: Outcome | None, raised: BaseException | None) -> None:
+        span = state.span
+        try:
+            if not span.is_recording():
+                pass  # a sampled-out span: nothing to record, the calls would be thrown away
+            elif raised is not None:
+                _record_error(span, raised)
+            elif outcome is not None:
+                _record_outcome(span, outcome, state.raised)
+        finally:
+            _processing.reset(state.token)
+            otel_context.detach(state.context_token)
+            span.end()
+
+    def _relations(self, text: bytes) -> tuple[Context | None, Sequence[Link]]:
         """The ``process`` span's parent (``None``: the current context) and links."""
-        if not text:
-            return None, []
         creation = self._propagator.extract(_parse_carrier(text))
         created = trace.get_current_span(creation).get_span_context()
         if not created.is_valid:
-            return None, []
+            return _NO_RELATIONS
         links = [Link(created)]
         if not self._message_as_parent:
             return None, links
@@ -242,18 +249,40 @@ class _Hook:
             links.append(Link(ambient))
         return creation, links
 
+    def _spans(self, queue: Queue) -> _QueueSpans:
+        last = self._last
+        if last is not None and last[0]() is queue:  # a worker asks for its one queue again and again
+            return last[1]
+        found = self._queues.get(queue)
+        if found is None:
+            found = self._queues[queue] = _QueueSpans(queue)
+        self._last = (ref(queue), found)
+        return found
+
     def _attributes(self, queue: Queue, operation: str) -> Attributes:
         """The attributes every span of ``operation`` on ``queue`` has (a fresh dict)."""
-        common = self._common.get(queue)
-        if common is None:
-            common = self._common[queue] = _queue_attributes(queue)
-        return {**common, "messaging.operation.name": operation, "messaging.operation.type": operation}
+        return {**self._spans(queue).common, **_operation(operation)}
 
     def exception(self, exc: BaseException) -> None:
         state = _processing.get()
         if state is not None:
             state.raised = exc
             state.span.record_exception(exc)
+
+
+class _QueueSpans:
+    """What every span of one queue shares, worked out once, not per message."""
+
+    __slots__ = ("common", "process_attributes", "process_name")
+
+    def __init__(self, queue: Queue) -> None:
+        self.common = _queue_attributes(queue)
+        self.process_name = f"process {queue.name}"
+        self.process_attributes = {**self.common, **_operation("process")}
+
+
+def _operation(operation: str) -> Attributes:
+    return {"messaging.operation.name": operation, "messaging.operation.type": operation}
 
 
 def _queue_attributes(queue: Queue) -> Attributes:

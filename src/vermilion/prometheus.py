@@ -21,6 +21,7 @@ import os
 import threading
 from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
+from weakref import WeakSet
 
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
@@ -30,7 +31,7 @@ from prometheus_client.registry import Collector
 from ._queue import DEFAULT_URL, Queue
 from ._queues import queue_names
 from ._validation import check_queue_name, seconds
-from ._worker import AsyncWorker
+from ._worker import AsyncWorker, observe_worker
 
 __all__ = [
     "HANDLING_BUCKETS",
@@ -237,23 +238,23 @@ class WorkerMetrics:
             ["queue"],
             registry=registry,
         )
+        self._workers: WeakSet[AsyncWorker] = WeakSet()
 
     def instrument(self, worker: AsyncWorker) -> None:
         """Feed these metrics from ``worker``'s events from now on (before or after it starts)."""
         if not isinstance(worker, AsyncWorker):
             raise TypeError(f"worker must be a vermilion.AsyncWorker, not {type(worker).__name__}")
-        tally = worker._tally
-        if not any(isinstance(o, _Observer) and o.metrics is self for o in tally.observers):
-            tally.observers = (*tally.observers, _Observer(self, worker.queue.name))
+        if worker not in self._workers:  # attached once, however often asked
+            self._workers.add(worker)
+            observe_worker(worker, _Observer(self, worker.queue.name))
 
 
 class _Observer:
     """Turns one worker's events into its queue's children of a :class:`WorkerMetrics`."""
 
-    __slots__ = ("_counters", "_timings", "metrics")
+    __slots__ = ("_counters", "_timings")
 
     def __init__(self, metrics: WorkerMetrics, queue: str) -> None:
-        self.metrics = metrics
         # Children bound once: a labels() lookup per message would cost more than the rest.
         # Binding them also exports every series at 0 before its first event.
         self._counters = {

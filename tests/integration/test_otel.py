@@ -17,6 +17,7 @@ from opentelemetry import baggage, context as otel_context, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 from tests.conftest import QueueFactory
@@ -240,7 +241,32 @@ async def test_traced_worker_handles_an_untraced_message(
     (process,) = named(exporter, f"process {queue.name}")
     assert process.parent is None and process.links == ()
     assert process.status.status_code is StatusCode.UNSET
-    assert handler.seen[0][0].content == "plain"
+    message, current = handler.seen[0]
+    assert message.content == "plain"
+    assert current.span_id == context_of(process).span_id
+    attributes = dict(process.attributes or {})
+    assert attributes["messaging.message.id"] == message.mid
+    assert attributes["messaging.vermilion.outcome"] == "success"
+
+
+@pytest.mark.parametrize("outcome", [None, Failure("no")], ids=["success", "failure"])
+async def test_a_sampled_out_message_is_handled_in_its_unsampled_trace(
+    queue: Queue, exporter: InMemorySpanExporter, outcome: Outcome
+) -> None:
+    """The user's sampler dropped the request's trace: no span is exported, yet the
+    handler runs in that trace (unsampled), so its own spans are dropped alike."""
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel.instrument(provider)
+    with provider.get_tracer("app").start_as_current_span("GET /orders") as request:
+        await queue.enqueue("x")
+    handler = Handler(outcome)
+    await handle(queue, handler, 1)
+    _, current = handler.seen[0]
+    assert current.is_valid and not current.trace_flags.sampled
+    assert current.trace_id == request.get_span_context().trace_id
+    assert current.span_id != request.get_span_context().span_id  # the (unrecorded) process span
+    assert exporter.get_finished_spans() == ()
 
 
 async def test_uninstrument_stops_spans_and_carriers(queue: Queue, exporter: InMemorySpanExporter) -> None:

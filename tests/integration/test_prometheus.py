@@ -131,6 +131,38 @@ async def test_worker_and_queue_metrics_over_http(
     assert value(samples, "vermilion_redis_up") == 1
 
 
+async def test_two_metrics_on_one_worker_count_alike(
+    make_queue: QueueFactory, registry: tuple[CollectorRegistry, int]
+) -> None:
+    """Each WorkerMetrics attached to a worker sees all its events, the second as the first."""
+    registry_, port = registry
+    queue = await make_queue()
+    first = WorkerMetrics(registry_)
+    other_registry = CollectorRegistry()
+    second = WorkerMetrics(other_registry)
+    worker = AsyncWorker(queue, handler, idle_backoff=0.05, monitor=None)
+    first.instrument(worker)
+    async with worker:
+        second.instrument(worker)  # attached to a running worker
+        await queue.enqueue_many(["ok"] * 3 + ["fail"])
+
+        async def all_handled() -> bool:
+            return (await queue.status()).nfailed == 1 and worker.stats().counts.get("handler/success") == 3
+
+        await eventually(all_handled, 10, interval=0.02, what="every message handled")
+        await eventually(lambda: _acknowledged(worker), 5, what="every outcome acknowledged")
+        samples = await scraped(port)
+    handled = "vermilion_worker_handled_messages_total"
+    q = queue.name
+    assert value(samples, handled, queue=q, outcome="success") == 3
+    assert value(samples, handled, queue=q, outcome="failure") == 1
+    assert value(samples, "vermilion_worker_handling_seconds_count", queue=q) == 4
+    # The second, attached later but before the first message, saw the same events.
+    labels = {"queue": q, "outcome": "success"}
+    assert other_registry.get_sample_value(handled, labels) == 3
+    assert other_registry.get_sample_value("vermilion_worker_handling_seconds_count", {"queue": q}) == 4
+
+
 async def _acknowledged(worker: AsyncWorker) -> bool:
     return worker._outcomes_acknowledged()
 

@@ -60,7 +60,7 @@ def test_all_is_complete() -> None:
         "Unset", "settings_changes", "settings_from_reply", "check_priority", "FlowSettings", "check_key",
         "enqueue_options", "mids_for", "result_of", "queue_client",
         "check_server", "check_version", "scan_names",
-        "WorkerOptions", "worker_monitor",
+        "WorkerOptions", "worker_monitor", "observe_worker",
     }  # fmt: skip
     missing = {
         name for module, name, ident in public_in_modules if ident not in exported and name not in internal

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from vermilion._stats import RollingStats, percentile
+from vermilion._stats import RollingStats, Tally, percentile
 
 
 def exact(data: list[float], fraction: float) -> float:
@@ -87,3 +87,26 @@ def test_as_dict_is_plain_data() -> None:
     summary = stats.summary()
     assert summary is not None
     assert set(summary.as_dict()) == {"n", "min", "max", "mean", "last", "p50", "p90", "p95", "p99"}
+
+
+class _Recorder:
+    def __init__(self, name: str, log: list[tuple[str, str, float]]) -> None:
+        self.name, self.log = name, log
+
+    def count(self, event: str, n: int) -> None:
+        self.log.append((self.name, event, n))
+
+    def timing(self, measure: str, seconds: float) -> None:
+        self.log.append((self.name, measure, seconds))
+
+
+def test_tally_hands_events_to_each_attached_observer_in_turn() -> None:
+    tally = Tally()
+    log: list[tuple[str, str, float]] = []
+    tally.add("handler/success")  # before any observer: counted, seen by none
+    tally.attach(_Recorder("a", log))
+    tally.add("ack/stale", 2)
+    tally.attach(_Recorder("b", log))
+    tally.timing("handling", 0.5)
+    assert log == [("a", "ack/stale", 2), ("a", "handling", 0.5), ("b", "handling", 0.5)]
+    assert tally.snapshot() == {"ack/stale": 2, "handler/success": 1}
