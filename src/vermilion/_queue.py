@@ -99,8 +99,8 @@ class Queue(QueueInspection, FailureHistory, FlowSettings):
         self.failure_history: int = non_negative_int(failure_history, "failure_history")
         self.failure_history_bytes: int = non_negative_int(failure_history_bytes, "failure_history_bytes")
         replication = replication_for(replicas, replica_timeout)
-        client, self._owns_client = queue_client(url, redis)
         self._shard_keys = shard_keys(self._name, check_shards(shards))
+        client, self._owns_client = queue_client(url, redis)
         # The queue's own keys: its only shard, or where a sharded queue keeps its count.
         self._keys = self._shard_keys[0].base or self._shard_keys[0]
         self._connection = ScriptClient(
