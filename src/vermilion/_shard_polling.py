@@ -155,7 +155,9 @@ class ShardPoller(Poller):
                     state.ready = await self._idle(wakeups, state)
                     sweep_at = loop.time() + _BUSY_SWEEP
                     continue
-                wakeups.launch(every - state.ready, _BACKGROUND_WAIT)
+                if state.busy:
+                    # Not in a sweep of empty shards, which would start a wait per shard.
+                    wakeups.launch(every - state.ready, _BACKGROUND_WAIT)
                 index = state.next_shard()
                 try:
                     reply = await self.client.dequeue(
@@ -223,6 +225,7 @@ class _Round:
     sizes: list[int]  # per shard: the ready messages its last poll counted
     held_back: set[int] = field(default_factory=set)  # a suspect this worker may not take now
     empty_rounds: int = 0
+    busy: bool = False  # the last poll handed messages out
     _turn: int = 0
 
     def next_shard(self) -> int:
@@ -245,6 +248,7 @@ class _Round:
     def polled(self, index: int, reply: DequeueReply, handed: int, now: float, slots: Slots) -> int:
         """Record a poll's answer; the queue's ready messages over every shard, as last counted."""
         self.sizes[index] = reply.ready
+        self.busy = handed > 0
         if handed:
             self.empty_rounds = 0
         else:
