@@ -32,9 +32,17 @@ async def _per_shard(
     Returns each position's reply (None where its shard's call failed) and the failures.
     """
     groups = by_shard(mids, len(shards))
-    outcomes = await asyncio.gather(
-        *(call(shards[index], positions) for index, positions in groups.items()), return_exceptions=True
-    )
+    outcomes: list[Any]
+    if len(groups) == 1:  # one message, or all on one shard: no task to gather
+        ((index, positions),) = groups.items()
+        try:
+            outcomes = [await call(shards[index], positions)]
+        except Exception as exc:
+            outcomes = [exc]
+    else:
+        outcomes = await asyncio.gather(
+            *(call(shards[index], positions) for index, positions in groups.items()), return_exceptions=True
+        )
     replies: list[Any] = [None] * len(mids)
     failures: list[BaseException] = []
     for positions, outcome in zip(groups.values(), outcomes, strict=True):

@@ -10,10 +10,10 @@ wake-up names it or the idle wait ends, when every shard is polled once
 The idle wait is a ``BLPOP`` on the shards' wake-up lists: on one server one
 ``BLPOP`` over all of them (Redis answers with the list that had a token);
 on a cluster, where one command cannot span slots, one ``BLPOP`` per shard,
-each on a connection of its own, all at once. A ``BLPOP`` that is still
-blocked when the loop goes back to work is left to finish, not cancelled (a
-cancelled one would cost its connection); a token it brings wakes its shard
-at the next wait.
+each on a connection of its own, all at once. Each blocks for a minute,
+longer than any idle timeout, and is left to finish, never cancelled (a
+cancelled one would cost its connection): it outlives the sweeps and the
+busy spells, and a token it brings names the shard to poll next.
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ from ._wire import DequeueReply
 __all__ = ["ShardPoller"]
 
 # While some shards keep the worker busy, the quiet ones are polled this often
-# anyway (lapsed leases of a crashed worker), and their wake-up waits last this long.
+# anyway (lapsed leases of a crashed worker).
 _BUSY_SWEEP = 5.0
-_BACKGROUND_WAIT = 10.0
+# How long each wake-up wait blocks: longer than the idle timeout, so that an idle
+# worker's sweeps of the shards do not each start new waits (a cluster's would
+# double the idle commands); the poll loop's own timeouts do not depend on it.
+_WAIT_SECONDS = 60.0
 
 
 class _Wakeups:
@@ -59,7 +62,7 @@ class _Wakeups:
         self._free: list[Channel] = []
         self._retry_at = 0.0
 
-    def launch(self, quiet: set[int], timeout: float) -> None:
+    def launch(self, quiet: set[int]) -> None:
         """Start waits on the ``quiet`` shards that no wait covers yet."""
         now = asyncio.get_running_loop().time()
         covered = {index for shards, _ in self._waits.values() for index in shards}
@@ -70,7 +73,7 @@ class _Wakeups:
         for group in groups:
             channel = self._free.pop() if self._free else self._client.open_channel()
             keys = [self._shards[index] for index in group]
-            task = asyncio.ensure_future(self._client.wait_for_wakeup(keys, timeout, channel))
+            task = asyncio.ensure_future(self._client.wait_for_wakeup(keys, _WAIT_SECONDS, channel))
             self._waits[task] = (group, channel)
 
     def harvest(self) -> set[int]:
@@ -99,7 +102,7 @@ class _Wakeups:
             remaining = deadline - loop.time()
             if woken or remaining <= 0 or (also is not None and also.is_set()):
                 return woken
-            self.launch(quiet, remaining)
+            self.launch(quiet)
             waiting: list[asyncio.Future[Any]] = list(self._waits)
             event_task = None if also is None else asyncio.ensure_future(also.wait())
             if event_task is not None:
@@ -157,7 +160,7 @@ class ShardPoller(Poller):
                     continue
                 if state.busy:
                     # Not in a sweep of empty shards, which would start a wait per shard.
-                    wakeups.launch(every - state.ready, _BACKGROUND_WAIT)
+                    wakeups.launch(every - state.ready)
                 index = state.next_shard()
                 try:
                     reply = await self.client.dequeue(
