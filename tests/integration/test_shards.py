@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import uuid
 import zlib
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from redis.crc import key_slot
 
 from tests.conftest import QueueFactory
-from tests.integration.test_cli import vermilion
+from tests.integration.test_cli import (
+    WorkerProcess,
+    app_dir as app_dir,  # a fixture
+    vermilion,
+)
 from vermilion import (
     AsyncWorker,
     ConfigurationError,
@@ -270,4 +276,23 @@ async def test_tools_show_a_sharded_queue_as_one(make_queue: QueueFactory, redis
         collector.close()
     assert f'vermilion_queue_ready_messages{{queue="{queue.name}"}} 10.0' in scraped
     assert await clear_queues(queue.redis, queue.name) == 10
+    assert (await queue.status()).ntotal == 0
+
+
+async def test_the_cli_worker_serves_a_queue_with_its_stored_count(
+    make_queue: QueueFactory, redis_url: str, app_dir: Path
+) -> None:
+    queue = await make_queue(shards=3)
+    await queue.enqueue("first", mid="first")  # the count is kept from the first call
+    worker = await WorkerProcess.start(app_dir, redis_url, queue.name)
+    try:
+        await worker.wait_for_stderr("worker started")
+        mids = [mids_on(index, 3, 1, prefix=f"cli{index}-")[0] for index in range(3)]
+        await queue.enqueue_many([{"n": i} for i in range(3)], mids=mids)
+        for mid in mids:
+            await worker.wait_for_log(f"done {mid}")
+        worker.process.send_signal(signal.SIGTERM)
+        assert await worker.exit_code() == 0, worker.stderr
+    finally:
+        await worker.close()
     assert (await queue.status()).ntotal == 0
