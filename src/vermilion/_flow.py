@@ -9,6 +9,7 @@ import enum
 from datetime import timedelta
 from typing import Final
 
+from ._inspection import each_shard
 from ._keys import QueueKeys
 from ._messages import QueueSettings
 from ._protocol import ScriptClient
@@ -115,6 +116,7 @@ class FlowSettings:
 
     _connection: ScriptClient
     _keys: QueueKeys
+    _shard_keys: tuple[QueueKeys, ...]
 
     async def configure(
         self,
@@ -137,6 +139,10 @@ class FlowSettings:
                 leased at once, across all workers (``None``: no limit).
 
         Only the settings given change; ``configure()`` alone reads them.
+        On a sharded queue each setting applies to every shard, as a bound
+        of each: ``max_size`` per shard, ``rate_limit`` per shard (the queue
+        hands out up to ``shards * rate_limit`` per window), ``max_per_key``
+        per shard.
 
         Returns:
             The settings in force after the call.
@@ -144,4 +150,6 @@ class FlowSettings:
         changes = settings_changes(
             max_size=max_size, rate_limit=rate_limit, rate_interval=rate_interval, max_per_key=max_per_key
         )
-        return settings_from_reply(await self._connection.configure(self._keys, changes))
+        # A sharded queue: every shard gets the same settings, each a bound of that shard.
+        replies = await each_shard(self._shard_keys, lambda keys: self._connection.configure(keys, changes))
+        return settings_from_reply(replies[0])

@@ -76,6 +76,10 @@ class QueueKeys:
     name: str
     keys: tuple[bytes, ...]
     v1: tuple[bytes, ...]
+    # A shard's: the keys of the queue it is part of (whose meta keeps the
+    # shard count), and that count; None for a queue's own keys.
+    base: QueueKeys | None = None
+    shards: int = 1
 
     @classmethod
     def for_queue(cls, name: str) -> QueueKeys:
@@ -86,13 +90,19 @@ class QueueKeys:
             tuple(f"{tag}{part}".encode() for part in V1_KEY_PARTS),
         )
 
+    @classmethod
+    def for_shard(cls, tag: str, base: QueueKeys, shards: int) -> QueueKeys:
+        """The keys of one shard of ``base``'s queue, named by its hash tag ``<queue>/<i>.<salt>``."""
+        own = cls.for_queue(tag)
+        return cls(tag, own.keys, own.v1, base, shards)
+
     def key(self, part: str) -> bytes:
         return self.keys[KEY_PARTS.index(part)]
 
     def with_test_clock(self) -> QueueKeys:
         """These keys plus the test-only clock key the scripts read instead of TIME."""
         clock = f"{KEY_PREFIX}:{{{self.name}}}:test-clock".encode()
-        return QueueKeys(self.name, (*self.keys, clock), self.v1)
+        return QueueKeys(self.name, (*self.keys, clock), self.v1, self.base, self.shards)
 
 
 def workers_key(queue: str) -> bytes:
@@ -111,8 +121,9 @@ def schedules_key(queue: str) -> bytes:
 
 
 def scan_pattern(pattern: str) -> str:
-    """The ``SCAN MATCH`` pattern for the keys of queues whose names match a glob ``pattern``."""
-    return f"{KEY_PREFIX}:{{{pattern}}}:*"
+    """The ``SCAN MATCH`` pattern for the keys of queues whose names match a glob ``pattern``
+    (a sharded queue's keys are those of its tags ``<queue>/<i>.<salt>``)."""
+    return f"{KEY_PREFIX}:{{{pattern}[}}/]*"
 
 
 def queue_name_of(key: bytes) -> bytes | None:
@@ -121,6 +132,8 @@ def queue_name_of(key: bytes) -> bytes | None:
     if key.endswith((b"}:v2:meta", b"}:seq", b"}:v2:schedules")):
         return None
     raw, _, part = key[len(KEY_PREFIX) + 2 :].partition(b"}")
+    # A shard's tag is `<queue>/<i>.<salt>`: it shows as its queue.
+    raw = raw.partition(b"/")[0]
     # Workers announce themselves on a queue before it holds anything: their
     # presence alone does not make a queue.
     if part == b":v2:workers" or part.startswith(b":v2:worker:"):

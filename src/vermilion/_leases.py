@@ -19,6 +19,7 @@ from ._keys import QueueKeys
 from ._logs import logger
 from ._policies import error_backoff
 from ._protocol import ScriptClient
+from ._shard_calls import ShardedCalls
 from ._stats import Tally
 from ._wire import LeaseKey
 
@@ -43,7 +44,7 @@ class _Lease:
 class LeaseKeeper:
     """The leases a worker holds; :meth:`run` is its heartbeat loop."""
 
-    client: ScriptClient
+    client: ScriptClient | ShardedCalls
     keys: QueueKeys
     default_lock_ms: int
     tally: Tally

@@ -41,6 +41,7 @@ from ._replication import Replication
 from ._scan import scan_names
 from ._scripts import SCRIPTS, Script
 from ._server_check import check_server, check_version
+from ._shards import check_shard_count, claim_shards
 from ._transport import Channel, Sender, Transport
 from ._wire import (
     DEFAULT_ENQUEUE_OPTIONS,
@@ -108,9 +109,15 @@ class ScriptClient:
         """Refuse a queue whose data another protocol version wrote (once per queue)."""
         if keys.name in self._versions_checked:
             return
+        if keys.base is not None and keys.base.name not in self._versions_checked:
+            # A shard: its queue must keep this client's shard count (claimed if none).
+            await claim_shards(self.transport, keys.base, keys.shards)
+            self._versions_checked.add(keys.base.name)
         probe = QueueKeys(keys.name, (keys.key("meta"), *keys.v1[:15], keys.v1[16]), keys.v1)
         reply = await self._call_checked(SCRIPTS["version"], probe, (), replayable=True)
         check_version(keys.name, reply_int(reply[0]), reply_int(reply[1]))
+        if keys.base is None:
+            check_shard_count(keys.name, reply_int(reply[2]), 1)
         self._versions_checked.add(keys.name)
 
     def _mark_checked(self) -> None:
@@ -345,22 +352,27 @@ class ScriptClient:
         self._versions_checked.discard(keys.name)
         return reply_int(reply[0]), reply_int(reply[1])
 
-    async def wait_for_wakeup(self, keys: QueueKeys, timeout: float, channel: Channel | None = None) -> bool:
+    async def wait_for_wakeup(
+        self, keys: QueueKeys | Sequence[QueueKeys], timeout: float, channel: Channel | None = None
+    ) -> bytes | None:
         """Block until an enqueue pushes a wake-up token, or ``timeout`` seconds pass.
 
-        Returns whether a token arrived. Needs no script: BLPOP is atomic.
+        Returns the wake-up key the token came from (one of several queues'
+        on one server: a sharded queue's shards), or None. Needs no script:
+        BLPOP is atomic.
         """
         await self._ensure_checked()
+        notify = [keys.key("notify")] if isinstance(keys, QueueKeys) else [k.key("notify") for k in keys]
         # BLPOP takes seconds with millisecond resolution; 0 would block forever.
         timeout = max(0.001, math.ceil(timeout * 1000) / 1000)
         reply = await self.transport.run(
-            (b"BLPOP", keys.key("notify"), f"{timeout:.3f}"),
+            (b"BLPOP", *notify, f"{timeout:.3f}"),
             replayable=True,
             read_timeout=timeout,
             channel=channel,
-            route=keys.key("notify"),
+            route=notify[0],
         )
-        return reply is not None
+        return None if reply is None else bytes(reply[0])
 
     def open_channel(self) -> Channel:
         """A connection of its own, outside the pool, for one caller's calls in sequence.

@@ -15,11 +15,10 @@ from ._enqueue_args import MAX_BATCH, enqueue_options, mids_for, random_mids, re
 from ._exceptions import OutcomeUnknownError, ReplicationError
 from ._failures import FailureHistory
 from ._flow import FlowSettings
+from ._inspection import QueueInspection
 from ._keys import QueueKeys
 from ._logs import logger
-from ._messages import EnqueueResult, MessageInfo, MessageStatus, QueueStatus
-from ._presence import WorkerPresence
-from ._presence_calls import live_workers
+from ._messages import EnqueueResult
 from ._protocol import DEFAULT_MAX_FAILED_BYTES, ScriptClient
 from ._redis_internals import RedisClient, connection_settings, describe_client
 from ._replication import DEFAULT_REPLICA_TIMEOUT, Replication, replication_for
@@ -27,10 +26,11 @@ from ._serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MsgpackSerializer,
     Serializer,
-    decode_or_raw,
     encode_content,
     encode_contents,
 )
+from ._shard_calls import enqueue_sharded
+from ._shards import check_shards, shard_keys
 from ._validation import batch, check_mid, check_queue_name, non_negative_int, positive_int
 from ._wire import EnqueueOptions
 
@@ -42,7 +42,7 @@ DEFAULT_FAILURE_HISTORY = 10_000
 _CALL_TIMEOUT = 30.0
 
 
-class Queue(FailureHistory, FlowSettings):
+class Queue(QueueInspection, FailureHistory, FlowSettings):
     """One named queue in Redis, for producers (and the worker that serves it).
 
     Give either ``url`` (the queue then owns its client and closes it in
@@ -67,6 +67,10 @@ class Queue(FailureHistory, FlowSettings):
         replicas: enqueues (and the acks of this queue's workers) wait until
             this many replicas have the write (``WAIT``); 0 waits for none.
         replica_timeout: how long that wait may take, in seconds (at most 10).
+        shards: spread the queue over this many hash tags (1 to 256), so over
+            a cluster's masters; a mid always goes to the same shard. 1 (the
+            default) is one queue in one slot. The count is kept in Redis:
+            every client of the queue must give the same (see Scaling out).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class Queue(FailureHistory, FlowSettings):
         failure_history_bytes: int = DEFAULT_MAX_FAILED_BYTES,
         replicas: int = 0,
         replica_timeout: float | timedelta = DEFAULT_REPLICA_TIMEOUT,
+        shards: int = 1,
     ) -> None:
         self._name = check_queue_name(name)
         if is_client(url) and redis is None:
@@ -94,8 +99,10 @@ class Queue(FailureHistory, FlowSettings):
         self.failure_history: int = non_negative_int(failure_history, "failure_history")
         self.failure_history_bytes: int = non_negative_int(failure_history_bytes, "failure_history_bytes")
         replication = replication_for(replicas, replica_timeout)
+        self._shard_keys = shard_keys(self._name, check_shards(shards))
         client, self._owns_client = queue_client(url, redis)
-        self._keys = QueueKeys.for_queue(self._name)
+        # The queue's own keys: its only shard, or where a sharded queue keeps its count.
+        self._keys = self._shard_keys[0].base or self._shard_keys[0]
         self._connection = ScriptClient(
             client,
             timeout=_call_timeout(client) if self._owns_client else None,
@@ -109,6 +116,11 @@ class Queue(FailureHistory, FlowSettings):
     def name(self) -> str:
         """The queue's name."""
         return self._name
+
+    @property
+    def shards(self) -> int:
+        """How many shards the queue is spread over (1: unsharded)."""
+        return len(self._shard_keys)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -133,7 +145,8 @@ class Queue(FailureHistory, FlowSettings):
         return describe_client(self._connection.client)
 
     def __repr__(self) -> str:
-        return f"<Queue {self._name!r} at {self.url}>"
+        shards = f" shards={self.shards}" if self.shards > 1 else ""
+        return f"<Queue {self._name!r}{shards} at {self.url}>"
 
     async def __aenter__(self) -> Queue:
         return self
@@ -252,6 +265,9 @@ class Queue(FailureHistory, FlowSettings):
         ``mids``, if given, holds one mid (or ``None`` for a random one) per
         content. The other options apply to every message, as in :meth:`enqueue`.
         Every message is checked before anything is sent. At most 10,000 per call.
+
+        On a sharded queue: one call per shard, all at once, each atomic; an
+        error of one shard's call raises, while the others' messages may be stored.
         """
         items = batch(contents, "contents")
         given: list[str | None] | None = None if mids is None else batch(mids, "mids")
@@ -297,7 +313,9 @@ class Queue(FailureHistory, FlowSettings):
                 self, messages, batch, lambda sent: self._send(options, sent, replication, traced=True)
             )
         try:
-            return await self._connection.enqueue(self._keys, options, messages, replication)
+            if len(self._shard_keys) == 1:
+                return await self._connection.enqueue(self._keys, options, messages, replication)
+            return await enqueue_sharded(self._connection, self._shard_keys, options, messages, replication)
         except ReplicationError as exc:
             exc.results = [
                 result_of(mid, reply) for (mid, _), reply in zip(messages, exc.replies, strict=True)
@@ -308,80 +326,15 @@ class Queue(FailureHistory, FlowSettings):
             exc.mids = tuple(mid for mid, _ in messages)
             raise
 
-    # -- inspecting --------------------------------------------------------------
-
-    async def message_status(self, mid: str) -> MessageStatus | None:
-        """The status of one message, or ``None`` if the queue does not know its mid."""
-        status = await self._connection.message_status(self._keys, check_mid(mid))
-        return None if status is None else MessageStatus(status)
-
-    async def status(self) -> QueueStatus:
-        """Counts of the queue's messages and its lag, read atomically in O(log n)."""
-        counts = await self._connection.counts(self._keys)
-        live = counts.nqueued + counts.nlocked + counts.nbackoff
-        return QueueStatus(
-            nqueued=counts.nqueued,
-            nlocked=counts.nlocked,
-            nbackoff=counts.nbackoff,
-            ntotal=live + counts.ndone,
-            ndone=counts.ndone,
-            nfailed=counts.nfailed,
-            lag=counts.lag_ms / 1000,
-            nfailed_dropped=counts.nfailed_dropped,
-            max_size=counts.max_size,
-        )
-
-    async def size(self) -> int:
-        """How many messages are ready to be handled now (``status().nqueued``)."""
-        return (await self.status()).nqueued
-
-    async def content(self) -> list[MessageInfo]:
-        """Every message with its status. O(n) and atomic: for debugging only.
-
-        Content that cannot be decoded is shown as its raw bytes.
-        """
-        now_ms, stored = await self._connection.content(self._keys)
-        infos = []
-        for entry in stored:
-            content = decode_or_raw(self.serializer, entry.payload, self.max_payload_bytes)
-            infos.append(
-                MessageInfo(
-                    mid=entry.mid,
-                    status=MessageStatus(entry.status),
-                    attempts=entry.attempts,
-                    age=None if entry.enqueued_ms is None else max(0, now_ms - entry.enqueued_ms) / 1000,
-                    backoff=None
-                    if entry.backoff_end_ms is None
-                    else max(0, entry.backoff_end_ms - now_ms) / 1000,
-                    content=content,
-                    error=entry.error,
-                )
-            )
-        return infos
-
-    async def workers(self) -> list[WorkerPresence]:
-        """The live workers of this queue, as they last announced themselves, oldest first.
-
-        A worker announces itself when it starts and every ``presence_interval``
-        (30 s by default); a crashed worker is listed until its record lapses.
-        """
-        return await live_workers(self._connection, self._name)
-
-    async def clear(self) -> int:
-        """Delete every message and all state of this queue.
-
-        Returns how many live messages were removed. Only the queue's lease
-        counter and protocol version stay (``vermilion:{<name>}:v2:meta``), so
-        that a worker still holding a lease from before can never complete a
-        message from after, and the presence of its live workers.
-        """
-        return await self._connection.clear(self._keys)
-
     # -- for the worker ------------------------------------------------------------
 
     @property
     def _protocol(self) -> tuple[ScriptClient, QueueKeys]:
         return self._connection, self._keys
+
+    @property
+    def _shards(self) -> tuple[QueueKeys, ...]:
+        return self._shard_keys
 
 
 def _call_timeout(client: RedisClient) -> float:

@@ -1,4 +1,5 @@
-"""Calls over many queues at once: ``queue_names`` and ``clear_queues``.
+"""Calls over many queues at once: ``queue_names`` and ``clear_queues``; and
+``queue_shards``, for tools that open any queue.
 
 Each makes its own ``ScriptClient`` on the caller's client and closes only
 what it opened (a cluster's node connections), never the client itself.
@@ -9,9 +10,10 @@ from __future__ import annotations
 from ._keys import QueueKeys
 from ._protocol import ScriptClient
 from ._redis_internals import RedisClient
+from ._shards import shard_keys, stored_shards
 from ._validation import check_queue_name
 
-__all__ = ["clear_queues", "queue_names"]
+__all__ = ["clear_queues", "queue_names", "queue_shards"]
 
 
 async def queue_names(redis: RedisClient, pattern: str = "*") -> list[str]:
@@ -43,7 +45,23 @@ async def clear_queues(redis: RedisClient, *names: str) -> int:
     removed = 0
     try:
         for name in checked:
-            removed += await connection.clear(QueueKeys.for_queue(name))
+            count = await stored_shards(connection.transport, QueueKeys.for_queue(name))
+            for keys in shard_keys(name, count):  # a sharded queue: every shard
+                removed += await connection.clear(keys)
     finally:
         await connection.aclose()
     return removed
+
+
+async def queue_shards(redis: RedisClient, name: str) -> int:
+    """The shard count a queue keeps in Redis: 1 for an unsharded (or unknown) queue.
+
+    For tools that serve any queue: ``Queue(name, redis=client, shards=await
+    queue_shards(client, name))`` is refused by no queue.
+    """
+    keys = QueueKeys.for_queue(check_queue_name(name))
+    connection = ScriptClient(redis)
+    try:
+        return await stored_shards(connection.transport, keys)
+    finally:
+        await connection.aclose()

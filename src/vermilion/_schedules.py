@@ -72,6 +72,9 @@ class Schedule:
     ) -> None:
         if not isinstance(queue, Queue):
             raise TypeError(f"queue must be a vermilion.Queue, not {type(queue).__name__}")
+        if queue.shards > 1:
+            # A schedule's watermark and its slots' mids live in one slot: one shard.
+            raise ValueError(f"queue {queue.name!r} is sharded: schedules need an unsharded queue")
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
         if not _NAME.fullmatch(name):

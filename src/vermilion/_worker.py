@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -49,6 +50,8 @@ from ._presence import new_worker_id
 from ._presence_beat import DEFAULT_PRESENCE_INTERVAL, presence_beat
 from ._queue import Queue
 from ._schedules import Schedule, ScheduleRunner
+from ._shard_calls import ShardedCalls
+from ._shard_polling import ShardPoller
 from ._stats import Tally, WorkerObserver
 from ._transport import Channel
 from ._validation import positive_int, seconds, to_ms
@@ -158,17 +161,20 @@ class AsyncWorker(WorkerOptions):
             tally=self._tally,
         )
         self._slots = Slots(self.concurrency)
+        # A sharded queue's acks and renewals go to each mid's shard.
+        shards = queue._shards
+        calls = client if len(shards) == 1 else ShardedCalls(client, shards)
         self._acks = Acknowledger(
-            client,
+            calls,
             keys,
             lambda: (queue.failure_history, queue.failure_history_bytes),
             self._tally,
             on_settled=self._settled,
         )
         acking = self._acks.in_flight.__contains__
-        self._leases = LeaseKeeper(client, keys, self._lock_ms, self._tally, acking)
+        self._leases = LeaseKeeper(calls, keys, self._lock_ms, self._tally, acking)
         self._handler_tasks = HandlerTasks(self._runner, self._slots, self._leases, self._acks, self._tally)
-        self._poller = Poller(
+        self._poller = (Poller if len(shards) == 1 else partial(ShardPoller, shards=shards))(
             client=client,
             keys=keys,
             lock_ms=self._lock_ms,

@@ -29,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ._queue import DEFAULT_URL, Queue
-from ._queues import queue_names
+from ._queues import queue_names, queue_shards
 from ._validation import check_queue_name, seconds
 from ._worker import AsyncWorker, observe_worker
 
@@ -147,12 +147,14 @@ class QueueCollector(Collector):
             )
         client = self._client
         names: Sequence[str] = self.queues if self.queues is not None else await queue_names(client)
-        return [(name, await self._queue(name, client).status()) for name in names]
+        return [(name, await (await self._queue(name, client)).status()) for name in names]
 
-    def _queue(self, name: str, client: aioredis.Redis) -> Queue:
+    async def _queue(self, name: str, client: aioredis.Redis) -> Queue:
         queue = self._queues.get(name)
         if queue is None:
-            queue = self._queues[name] = Queue(name, redis=client)
+            # A sharded queue shows as one, its counts summed over its shards.
+            shards = await queue_shards(client, name)
+            queue = self._queues[name] = Queue(name, redis=client, shards=shards)
         return queue
 
 

@@ -90,6 +90,23 @@ async def test_the_overview_lists_a_queue_with_its_counts(client_for: Client, qu
         assert row["lag"] >= 0
 
 
+async def test_a_sharded_queue_is_one_row_with_its_shards_summed(
+    client_for: Client, make_queue: QueueFactory
+) -> None:
+    queue = await make_queue(shards=3)
+    await queue.enqueue_many(range(12), mids=[f"m{i}" for i in range(12)])
+    async with client_for() as client:
+
+        async def listed() -> bool:
+            return await overview_row(client, queue.name) is not None
+
+        await wait_for(listed)
+        row = await overview_row(client, queue.name)
+        assert row is not None and row["ready"] == 12
+        answer = await client.get("/api/overview")
+        assert [r["name"] for r in answer.json()["queues"]].count(queue.name) == 1
+
+
 async def test_a_queue_has_series_that_grow_with_each_sample(client_for: Client, queue: Queue) -> None:
     await queue.enqueue("x")
     async with client_for() as client:

@@ -73,7 +73,7 @@ async def test_enqueue_pushes_a_wakeup_token_only_when_something_became_ready(qu
     """An added message wakes idle workers; a refused enqueue does not."""
     conn, keys = queue._protocol
     await queue.enqueue(1, mid="m")
-    assert await conn.wait_for_wakeup(keys, 0.5) is True
+    assert await conn.wait_for_wakeup(keys, 0.5) is not None
     await queue.redis.delete(keys.key("notify"))
     assert await queue.enqueue(2, mid="m") == ALREADY_QUEUED
     assert await queue.redis.llen(keys.key("notify")) == 0

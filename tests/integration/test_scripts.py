@@ -146,11 +146,11 @@ async def test_wait_for_wakeup_times_out_on_an_idle_queue(queue: Queue) -> None:
     """BLPOP on an idle queue returns False after its timeout, True once an enqueue pushes a token."""
     conn, keys = queue._protocol
     started = time.monotonic()
-    assert await conn.wait_for_wakeup(keys, 0.05) is False
+    assert await conn.wait_for_wakeup(keys, 0.05) is None
     assert time.monotonic() - started >= 0.04
     waiter = asyncio.create_task(conn.wait_for_wakeup(keys, 5.0))
     await queue.enqueue(1)
-    assert await asyncio.wait_for(waiter, 5.0) is True
+    assert await asyncio.wait_for(waiter, 5.0) == keys.key("notify")
 
 
 async def test_concurrent_dequeue_loops_hand_out_each_mid_exactly_once(

@@ -46,6 +46,7 @@ from vermilion import (
     clear_queues,
     exponential_idle_backoff,
     queue_names,
+    queue_shards,
     set_min_log_level,
 )
 
@@ -156,6 +157,9 @@ async def producer(client: aioredis.Redis) -> None:
 async def scaled_out(cluster: aioredis.RedisCluster) -> None:
     on_cluster = Queue("emails", cluster, replicas=1, replica_timeout=timedelta(seconds=1))
     by_url = Queue("emails", "redis+cluster://10.0.0.1:7000,10.0.0.2:7000", replicas=1)
+    sharded = Queue("events", cluster, shards=await queue_shards(cluster, "events"))
+    count: int = sharded.shards
+    del count
     via_sentinel = Queue("emails", "redis+sentinel://10.0.0.5:26379/mymaster")
     client: aioredis.Redis | aioredis.RedisCluster = on_cluster.client
     try:
@@ -169,7 +173,7 @@ async def scaled_out(cluster: aioredis.RedisCluster) -> None:
         del wanted, confirmed, mids, stored
     names: list[str] = await queue_names(cluster)
     cleared: int = await clear_queues(cluster, "emails")
-    for queue in (on_cluster, by_url, via_sentinel):
+    for queue in (on_cluster, by_url, via_sentinel, sharded):
         await queue.aclose()
     del client, names, cleared
 

@@ -16,11 +16,10 @@ import sys
 from vermilion._exceptions import OutcomeUnknownError
 from vermilion._migration import migrate_queue, v1_queue_names
 from vermilion._protocol import ScriptClient
-from vermilion._queue import Queue
 from vermilion._queues import queue_names
 from vermilion._validation import check_queue_name
 
-from ._connect import connect, named_queues, print_json
+from ._connect import connect, named_queues, open_queue, print_json
 from ._exit import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, CommandError
 from ._format import (
     format_enqueue_result,
@@ -45,7 +44,7 @@ __all__ = [
 
 async def status(args: argparse.Namespace) -> int:
     async with connect(args) as client:
-        queues = named_queues(args.queues or await queue_names(client), client)
+        queues = await named_queues(args.queues or await queue_names(client), client)
         rows = [status_row(queue.name, await queue.status()) for queue in queues]
     if args.json:
         print_json(rows)
@@ -67,7 +66,7 @@ async def list_queues(args: argparse.Namespace) -> int:
 
 async def list_workers(args: argparse.Namespace) -> int:
     async with connect(args) as client:
-        workers = await Queue(args.queue, redis=client).workers()
+        workers = await (await open_queue(args.queue, client)).workers()
     if args.json:
         print_json([worker_row(worker) for worker in workers])
     else:
@@ -92,7 +91,7 @@ def parse_content(text: str) -> object:
 async def enqueue(args: argparse.Namespace) -> int:
     content = parse_content(sys.stdin.read() if args.content == "-" else args.content)
     async with connect(args) as client:
-        queue = Queue(args.queue, redis=client)
+        queue = await open_queue(args.queue, client)
         try:
             result = await queue.enqueue(
                 content,
@@ -117,7 +116,7 @@ async def enqueue(args: argparse.Namespace) -> int:
 
 async def message_status(args: argparse.Namespace) -> int:
     async with connect(args) as client:
-        status = await Queue(args.queue, redis=client).message_status(args.mid)
+        status = await (await open_queue(args.queue, client)).message_status(args.mid)
     if args.json:
         print_json({"queue": args.queue, "mid": args.mid, "status": None if status is None else status.value})
     else:
@@ -131,7 +130,7 @@ async def clear(args: argparse.Namespace) -> int:
             f"clear deletes every message of {', '.join(args.queues)}; add --yes to do it", EXIT_USAGE
         )
     async with connect(args) as client:
-        queues = named_queues(args.queues, client)
+        queues = await named_queues(args.queues, client)
         removed = [(queue.name, await queue.clear()) for queue in queues]
     if args.json:
         print_json([{"queue": name, "removed": n} for name, n in removed])

@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator, Sequence
 
 from vermilion._clients import client_from_url
 from vermilion._queue import DEFAULT_URL, Queue
+from vermilion._queues import queue_shards
 from vermilion._redis_internals import RedisClient
+from vermilion._validation import check_queue_name
 
 from ._exit import EXIT_USAGE, CommandError
 
-__all__ = ["connect", "named_queues", "print_json", "redis_url"]
+__all__ = ["connect", "named_queues", "open_queue", "print_json", "redis_url"]
 
 _CONNECT_TIMEOUT = 5.0
 _SOCKET_TIMEOUT = 30.0
@@ -47,9 +49,16 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[RedisClient]:
             await client.aclose()
 
 
-def named_queues(names: Sequence[str], client: RedisClient) -> list[Queue]:
+async def named_queues(names: Sequence[str], client: RedisClient) -> list[Queue]:
     """One ``Queue`` per distinct name, every name checked before any is used."""
-    return [Queue(name, redis=client) for name in dict.fromkeys(names)]
+    checked = [check_queue_name(name) for name in dict.fromkeys(names)]
+    return [await open_queue(name, client) for name in checked]
+
+
+async def open_queue(name: str, client: RedisClient) -> Queue:
+    """The ``Queue`` of a name, with the shard count the queue keeps (a bad name raises ``ValueError``)."""
+    check_queue_name(name)  # before anything is sent
+    return Queue(name, redis=client, shards=await queue_shards(client, name))
 
 
 def print_json(value: object) -> None:

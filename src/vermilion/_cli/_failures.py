@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from vermilion._queue import Queue
-
-from ._connect import connect, print_json
+from ._connect import connect, open_queue, print_json
 from ._exit import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, CommandError
 from ._format import failed_row, format_failed, format_replay_result
 
@@ -21,7 +19,7 @@ __all__ = ["failed", "purge_failed", "replay"]
 
 async def failed(args: argparse.Namespace) -> int:
     async with connect(args) as client:
-        entries = await Queue(args.queue, redis=client).failed(limit=args.limit, offset=args.offset)
+        entries = await (await open_queue(args.queue, client)).failed(limit=args.limit, offset=args.offset)
     if args.json:
         print_json([failed_row(entry) for entry in entries])
     elif entries:
@@ -46,7 +44,7 @@ def _plural(n: int, what: str) -> str:
 async def replay(args: argparse.Namespace) -> int:
     _mids_or_all(args, "replay")
     async with connect(args) as client:
-        queue = Queue(args.queue, redis=client)
+        queue = await open_queue(args.queue, client)
         if args.all:
             replayed = await queue.replay_failed()
         else:
@@ -68,7 +66,7 @@ async def replay(args: argparse.Namespace) -> int:
 async def purge_failed(args: argparse.Namespace) -> int:
     _mids_or_all(args, "purge-failed")
     async with connect(args) as client:
-        removed = await Queue(args.queue, redis=client).purge_failed(*args.mids)
+        removed = await (await open_queue(args.queue, client)).purge_failed(*args.mids)
     if args.json:
         print_json({"queue": args.queue, "purged": removed})
     else:

@@ -40,6 +40,13 @@ def _add_worker(commands: Any) -> None:
         "--concurrency", type=_positive_int, default=10, metavar="N", help="handlers at once (default 10)"
     )
     worker.add_argument(
+        "--shards",
+        type=_positive_int,
+        metavar="N",
+        help="the queue's shard count (default: the count it keeps in Redis, read at start; 1 if"
+        " Redis is unreachable then)",
+    )
+    worker.add_argument(
         "--lock-timeout",
         type=_positive_duration,
         default=30.0,

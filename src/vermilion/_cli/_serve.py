@@ -20,7 +20,10 @@ import sys
 import traceback
 from typing import cast
 
+from vermilion._exceptions import VermilionConnectionError
 from vermilion._queue import Queue
+from vermilion._queues import queue_shards
+from vermilion._redis_internals import RedisClient
 from vermilion._worker import AsyncWorker, Handler
 
 from ._connect import connect
@@ -145,11 +148,19 @@ async def _cancel_other_tasks() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _stored_shards(args: argparse.Namespace, client: RedisClient) -> int:
+    """The queue's shard count in Redis; 1 if Redis cannot be asked (the worker starts anyway)."""
+    try:
+        return await queue_shards(client, args.queue)
+    except VermilionConnectionError:
+        return 1
+
+
 async def serve(args: argparse.Namespace, handler: Handler) -> int:
     """Run a worker until SIGTERM or SIGINT, then stop it gracefully."""
     with _StopSignals(args.stop_timeout) as signals:
         async with connect(args) as client:
-            queue = Queue(args.queue, redis=client)
+            queue = Queue(args.queue, redis=client, shards=args.shards or await _stored_shards(args, client))
             worker = AsyncWorker(
                 queue,
                 handler,

@@ -11,9 +11,8 @@ import dataclasses
 
 from vermilion._flow import UNSET, Unset
 from vermilion._messages import QueueSettings
-from vermilion._queue import Queue
 
-from ._connect import connect, print_json
+from ._connect import connect, open_queue, print_json
 from ._exit import EXIT_OK, EXIT_USAGE, CommandError
 
 __all__ = ["configure"]
@@ -42,7 +41,7 @@ async def configure(args: argparse.Namespace) -> int:
     rate_interval = UNSET if args.rate_interval is None else args.rate_interval
     max_per_key = _given_or_removed(args.max_per_key, args.no_max_per_key, "max-per-key")
     async with connect(args) as client:
-        settings = await Queue(args.queue, redis=client).configure(
+        settings = await (await open_queue(args.queue, client)).configure(
             max_size=max_size, rate_limit=rate_limit, rate_interval=rate_interval, max_per_key=max_per_key
         )
     if args.json:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from vermilion import Queue, queue_names
+from vermilion import Queue, queue_names, queue_shards
 from vermilion._messages import QueueStatus
 from vermilion._presence import WorkerPresence
 from vermilion._serialization import Serializer
@@ -166,8 +166,10 @@ class Sampler:
             del self._queues[gone]
             self.series.pop(gone, None)
             self.latest.pop(gone, None)
-        for name in sorted(names):
-            self.queue(name)
+        for name in sorted(names - self._queues.keys()):
+            # A sharded queue's client must give its shard count.
+            shards = await queue_shards(self.client, name)
+            self._queues[name] = Queue(name, redis=self.client, serializer=self._serializer, shards=shards)
 
     async def _read(self, queue: Queue) -> tuple[QueueSample, str | None]:
         async with self._reads:
