@@ -115,7 +115,7 @@ class QueueInspection:
         if self._shard_keys[0].base is not None:
             # clear skips the version check: a client of another count must
             # still be refused.
-            await self._connection._ensure_version(self._shard_keys[0])
+            await self._connection.ensure_version(self._shard_keys[0])
         return sum(await each_shard(self._shard_keys, self._connection.clear))
 
 

@@ -41,7 +41,7 @@ class MigrationReport:
 async def has_v1_keys(client: ScriptClient, name: str) -> bool:
     """Whether queue ``name`` holds any key of protocol version 1 (its counter included)."""
     keys = QueueKeys.for_queue(check_queue_name(name))
-    await client._ensure_checked()  # a server too old is named, as by every call
+    await client.ensure_checked()  # a server too old is named, as by every call
     reply = await client.transport.run((b"EXISTS", *keys.v1), replayable=True, route=keys.v1[0])
     return reply_int(reply) > 0
 

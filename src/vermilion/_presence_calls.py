@@ -26,7 +26,7 @@ async def beat(
     client: ScriptClient, queue: str, worker_id: str, ttl_ms: int, record: bytes, *, prune: bool
 ) -> int:
     """Write the worker's record to expire in ``ttl_ms``; returns the server's time in ms."""
-    reply = await client._call_checked(
+    reply = await client.call_unversioned(
         SCRIPTS["presence"],
         _keys(queue, worker_id),
         (b"beat", worker_id, ttl_ms, b"1" if prune else b"0", record),
@@ -38,7 +38,7 @@ async def beat(
 
 async def withdraw(client: ScriptClient, queue: str, worker_id: str) -> bool:
     """Remove the worker's record; whether it was still there."""
-    reply = await client._call_checked(
+    reply = await client.call_unversioned(
         SCRIPTS["presence"], _keys(queue, worker_id), (b"stop", worker_id), replayable=True, cache_head=False
     )
     return bool(reply_int(reply))
@@ -51,7 +51,7 @@ async def live_workers(client: ScriptClient, queue: str) -> list[WorkerPresence]
     in one ``MGET`` (all in the queue's slot). A record that expired in
     between is left out.
     """
-    reply = await client._call_checked(SCRIPTS["presence"], _keys(queue), (b"list",), replayable=True)
+    reply = await client.call_unversioned(SCRIPTS["presence"], _keys(queue), (b"list",), replayable=True)
     pairs = reply[1:]
     ids = [bytes(pairs[i]).decode(errors="replace") for i in range(0, len(pairs), 2)]
     expiries = [reply_int(pairs[i]) for i in range(1, len(pairs), 2)]

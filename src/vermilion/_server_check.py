@@ -5,7 +5,7 @@ clear error rather than a script error later. A server that may evict keys is
 worth a warning (once per server), since eviction loses messages silently.
 A queue written by another protocol version is refused too: by a newer
 vermilion, or by version 1 (which ``vermilion migrate`` upgrades).
-:mod:`._protocol` runs the checks, once per connection pool and per queue.
+:mod:`._script_calls` runs the checks, once per connection pool and per queue.
 """
 
 from __future__ import annotations

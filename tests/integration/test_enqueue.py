@@ -434,13 +434,13 @@ async def test_enqueue_many_answers_in_order_in_one_script_call(
     """enqueue_many sends one script call and answers one result per message, in order."""
     await queue.enqueue("old", mid="b")
     calls: list[int] = []
-    original = ScriptClient._call_packed  # every script call goes through it
+    original = ScriptClient.call_packed  # every script call goes through it
 
     async def counting(self: ScriptClient, *args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return await original(self, *args, **kwargs)
 
-    monkeypatch.setattr(ScriptClient, "_call_packed", counting)
+    monkeypatch.setattr(ScriptClient, "call_packed", counting)
     results = await queue.enqueue_many(["A", "B", "C", None], mids=["a", "b", "c", None])
     monkeypatch.undo()
     assert len(calls) == 1

@@ -293,7 +293,7 @@ async def test_script_branches(make_queue: QueueFactory, redis: aioredis.Redis) 
     await presence_calls.beat(client, queue.name, "w2", 5_000, record, prune=True)
     assert await redis.zscore(index, "gone") is None
     await redis.zadd(index, {"gone-too": now_ms - 1})
-    reply = await client._call_checked(
+    reply = await client.call_unversioned(
         SCRIPTS["presence"], presence_calls._keys(queue.name), (b"list",), replayable=True
     )
     assert reply[1::2] == [b"w1", b"w2"] and await redis.zscore(index, "gone-too") is None
@@ -308,7 +308,7 @@ async def test_script_branches(make_queue: QueueFactory, redis: aioredis.Redis) 
         ((b"dance", "w3"), "unknown op"),
     ]:
         with pytest.raises(ScriptError, match=message):
-            await client._call_checked(
+            await client.call_unversioned(
                 SCRIPTS["presence"],
                 presence_calls._keys(queue.name, "w3"),
                 argv,

@@ -60,7 +60,7 @@ def test_all_is_complete() -> None:
         "Unset", "settings_changes", "settings_from_reply", "check_priority", "FlowSettings", "check_key",
         "enqueue_options", "mids_for", "result_of", "queue_client",
         "check_server", "check_version", "scan_names",
-        "WorkerOptions", "worker_monitor", "observe_worker",
+        "WorkerOptions", "worker_monitor", "observe_worker", "ScriptCaller",
         "QueueInspection", "each_shard", "ShardPoller", "ShardedCalls", "enqueue_sharded",
         "by_shard", "check_shard_count", "check_shards", "claim_shards", "shard_index", "shard_keys",
         "shard_tag", "stored_shards",
