@@ -357,31 +357,43 @@ BATCH = 10_000
 
 
 PINGER = """
-import json, os, signal, sys, time, redis
+import json, os, resource, signal, sys, time, redis
 port, out, cpus = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 if cpus:
     os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-rtts = []
+pings = []
 with redis.Redis(port=port) as client:
     client.ping()
     print("ready", flush=True)
     while not stop:
+        switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         started = time.perf_counter()
         client.ping()
-        rtts.append((time.perf_counter() - started) * 1000)
+        rtt = (time.perf_counter() - started) * 1000
+        pings.append((rtt, resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw != switches))
         time.sleep(0.005)
 with open(out, "w") as f:
-    json.dump(rtts, f)
+    json.dump(pings, f)
 """
+
+
+@dataclass
+class Pings:
+    """Round-trip times in ms: of every PING, and of those the pinger kept its CPU through."""
+
+    rtts: list[float]
+    unpreempted: list[float]
 
 
 class Pinger:
     """A process that PINGs the server every 5 ms on its own connection, timing each round trip.
 
     A process of its own, so that no GIL or event loop of the test delays it; on the
-    server's CPU when the server is pinned, so that it sees what the server does."""
+    server's CPU when the server is pinned, so that it sees what the server does. It notes
+    the PINGs during which the kernel took its CPU away: their time says nothing about the
+    server."""
 
     def __init__(self, port: int, out: Path, cpus: set[int] | None) -> None:
         self.out = out
@@ -392,13 +404,13 @@ class Pinger:
         assert self.process.stdout is not None
         assert self.process.stdout.readline().strip() == b"ready"
 
-    def stop(self) -> list[float]:
+    def stop(self) -> Pings:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=10)
         if self.process.stdout is not None:
             self.process.stdout.close()
-        rtts: list[float] = json.loads(self.out.read_text())
-        return rtts
+        pings: list[tuple[float, bool]] = json.loads(self.out.read_text())
+        return Pings([rtt for rtt, _ in pings], [rtt for rtt, preempted in pings if not preempted])
 
 
 def preemptions(pid: int) -> int:
@@ -484,6 +496,7 @@ async def test_t24_large_backlog_keeps_scripts_short(
         assert server.process is not None
         pin(server.process.pid, server_cpus, nice=-10)
         pinger = Pinger(server.port, truth_log.with_name("pings.json"), server_cpus)
+        pin(pinger.process.pid, None, nice=-10)
         preempted_before = preemptions(server.process.pid)
         drain_started = time.monotonic()
         workers: list[WorkerProcess] = [
@@ -508,7 +521,7 @@ async def test_t24_large_backlog_keeps_scripts_short(
                 f" before suspects existed): {last[0]}, {await suspect_count(client, keys)} suspects left"
             ) from None
         drain_seconds = time.monotonic() - drain_started
-        rtts = pinger.stop()
+        pings = pinger.stop()
         preempted = preemptions(server.process.pid) - preempted_before
         slowlog = await client.slowlog_get(100_000)
         stats = await client.info("commandstats")
@@ -546,9 +559,11 @@ async def test_t24_large_backlog_keeps_scripts_short(
         "commandstats": script_stats,
         "pinned": server_cpus is not None,
         "server_preempted": preempted,
-        "pings": len(rtts),
-        "ping_p99_ms": round(percentile(rtts, 0.99), 2),
-        "ping_max_ms": round(max(rtts, default=0.0), 2),
+        "pings": len(pings.rtts),
+        "pings_preempted": len(pings.rtts) - len(pings.unpreempted),
+        "ping_p99_ms": round(percentile(pings.rtts, 0.99), 2),
+        "ping_max_ms": round(max(pings.rtts, default=0.0), 2),
+        "ping_max_unpreempted_ms": round(max(pings.unpreempted, default=0.0), 2),
         "handled": len(handled),
         "reclaimed_attempt_2": sum(
             1 for mid in expected if mid.startswith("l") and truth.starts[mid][0][0] == 2
@@ -560,5 +575,7 @@ async def test_t24_large_backlog_keeps_scripts_short(
     assert handled == expected, f"{len(expected - handled)} never handled"
     assert truth.duplicates() == {}
     assert problems == []
-    ping_max = max(rtts, default=0.0)
-    assert ping_max <= PING_MAX_MS, figures
+    # A PING during which the pinger lost its CPU measures the machine, not the server (on a
+    # loaded machine 8% of them did); at least half must keep it, or the bound would say little.
+    assert len(pings.unpreempted) >= 0.5 * len(pings.rtts), figures
+    assert max(pings.unpreempted, default=0.0) <= PING_MAX_MS, figures
