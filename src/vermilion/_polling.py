@@ -81,11 +81,13 @@ class Poller:
     waiting: bool = field(default=False, init=False)  # in a wait that stop() may cut short
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _channel: Channel | None = field(default=None, init=False)
+    _errors: int = field(default=0, init=False)  # failed polls in a row
 
     def begin(self, stopping: asyncio.Event, channel: Channel) -> None:
         """Make ready for a run: the worker's stop event, and the connection to poll on."""
         self._stopping = stopping
         self._channel = channel
+        self._errors = 0
 
     async def unless_stopping(self, awaitable: Coroutine[Any, Any, T]) -> T | None:
         """Await ``awaitable``, a wait of the poll loop that stop() may cut short.
@@ -105,7 +107,6 @@ class Poller:
 
     async def run(self) -> None:
         empty_polls = 0
-        errors = 0
         slots = self.slots
         while not self._stopping.is_set():
             free = slots.free(self.awaiting_ack())
@@ -113,28 +114,10 @@ class Poller:
                 slots.freed.clear()
                 await self.unless_stopping(slots.freed.wait())
                 continue
-            try:
-                # While it holds a suspect, a worker takes no other: two of them
-                # may be a poison message and a neighbour that died beside it.
-                reply = await self.client.dequeue(
-                    self.keys,
-                    free,
-                    self.lock_ms,
-                    _HOUSEKEEPING_LIMIT,
-                    self._channel,
-                    max_suspects=0 if slots.suspects else 1,
-                )
-            except VermilionError as exc:
-                errors += 1
-                delay = error_backoff(errors, 0.1)
-                self.tally.add("poll/error")
-                logger.warning("poll of queue %r failed (%s); retrying in %.2f s", self.keys.name, exc, delay)
-                await self.unless_stopping(asyncio.sleep(delay))
+            polled = await self.poll_once(self.keys, free)
+            if polled is None:
                 continue
-            errors = 0
-            handed = self.start_handlers(reply)
-            if reply.reclaimed:
-                self.tally.add("lease/reclaimed", reply.reclaimed)
+            reply, handed = polled
             self.queue_size.record(reply.ready)
             empty_polls = 0 if handed else empty_polls + 1
             self._call_monitor(PollInfo(self.keys.name, reply.ready, handed, reply.reclaimed, empty_polls))
@@ -144,6 +127,34 @@ class Poller:
                 await self._wait_for_suspect(empty_polls)
             else:
                 await self._sleep_idle(empty_polls, reply.now_ms, reply.next_due_ms)
+
+    async def poll_once(self, keys: QueueKeys, free: int) -> tuple[DequeueReply, int] | None:
+        """Lease up to ``free`` messages of ``keys`` and start their handlers: the reply, and
+        how many were handed out; None when the call failed, after waiting out a backoff
+        that grows with the failures in a row."""
+        try:
+            # While it holds a suspect, a worker takes no other: two of them
+            # may be a poison message and a neighbour that died beside it.
+            reply = await self.client.dequeue(
+                keys,
+                free,
+                self.lock_ms,
+                _HOUSEKEEPING_LIMIT,
+                self._channel,
+                max_suspects=0 if self.slots.suspects else 1,
+            )
+        except VermilionError as exc:
+            self._errors += 1
+            delay = error_backoff(self._errors, 0.1)
+            self.tally.add("poll/error")
+            logger.warning("poll of queue %r failed (%s); retrying in %.2f s", keys.name, exc, delay)
+            await self.unless_stopping(asyncio.sleep(delay))
+            return None
+        self._errors = 0
+        handed = self.start_handlers(reply)
+        if reply.reclaimed:
+            self.tally.add("lease/reclaimed", reply.reclaimed)
+        return reply, handed
 
     def _idle_timeout(self, empty_polls: int) -> float:
         fallback = exponential_idle_backoff(empty_polls)

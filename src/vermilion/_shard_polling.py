@@ -27,8 +27,8 @@ from ._exceptions import VermilionError
 from ._keys import QueueKeys
 from ._logs import logger
 from ._messages import PollInfo
-from ._policies import ERROR_BACKOFF_CAP, error_backoff
-from ._polling import _DUE_NOW_BACKOFF, _HOUSEKEEPING_LIMIT, Poller, Slots
+from ._policies import ERROR_BACKOFF_CAP
+from ._polling import _DUE_NOW_BACKOFF, Poller, Slots
 from ._protocol import ScriptClient
 from ._transport import Channel
 from ._wire import DequeueReply
@@ -139,7 +139,6 @@ class ShardPoller(Poller):
         state = _Round(ready=set(every), due_at=[None] * len(self.shards), sizes=[0] * len(self.shards))
         loop = asyncio.get_running_loop()
         sweep_at = loop.time() + _BUSY_SWEEP
-        errors = 0
         slots = self.slots
         try:
             while not self._stopping.is_set():
@@ -162,27 +161,10 @@ class ShardPoller(Poller):
                     # Not in a sweep of empty shards, which would start a wait per shard.
                     wakeups.launch(every - state.ready)
                 index = state.next_shard()
-                try:
-                    reply = await self.client.dequeue(
-                        self.shards[index],
-                        free,
-                        self.lock_ms,
-                        _HOUSEKEEPING_LIMIT,
-                        self._channel,
-                        max_suspects=0 if slots.suspects else 1,
-                    )
-                except VermilionError as exc:
-                    errors += 1
-                    delay = error_backoff(errors, 0.1)
-                    self.tally.add("poll/error")
-                    name = self.shards[index].name
-                    logger.warning("poll of %r failed (%s); retrying in %.2f s", name, exc, delay)
-                    await self.unless_stopping(asyncio.sleep(delay))
+                polled = await self.poll_once(self.shards[index], free)
+                if polled is None:
                     continue
-                errors = 0
-                handed = self.start_handlers(reply)
-                if reply.reclaimed:
-                    self.tally.add("lease/reclaimed", reply.reclaimed)
+                reply, handed = polled
                 size = state.polled(index, reply, handed, loop.time(), slots)
                 self.queue_size.record(size)
                 poll = PollInfo(self.keys.name, size, handed, reply.reclaimed, state.empty_rounds)
