@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from vermilion import Queue
+from vermilion import AsyncWorker, Queue
 from vermilion._keys import QueueKeys
+from vermilion._shards import shard_index
 from vermilion._wire import DequeueReply, EnqueueOptions, Leased, OutcomeKind, OutcomeRequest
 
 LONG_LOCK_MS = 60_000
@@ -101,3 +102,24 @@ class Clocked:
         request = OutcomeRequest(leased.mid, leased.token, "r", 0, "")
         queue = self.queue
         assert await self.conn.ack(self.keys, [request], queue.failure_history, queue.failure_history_bytes)
+
+
+async def until_idle(worker: AsyncWorker, timeout: float = 5.0) -> None:
+    """Wait until ``worker`` has found its queue empty and sits in its idle wait."""
+
+    async def idle() -> bool:
+        return bool(worker.stats().counts.get("sleep/end-of-queue", 0)) and worker._poller.waiting
+
+    await eventually(idle, timeout, 0.001, "the worker going idle")
+
+
+def mids_on(shard: int, shards: int, count: int, prefix: str = "m") -> list[str]:
+    """``count`` mids that map to ``shard`` of ``shards``."""
+    found: list[str] = []
+    n = 0
+    while len(found) < count:
+        mid = f"{prefix}{n}"
+        if shard_index(mid, shards) == shard:
+            found.append(mid)
+        n += 1
+    return found

@@ -12,8 +12,8 @@ import pytest
 from redis.crc import key_slot
 
 from tests.cluster.servers import LocalCluster
+from tests.helpers import mids_on, until_idle
 from tests.integration.test_cli import vermilion
-from tests.integration.test_shards import mids_on
 from vermilion import (
     AsyncWorker,
     ConfigurationError,
@@ -99,15 +99,7 @@ async def test_an_enqueue_on_any_shard_wakes_an_idle_worker_on_a_cluster(sharded
     # An idle backoff of a minute: only a wake-up can hand a message out within the test.
     async with AsyncWorker(sharded, handle, idle_backoff=60, presence_interval=None) as worker:
         for index in range(8):
-            await _idle(worker)
+            await until_idle(worker)
             mid = mids_on(index, 8, 1, prefix=f"wake{index}-")[0]
             await sharded.enqueue("x", mid=mid)
             assert await asyncio.wait_for(handled.get(), 5) == mid
-
-
-async def _idle(worker: AsyncWorker) -> None:
-    for _ in range(5000):
-        if worker.stats().counts.get("sleep/end-of-queue", 0) and worker._poller.waiting:
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("the worker never went idle")

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from redis.crc import key_slot
 
 from tests.conftest import QueueFactory
+from tests.helpers import mids_on, until_idle
 from tests.integration.test_cli import (
     WorkerProcess,
     app_dir as app_dir,  # a fixture
@@ -37,18 +38,6 @@ from vermilion import (
 from vermilion._shards import shard_index, shard_tag
 from vermilion.prometheus import QueueCollector
 from vermilion.testing import drain
-
-
-def mids_on(shard: int, shards: int, count: int, prefix: str = "m") -> list[str]:
-    """``count`` mids that map to ``shard`` of ``shards``."""
-    found: list[str] = []
-    n = 0
-    while len(found) < count:
-        mid = f"{prefix}{n}"
-        if shard_index(mid, shards) == shard:
-            found.append(mid)
-        n += 1
-    return found
 
 
 async def vermilion_keys(redis: aioredis.Redis, name: str) -> set[bytes]:
@@ -240,20 +229,12 @@ async def test_an_enqueue_on_any_shard_wakes_an_idle_worker(make_queue: QueueFac
     # An idle backoff of a minute: only a wake-up can hand a message out within the test.
     async with AsyncWorker(queue, handle, idle_backoff=60, presence_interval=None) as worker:
         await asyncio.sleep(0)
-        await _idle(worker)
+        await until_idle(worker)
         for index in range(3):
             mid = mids_on(index, 3, 1, prefix=f"wake{index}-")[0]
             await queue.enqueue("x", mid=mid)
             assert await asyncio.wait_for(handled.get(), 5) == mid
-            await _idle(worker)
-
-
-async def _idle(worker: AsyncWorker) -> None:
-    for _ in range(5000):
-        if worker.stats().counts.get("sleep/end-of-queue", 0) and worker._poller.waiting:
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("the worker never went idle")
+            await until_idle(worker)
 
 
 async def test_tools_show_a_sharded_queue_as_one(make_queue: QueueFactory, redis_url: str) -> None:
