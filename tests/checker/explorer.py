@@ -397,16 +397,13 @@ class Explorer:
         """The canonical form of a state; the least over the symmetries (workers are
         interchangeable, and so are the mids that get the same operations)."""
         rank = _token_ranks(s)
-        perms = self._perms
-        if len(perms) == 1:
-            return self._fingerprint(s, perms[0], rank)
-        return _least([self._fingerprint(s, p, rank) for p in perms])
+        return _assemble(_least([self._fp_parts(s, ren, rank) for ren in self._perms]))
 
     def _record_fp(self, r: Rec, rank: dict[int, int], c: int) -> tuple[Any, ...]:
         due = r.due - c if self.with_priorities else 0
         return (r.state, r.flags, r.attempts, r.lock, rank[r.token], r.payload, due)
 
-    def _fingerprint(self, s: State, ren: dict[str, str], rank: dict[int, int]) -> tuple[Any, ...]:
+    def _fp_parts(self, s: State, ren: dict[str, str], rank: dict[int, int]) -> Iterator[Any]:
         """Sound abstractions only: lease tokens by rank (scripts compare them for equality,
         and new ones are always the largest); the scores of `delayed`, `locks` and `done`
         relative to the clock when in the future, by their order when past (only that
@@ -414,15 +411,12 @@ class Explorer:
         out, as no script branches on them; `notify` by whether it exists (the only thing
         a script reads of it). With priorities the hand-out compares ready times with the
         priority scores, so those times and scores are kept, relative to the clock.
-        Collections keyed by mid are sorted by (renamed) mid: a mid is in each at most once."""
+        Collections keyed by mid are sorted by (renamed) mid: a mid is in each at most once.
+        The parts one after the other, so that renamings can be compared part by part."""
         c = s.clock
         k = s.keys
 
         timed = self.with_priorities
-        ready = tuple(
-            (kind, ren[mid], lock, p, (e or 0) - c if timed else 0) for kind, mid, e, lock, p in k.ready
-        )
-        records = tuple(sorted([(ren[m], self._record_fp(r, rank, c)) for m, r in k.records.items()]))
 
         def zs(d: dict[str, int]) -> tuple[tuple[str, Any], ...]:
             if timed:
@@ -432,25 +426,25 @@ class Explorer:
             out += [(ren[m], v - c) for m, v in d.items() if v > c]
             return tuple(sorted(out))
 
-        keys_fp = (
-            tuple(sorted([ren[m] for m in k.mids])),
-            ready,
-            records,
-            zs(k.delayed),
-            zs(k.locks),
-            zs(k.done),
-            tuple(sorted([(ren[m], v) for m, v in k.requeue.items()])),
-            self._history_fp(k, ren),
-            tuple(sorted([(ren[m], v) for m, v in k.errors.items()])),
-            k.failed_bytes,
-            k.notify > 0,
-            k.seq is not None,
-            k.version,
-            self._schedule_fp(s),
+        yield tuple(sorted([ren[m] for m in k.mids]))
+        yield tuple(
+            (kind, ren[mid], lock, p, (e or 0) - c if timed else 0) for kind, mid, e, lock, p in k.ready
         )
+        yield tuple(sorted([(ren[m], self._record_fp(r, rank, c)) for m, r in k.records.items()]))
+        yield zs(k.delayed)
+        yield zs(k.locks)
+        yield zs(k.done)
+        yield tuple(sorted([(ren[m], v) for m, v in k.requeue.items()]))
+        yield self._history_fp(k, ren)
+        yield tuple(sorted([(ren[m], v) for m, v in k.errors.items()]))
+        yield k.failed_bytes
+        yield k.notify > 0
+        yield k.seq is not None
+        yield k.version
+        yield self._schedule_fp(s)
 
         lives = {m: mm.life for m, mm in s.model.items()}
-        workers_fp = tuple(
+        yield tuple(
             sorted(
                 [
                     (
@@ -463,7 +457,7 @@ class Explorer:
                 ]
             )
         )
-        model_fp = tuple(
+        yield tuple(
             sorted([(ren[m], *e) for m, mm in s.model.items() if (e := _model_fp(mm, c)) is not None])
         )
         extra: tuple[int, ...] = ()
@@ -473,8 +467,7 @@ class Explorer:
             window, count, paused = s.flow
             extra += (window * self.rate_limit[1] - c, count, max(paused - c, 0))
         if extra:
-            return (keys_fp, workers_fp, model_fp, extra)
-        return (keys_fp, workers_fp, model_fp)
+            yield extra
 
     @staticmethod
     def _history_fp(k: Keys, ren: dict[str, str]) -> tuple[tuple[str, ...], ...]:
@@ -1240,15 +1233,58 @@ def _model_fp(mm: MidModel, c: int) -> tuple[str, int, bool] | None:
     return (mm.status, mm.done_until - c if mm.status == "done" else 0, mm.pending)
 
 
-def _least(fps: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-    """The least fingerprint by repr. Not by hash: the fingerprint is not equivariant (past
+# The fingerprint's first parts are the keys' (grouped in a tuple of their own), then the
+# workers', the model's, and the flow-control counters' if any.
+_KEY_PARTS = 14
+
+
+def _assemble(parts: list[Any]) -> tuple[Any, ...]:
+    return (tuple(parts[:_KEY_PARTS]), *parts[_KEY_PARTS:])
+
+
+def _least(candidates: list[Iterator[Any]]) -> list[Any]:
+    """The parts of the least fingerprint by repr, each renaming's computed only while it
+    can still be the least. Part by part: the repr of a tuple of parts is their reprs in
+    order, each self-delimiting (a tuple's closes its parentheses, a bytes' its quotes) or
+    a number, followed by a comma or a parenthesis, below every digit; so the first part
+    whose reprs differ decides. Not by hash: the fingerprint is not equivariant (past
     scores of the same value are ranked by the renamed mid), so two equivalent states can
-    have different sets of fingerprints that share their least by repr only; the least by
-    hash would change the states explored, from run to run."""
-    first = fps[0]
-    if all(fp == first for fp in fps):  # a symmetric state: no repr needed
-        return first
-    return min(fps, key=repr)
+    have different sets of fingerprints that share their least by repr only; the least
+    by hash would change the states explored, from run to run."""
+    if len(candidates) == 2:
+        return _least_of_two(*candidates)
+    done: list[list[Any]] = [[] for _ in candidates]
+    live = list(range(len(candidates)))
+    for parts in itertools.zip_longest(*candidates):
+        here = [parts[i] for i in live]
+        for i, part in zip(live, here, strict=True):
+            done[i].append(part)
+        first = here[0]
+        if len(live) > 1 and any(part != first for part in here[1:]):
+            reprs = [repr(part) for part in here]
+            least = min(reprs)
+            live = [i for i, r in zip(live, reprs, strict=True) if r == least]
+            if len(live) == 1:
+                (winner,) = live
+                done[winner].extend(candidates[winner])
+                return done[winner]
+    return done[live[0]]
+
+
+def _least_of_two(a: Iterator[Any], b: Iterator[Any]) -> list[Any]:
+    """_least of two renamings (the common case: two interchangeable mids), faster."""
+    done_a: list[Any] = []
+    done_b: list[Any] = []
+    for x, y in zip(a, b, strict=True):
+        done_a.append(x)
+        done_b.append(y)
+        if x != y:
+            if repr(y) < repr(x):
+                done_b.extend(b)
+                return done_b
+            done_a.extend(a)
+            return done_a
+    return done_a
 
 
 def _align(calls: list[Call | None], results: list[Result]) -> list[Result | None]:
