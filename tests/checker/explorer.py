@@ -31,7 +31,6 @@ import redis
 from vermilion._keys import KEY_PARTS, QueueKeys, schedules_key
 from vermilion._scripts import SCRIPTS
 
-from .forked import Forked
 from .wire import Call, Job, Result, Wire
 
 __all__ = ["Explorer", "Stats", "explore", "main"]
@@ -55,8 +54,6 @@ SCHEDULE_SLOTS = (START_CLOCK + 1, START_CLOCK + 2, START_CLOCK + 3)
 SCHEDULE_MID = "a"
 PARTS = KEY_PARTS
 KEYED_PAYLOAD = "\x00\x01Kp"  # key K ([>I2] length 1, then "K") before the payload "p"
-# A frontier this large is expanded by two processes (below it a fork costs more than it saves).
-PARALLEL_FROM = 256
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -242,7 +239,6 @@ class Explorer:
         client: redis.Redis | None = None,
         max_seconds: float | None = None,
         progress: Callable[[Stats], None] | None = None,
-        processes: int | None = None,
     ) -> None:
         self.progress = progress
         self.W, self.M, self.D = workers, mids, depth
@@ -266,29 +262,7 @@ class Explorer:
         self.max_per_key = max_per_key
         self.max_seconds = max_seconds
         self.r = client or redis.Redis(host="127.0.0.1", port=6379)
-        srcs: dict[str, bytes | str] = {
-            name: SCRIPTS[name].source
-            for name in ("enqueue", "dequeue", "ack", "extend", "clear", "replay", "purge", "schedule")
-        }
-        if sources:
-            srcs.update(sources)
-        self._sources = srcs
-        # Mids that get the same operations are interchangeable: canonical under their permutations.
-        same = list(self.mids[self.variants_for :]) if self.variants_for < mids else []
-        if len(same) > 1:
-            self._perms = [
-                {**{m: m for m in self.mids}, **dict(zip(same, p, strict=True))}
-                for p in itertools.permutations(same)
-            ]
-        else:
-            self._perms = [{m: m for m in self.mids}]
-        # Processes that expand a large frontier together (each its own queue's keys).
-        self.processes = int(os.environ.get("CHECKER_PROCESSES", "2")) if processes is None else processes
-        self._use_queue(queue or f"checker-{uuid.uuid4().hex[:12]}")
-
-    def _use_queue(self, queue: str) -> None:
-        """Explore on this queue's keys, through a connection of its own."""
-        self.queue = queue
+        self.queue = queue or f"checker-{uuid.uuid4().hex[:12]}"
         qk = QueueKeys.for_queue(self.queue).with_test_clock()
         self.all_keys = list(qk.keys)
         assert len(self.all_keys) == 12
@@ -302,9 +276,25 @@ class Explorer:
         queue_keys = (12, *self.all_keys)
         self.all_keys.insert(11, self.schedules_key)
         script_keys = {"schedule": (13, *self.all_keys)}
+        srcs: dict[str, bytes | str] = {
+            name: SCRIPTS[name].source
+            for name in ("enqueue", "dequeue", "ack", "extend", "clear", "replay", "purge", "schedule")
+        }
+        if sources:
+            srcs.update(sources)
+        # Mids that get the same operations are interchangeable: canonical under their permutations.
+        same = list(self.mids[self.variants_for :]) if self.variants_for < mids else []
+        self._same = same
+        if len(same) > 1:
+            self._perms = [
+                {**{m: m for m in self.mids}, **dict(zip(same, p, strict=True))}
+                for p in itertools.permutations(same)
+            ]
+        else:
+            self._perms = [{m: m for m in self.mids}]
         self.wire = Wire(
             self.r,
-            self._sources,
+            srcs,
             data_keys=self.data_keys,
             clock_key=self.clock_key,
             script_keys=script_keys,
@@ -1143,47 +1133,8 @@ class Explorer:
 
     def _expand(self, frontier: list[State], seen: set[Any], stats: Stats, t0: float) -> list[State]:
         """The next depth's frontier: the successors of `frontier` not seen before, each
-        checked; in the frontier's order, each state's successors in the order of ops().
-        A large frontier is cut in two, the second half expanded by a forked child at the
-        same time; its successors are merged after the first half's, in order, so the
-        frontier, and the first violation found (the parent's first), are the same."""
-        if self.processes < 2 or len(frontier) < PARALLEL_FROM:
-            return [child for _, child in self._expand_part(frontier, seen, stats, t0)]
-        half = len(frontier) // 2
-        forked = Forked(lambda: self._child_part(frontier[half:], seen, t0))
-        try:
-            nxt = [child for _, child in self._expand_part(frontier[:half], seen, stats, t0)]
-        finally:
-            outcome, transitions, found = forked.result()  # also when the parent's half failed
-        if outcome == "violation":
-            message, steps = found
-            raise Violation(message, steps)
-        stats.transitions += transitions
-        for fp, child in found:
-            if fp not in seen:
-                seen.add(fp)
-                nxt.append(child)
-        return nxt
-
-    def _child_part(self, part: list[State], seen: set[Any], t0: float) -> tuple[str, int, Any]:
-        """In the forked child: expand `part` on a queue of its own; its new successors
-        with their fingerprints, or the violation found."""
-        self._use_queue(f"{self.queue}-child")
-        stats = Stats()
-        try:
-            found = self._expand_part(part, seen, stats, t0)
-            return ("ok", stats.transitions, found)
-        except Violation as exc:
-            return ("violation", stats.transitions, (str(exc), exc.steps))
-        finally:
-            self.wire.drain()
-            self.delete_keys()
-
-    def _expand_part(
-        self, frontier: list[State], seen: set[Any], stats: Stats, t0: float
-    ) -> list[tuple[Any, State]]:
-        """The successors of `frontier` not in `seen` (added to it), with their fingerprints."""
-        nxt: list[tuple[Any, State]] = []
+        checked; in the frontier's order, each state's successors in the order of ops()."""
+        nxt: list[State] = []
         for job, results in self.wire.run(self._jobs(frontier)):
             s, ops, calls = job.tag
             for op, result in zip(ops, _align(calls, results), strict=True):
@@ -1192,7 +1143,7 @@ class Explorer:
                 fp = self.fingerprint(child)
                 if fp not in seen:
                     seen.add(fp)
-                    nxt.append((fp, child))
+                    nxt.append(child)
             if self.max_seconds and time.monotonic() - t0 > self.max_seconds:
                 raise RuntimeError(f"time budget exceeded at depth {len(stats.per_depth) + 1}: {stats}")
         return nxt
