@@ -1,14 +1,15 @@
 """A bounded, exhaustive, explicit-state checker of the real protocol-version-2 scripts.
 
-A state is the content of a queue's keys (a DUMP of each, restored with DEL +
-RESTORE in one pipeline, plus the test clock) and what the workers believe: the
+A state is the content of a queue's keys (a DUMP of each, plus the test clock)
+and what the workers believe: the
 leases each holds, the stale leases it once held, and a model of every mid's
 life derived from the scripts' replies only. From each state, every operation
 of a bounded alphabet is run against the real server (EVALSHA of the real
 scripts, or of mutated sources); the successor is checked, and is explored
 further unless a state with the same canonical fingerprint was seen (times
 relative to the clock, lease tokens by rank). The search is breadth-first, so
-the first violation found has a shortest operation sequence.
+the first violation found has a shortest operation sequence. The operations of a
+state go to the server in one batch, each restoring the state first (wire.py).
 
 Run directly: ``python -m tests.checker.explorer`` (bounds from CHECKER_W,
 CHECKER_M, CHECKER_D).
