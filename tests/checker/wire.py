@@ -3,8 +3,9 @@
 redis-py's pipeline spent more time packing and parsing the ~35 commands of a step than
 the server spent on them, so the search talks over a raw socket (hiredis packs and parses).
 Every scripted operation of a state restores that same state first, so all of them go to
-the server in one batch (per operation: DEL + RESTORE, the script, the reads, the DUMPs),
-one round trip per state instead of one per operation. And the next state's batch is
+the server in one batch (per operation: the RESTORE helper script below, the operation's
+script, the OBSERVE helper that reads the keys back and DUMPs them), one round trip per
+state instead of one per operation. And the next state's batch is
 written before this one's replies are checked, so that the server runs one while the
 checker checks the other: the two use both cores.
 """
