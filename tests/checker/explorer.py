@@ -1,14 +1,15 @@
 """A bounded, exhaustive, explicit-state checker of the real protocol-version-2 scripts.
 
-A state is the content of a queue's keys (a DUMP of each, restored with DEL +
-RESTORE in one pipeline, plus the test clock) and what the workers believe: the
+A state is the content of a queue's keys (a DUMP of each, plus the test clock)
+and what the workers believe: the
 leases each holds, the stale leases it once held, and a model of every mid's
 life derived from the scripts' replies only. From each state, every operation
 of a bounded alphabet is run against the real server (EVALSHA of the real
 scripts, or of mutated sources); the successor is checked, and is explored
 further unless a state with the same canonical fingerprint was seen (times
 relative to the clock, lease tokens by rank). The search is breadth-first, so
-the first violation found has a shortest operation sequence.
+the first violation found has a shortest operation sequence. The operations of a
+state go to the server in one batch, each restoring the state first (wire.py).
 
 Run directly: ``python -m tests.checker.explorer`` (bounds from CHECKER_W,
 CHECKER_M, CHECKER_D).
@@ -18,26 +19,23 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import struct
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import hiredis
 import redis
 
 from vermilion._keys import KEY_PARTS, QueueKeys, schedules_key
 from vermilion._scripts import SCRIPTS
-from vermilion._wire import pack_command
+
+from .least import assemble, least
+from .wire import Call, Job, Result, Wire
 
 __all__ = ["Explorer", "Stats", "explore", "main"]
-
-# hiredis's C packer (its stub types one argument only): the hot path's variable commands.
-_pack: Any = hiredis.pack_command
 
 MIDS = ("a", "b", "c", "d", "e")
 START_CLOCK = 1_000_000
@@ -277,9 +275,9 @@ class Explorer:
         self.schedules_key = schedules_key(self.queue)
         self.data_keys.append(self.schedules_key)
         # Every script takes the queue's keys and the clock; schedule also its own key between.
-        self._queue_keys = (12, *self.all_keys)
+        queue_keys = (12, *self.all_keys)
         self.all_keys.insert(11, self.schedules_key)
-        self._script_keys = (13, *self.all_keys)
+        script_keys = {"schedule": (13, *self.all_keys)}
         srcs: dict[str, bytes | str] = {
             name: SCRIPTS[name].source
             for name in ("enqueue", "dequeue", "ack", "extend", "clear", "replay", "purge", "schedule")
@@ -288,6 +286,7 @@ class Explorer:
             srcs.update(sources)
         # Mids that get the same operations are interchangeable: canonical under their permutations.
         same = list(self.mids[self.variants_for :]) if self.variants_for < mids else []
+        self._same = same
         if len(same) > 1:
             self._perms = [
                 {**{m: m for m in self.mids}, **dict(zip(same, p, strict=True))}
@@ -295,14 +294,15 @@ class Explorer:
             ]
         else:
             self._perms = [{m: m for m in self.mids}]
-        self._sources = srcs
-        self.sha = {name: self.r.script_load(src) for name, src in srcs.items()}
-        self._connect()
-        reads: list[list[Any]] = []
-        self._read(reads)
-        self._packed_reads = b"".join([pack_command(c) for c in reads])
-        self._n_reads = len(reads)
-        self._packed_dumps = b"".join([pack_command(["DUMP", key]) for key in self.data_keys])
+        self.wire = Wire(
+            self.r,
+            srcs,
+            data_keys=self.data_keys,
+            clock_key=self.clock_key,
+            script_keys=script_keys,
+            queue_keys=queue_keys,
+            reads=self._reads(),
+        )
 
     # -- redis plumbing --
 
@@ -312,84 +312,44 @@ class Explorer:
     def cleanup(self) -> None:
         """Delete this queue's keys and close the connections."""
         try:
+            self.wire.drain()
             self.delete_keys()
         finally:
-            self.sock.close()
+            self.wire.close()
             self.r.close()
 
-    def _connect(self) -> None:
-        """A raw connection for the search's batches: redis-py's pipeline spent more time
-        packing and parsing the ~35 commands of a transition than the server spent on them."""
-        kw = self.r.connection_pool.connection_kwargs
-        self.sock = socket.create_connection((kw.get("host", "127.0.0.1"), kw.get("port", 6379)))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = hiredis.Reader()
-        setup: list[list[Any]] = []
-        if kw.get("password"):
-            setup.append(["AUTH", *([kw["username"]] if kw.get("username") else []), kw["password"]])
-        if kw.get("db"):
-            setup.append(["SELECT", kw["db"]])
-        for x in self._exec(setup):
-            if isinstance(x, Exception):
-                raise RuntimeError(f"checker connection setup failed: {x}")
-
-    def _exec(self, commands: list[list[Any]]) -> list[Any]:
-        """Send a batch of commands at once; their replies, errors as exception values."""
-        return self._send(b"".join([pack_command(c) for c in commands]), len(commands))
-
-    def _send(self, packed: bytes, n: int) -> list[Any]:
-        self.sock.sendall(packed)
-        out: list[Any] = []
-        while len(out) < n:
-            reply = self.reader.gets()
-            if reply is False:
-                data = self.sock.recv(1 << 20)
-                if not data:
-                    raise ConnectionError("the server closed the checker's connection")
-                self.reader.feed(data)
-                continue
-            out.append(reply)
-        return out
-
-    def dump(self) -> tuple[bytes | None, ...]:
-        """DUMP every key of the queue as it is now on the server (after the last run())."""
-        res = self._send(self._packed_dumps, len(self.data_keys))
-        for x in res:
-            if isinstance(x, Exception):
-                raise RuntimeError(f"redis error while dumping the keys: {x}")
-        return tuple(res)
-
-    def _restore(self, cmds: list[list[Any]], dumps: tuple[bytes | None, ...] | None, clock: int) -> None:
-        assert dumps is not None
-        cmds.append(["DEL", *self.all_keys])
-        for key, dump in zip(self.data_keys, dumps, strict=True):
-            if dump is not None:
-                cmds.append(["RESTORE", key, 0, dump])
-        cmds.append(["SET", self.clock_key, clock])
-
-    def _read(self, cmds: list[list[Any]]) -> None:
+    def _reads(self) -> list[list[Any]]:
+        """The commands that read a step's outcome back: the keys (decoded by _decode),
+        then meta's flow-control fields when they are explored."""
         k = self.k
-        cmds.append(["SMEMBERS", k["mids"]])
-        cmds.append(["LRANGE", k["ready"], 0, -1])
-        cmds.append(["HGETALL", k["records"]])
-        for part in ("delayed", "locks", "done"):
-            cmds.append(["ZRANGE", k[part], 0, -1, "WITHSCORES"])
-        cmds.append(["HGETALL", k["requeue"]])
-        cmds.append(["ZRANGE", k["failed"], 0, -1, "WITHSCORES"])
-        cmds.append(["HGETALL", k["errors"]])
-        cmds.append(["LLEN", k["notify"]])
-        cmds.append(["HMGET", k["meta"], "seq", "version", "failed_bytes", "failed_dropped"])
-        cmds.append(["HGET", self.schedules_key, "s"])  # last: the schedule's watermark
+        cmds: list[list[Any]] = [
+            ["SMEMBERS", k["mids"]],
+            ["LRANGE", k["ready"], 0, -1],
+            ["HGETALL", k["records"]],
+            *(["ZRANGE", k[part], 0, -1, "WITHSCORES"] for part in ("delayed", "locks", "done")),
+            ["HGETALL", k["requeue"]],
+            ["ZRANGE", k["failed"], 0, -1, "WITHSCORES"],
+            ["HGETALL", k["errors"]],
+            ["LLEN", k["notify"]],
+            ["HMGET", k["meta"], "seq", "version", "failed_bytes", "failed_dropped"],
+            ["HGET", self.schedules_key, "s"],  # the schedule's watermark
+        ]
+        if self.rate_limit:
+            cmds.append(["HMGET", k["meta"], "rate_window", "rate_count", "paused_until"])
+        if self.max_per_key:
+            cmds.append(["HGET", k["meta"], "held:K"])
+        return cmds
 
     @staticmethod
-    def _decode(res: list[Any]) -> tuple[Keys, tuple[bytes | None, ...] | None]:
+    def _decode(res: list[Any]) -> Keys:
         (mids, ready, records, delayed, locks, done, requeue, failed, errors, notify, meta) = res[:11]
         seq, version, failed_bytes, failed_dropped = meta
+        watermark = res[11]
 
         def pairs(flat: list[bytes]) -> list[tuple[str, bytes]]:
             return [(_s(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
-        keys = Keys(
+        return Keys(
             mids=frozenset(_s(m) for m in mids),
             ready=tuple(decode_entry(e) for e in ready),
             records={m: decode_record(v) for m, v in pairs(records)},
@@ -404,134 +364,93 @@ class Explorer:
             version=version,
             failed_bytes=None if failed_bytes is None else int(failed_bytes),
             failed_dropped=int(failed_dropped or 0),
-            watermark=None if res[-1] is None else int(res[-1]),
+            watermark=None if watermark is None else int(watermark),
         )
-        return keys, None
 
-    def run(
-        self, state: State, script: str | None, args: list[str], clock: int
-    ) -> tuple[Any, Keys, tuple[bytes | None, ...] | None]:
-        """Restore `state` with the clock at `clock`, run one script, read the keys back:
-        one batch, one round trip (the read commands are packed once). The DUMPs are
-        taken later, by dump(), only for a state not seen before."""
-        restore: list[list[Any]] = []
-        self._restore(restore, state.dumps, clock)
-        batch = [_pack(tuple(c)) for c in restore]
-        if script is not None:
-            counted_keys = self._script_keys if script == "schedule" else self._queue_keys
-            batch.append(_pack(("EVALSHA", self.sha[script], *counted_keys, *args)))
-        batch.append(self._packed_reads)
-        n_script = 0 if script is None else 1
-        res = self._send(b"".join(batch), len(restore) + n_script + self._n_reads)[len(restore) :]
-        reply = None
-        if script is not None:
-            reply, res = res[0], res[1:]
-            if isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT"):
-                # Someone flushed the server's script cache (a SCRIPT FLUSH elsewhere):
-                # load them again and repeat the step, which restores its state first.
-                self.sha = {name: self.r.script_load(src) for name, src in self._sources.items()}
-                return self.run(state, script, args, clock)
-            if isinstance(reply, Exception):
-                raise Violation(f"script {script} {args} raised: {reply}")
-        for x in res:
-            if isinstance(x, Exception):
-                raise RuntimeError(f"redis error while reading the keys: {x}")
-        keys, dumps = self._decode(res)
-        return reply, keys, dumps
+    def _outcome(self, result: Result) -> tuple[Any, Keys, tuple[bytes | None, ...]]:
+        """A scripted step's reply, the keys it left and their DUMPs."""
+        if isinstance(result.reply, Exception):
+            script, argv = result.call
+            raise Violation(f"script {script} {list(argv)} raised: {result.reply}")
+        return result.reply, self._decode(result.reads), result.dumps
+
+    def fetch(self, s: State, ops: list[tuple[str, Any]]) -> list[Result | None]:
+        """Run the scripted ones of `ops` from `s` (one batch): each op's result, None for
+        an op that runs no script."""
+        assert s.dumps is not None
+        calls = [self.call(s, op) for op in ops]
+        job = Job(s.dumps, s.clock, [c for c in calls if c is not None])
+        (_, results), *_ = self.wire.run([job])
+        return _align(calls, results)
 
     # -- fingerprint --
 
     def fingerprint(self, s: State) -> tuple[Any, ...]:
         """The canonical form of a state; the least over the symmetries (workers are
         interchangeable, and so are the mids that get the same operations)."""
-        perms = self._perms
-        if len(perms) == 1:
-            return self._fingerprint(s, perms[0])
-        return min((self._fingerprint(s, p) for p in perms), key=repr)
+        rank = _token_ranks(s)
+        return assemble(least([self._fp_parts(s, ren, rank) for ren in self._perms]))
 
-    def _fingerprint(self, s: State, ren: dict[str, str]) -> tuple[Any, ...]:
+    def _record_fp(self, r: Rec, rank: dict[int, int], c: int) -> tuple[Any, ...]:
+        due = r.due - c if self.with_priorities else 0
+        return (r.state, r.flags, r.attempts, r.lock, rank[r.token], r.payload, due)
+
+    def _fp_parts(self, s: State, ren: dict[str, str], rank: dict[int, int]) -> Iterator[Any]:
         """Sound abstractions only: lease tokens by rank (scripts compare them for equality,
         and new ones are always the largest); the scores of `delayed`, `locks` and `done`
         relative to the clock when in the future, by their order when past (only that
         order matters: ZRANGEBYSCORE); the data times (enqueued, due, failure time) left
         out, as no script branches on them; `notify` by whether it exists (the only thing
         a script reads of it). With priorities the hand-out compares ready times with the
-        priority scores, so those times and scores are kept, relative to the clock."""
+        priority scores, so those times and scores are kept, relative to the clock.
+        Collections keyed by mid are sorted by (renamed) mid: a mid is in each at most once.
+        The parts one after the other, so that renamings can be compared part by part."""
         c = s.clock
-        tokens: set[int] = {r.token for r in s.keys.records.values() if r.token}
-        for held in s.leases:
-            tokens.update(t for _, t, _, _ in held)
-        for st in s.stale:
-            tokens.update(t for _, t, _ in st)
-        rank = {t: i + 1 for i, t in enumerate(sorted(tokens))}
-        rank[0] = 0
         k = s.keys
 
         timed = self.with_priorities
-        ready = tuple(
-            (kind, ren[mid], lock, p, (e or 0) - c if timed else 0) for kind, mid, e, lock, p in k.ready
-        )
-        records = tuple(
-            sorted(
-                (
-                    ren[m],
-                    (
-                        r.state,
-                        r.flags,
-                        r.attempts,
-                        r.lock,
-                        rank[r.token],
-                        r.payload,
-                        r.due - c if timed else 0,
-                    ),
-                )
-                for m, r in k.records.items()
-            )
-        )
 
         def zs(d: dict[str, int]) -> tuple[tuple[str, Any], ...]:
             if timed:
-                return tuple(sorted(((ren[m], v - c) for m, v in d.items()), key=repr))
-            past = sorted((v, ren[m]) for m, v in d.items() if v <= c)
+                return tuple(sorted([(ren[m], v - c) for m, v in d.items()]))
+            past = sorted([(v, ren[m]) for m, v in d.items() if v <= c])
             out: list[tuple[str, Any]] = [(m, ("past", i)) for i, (_, m) in enumerate(past)]
             out += [(ren[m], v - c) for m, v in d.items() if v > c]
-            return tuple(sorted(out, key=repr))
+            return tuple(sorted(out))
 
-        keys_fp = (
-            tuple(sorted(ren[m] for m in k.mids)),
-            ready,
-            records,
-            zs(k.delayed),
-            zs(k.locks),
-            zs(k.done),
-            tuple(sorted((ren[m], v) for m, v in k.requeue.items())),
-            self._history_fp(k, ren),
-            tuple(sorted((ren[m], v) for m, v in k.errors.items())),
-            k.failed_bytes,
-            k.notify > 0,
-            k.seq is not None,
-            k.version,
-            self._schedule_fp(s),
+        yield tuple(sorted([ren[m] for m in k.mids]))
+        yield tuple(
+            (kind, ren[mid], lock, p, (e or 0) - c if timed else 0) for kind, mid, e, lock, p in k.ready
         )
+        yield tuple(sorted([(ren[m], self._record_fp(r, rank, c)) for m, r in k.records.items()]))
+        yield zs(k.delayed)
+        yield zs(k.locks)
+        yield zs(k.done)
+        yield tuple(sorted([(ren[m], v) for m, v in k.requeue.items()]))
+        yield self._history_fp(k, ren)
+        yield tuple(sorted([(ren[m], v) for m, v in k.errors.items()]))
+        yield k.failed_bytes
+        yield k.notify > 0
+        yield k.seq is not None
+        yield k.version
+        yield self._schedule_fp(s)
 
-        def life_rel(m: str, life: int) -> int:
-            return life - s.model.get(m, MidModel()).life
-
-        workers_fp = tuple(
+        lives = {m: mm.life for m, mm in s.model.items()}
+        yield tuple(
             sorted(
-                (
-                    tuple(sorted((ren[m], rank[t], sus, life_rel(m, lf)) for m, t, sus, lf in held)),
-                    tuple(sorted((ren[m], rank[t], life_rel(m, lf)) for m, t, lf in st)),
-                )
-                for held, st in zip(s.leases, s.stale, strict=True)
+                [
+                    (
+                        tuple(
+                            sorted([(ren[m], rank[t], sus, lf - lives.get(m, 0)) for m, t, sus, lf in held])
+                        ),
+                        tuple(sorted([(ren[m], rank[t], lf - lives.get(m, 0)) for m, t, lf in st])),
+                    )
+                    for held, st in zip(s.leases, s.stale, strict=True)
+                ]
             )
         )
-        model_fp = tuple(
-            sorted(
-                (ren[m], mm.status, mm.done_until - c if mm.status == "done" else 0, mm.pending)
-                for m, mm in s.model.items()
-                if mm.status != "unknown" or mm.pending
-            )
+        yield tuple(
+            sorted([(ren[m], *e) for m, mm in s.model.items() if (e := _model_fp(mm, c)) is not None])
         )
         extra: tuple[int, ...] = ()
         if self.max_per_key:
@@ -540,8 +459,7 @@ class Explorer:
             window, count, paused = s.flow
             extra += (window * self.rate_limit[1] - c, count, max(paused - c, 0))
         if extra:
-            return (keys_fp, workers_fp, model_fp, extra)
-        return (keys_fp, workers_fp, model_fp)
+            yield extra
 
     @staticmethod
     def _history_fp(k: Keys, ren: dict[str, str]) -> tuple[tuple[str, ...], ...]:
@@ -725,7 +643,56 @@ class Explorer:
         same = [x for x in stale if x[0] == item[0]] + [item]
         return frozenset(others | {max(same, key=lambda x: x[1])})
 
-    def step(self, s: State, op: tuple[str, Any]) -> State:
+    @staticmethod
+    def _max_suspects(held: tuple[Lease, ...]) -> int:
+        """A worker holding a suspect takes no other (the client's rule)."""
+        return 0 if any(sus for _, _, sus, _ in held) else 1
+
+    def call(self, s: State, op: tuple[str, Any]) -> Call | None:
+        """The script an operation runs from `s`, and its argv; None if it runs none."""
+        kind, arg = op
+        if kind == "enqueue":
+            m, delay, flags, payload = arg
+            # With the default options the client sends the two-argument form (mid,
+            # payload), which the script answers on its one-message path.
+            return (
+                "enqueue",
+                [m, payload] if delay == "0" and flags == "0" else [delay, "", flags, m, payload],
+            )
+        if kind == "dequeue":
+            w, n = arg
+            return ("dequeue", [str(n), str(LOCK_MS), "256", str(self._max_suspects(s.leases[w]))])
+        if kind in ("ack", "stale-ack"):
+            m, token, outcome = self._acked(op)
+            return (
+                "ack",
+                [str(MAX_FAILED), str(MAX_FAILED_BYTES), "1", m, str(token), outcome]
+                + ([REASON.decode()] if outcome == "f" else []),
+            )
+        if kind == "clear":
+            return ("clear", [])
+        if kind in ("replay", "purge", "replay-all", "purge-all"):
+            return (kind.removesuffix("-all"), self._history_argv(kind, arg))
+        if kind == "schedule":
+            return ("schedule", ["s", "p", *(x for t in self.slots for x in (str(t), SCHEDULE_MID))])
+        if kind == "extend":
+            _, (m, token, _, _) = arg
+            return ("extend", [m, str(token), str(LOCK_MS)])
+        return None
+
+    @staticmethod
+    def _acked(op: tuple[str, Any]) -> tuple[str, int, str]:
+        """The mid, token and outcome of an ack (a stale ack's outcome is 's')."""
+        kind, arg = op
+        if kind == "ack":
+            _, (m, token, _, _), outcome = arg
+            return m, token, outcome
+        _, (m, token, _) = arg
+        return m, token, "s"
+
+    def step(self, s: State, op: tuple[str, Any], result: Result | None = None) -> State:
+        """The successor of `s` by `op`, checked against the model; `result` is the op's
+        prefetched outcome (fetch()), fetched here if not given."""
         kind, arg = op
         model = dict(s.model)
         leases = list(s.leases)
@@ -733,6 +700,13 @@ class Explorer:
         clock = s.clock
         label = ""
         before = s.keys
+        reply: Any = None
+        dumps: tuple[bytes | None, ...] | None
+        if kind not in ("tick", "jump", "crash"):
+            if result is None:
+                (result,) = self.fetch(s, [op])
+            assert result is not None
+            reply, keys, dumps = self._outcome(result)
 
         if kind in ("tick", "jump"):
             clock = s.clock + 1 if kind == "tick" else arg
@@ -747,10 +721,6 @@ class Explorer:
         elif kind == "enqueue":
             m, delay, flags, payload = arg
             label = f"enqueue({m}, delay={delay}, flags={flags}, {payload})"
-            # With the default options the client sends the two-argument form (mid,
-            # payload), which the script answers on its one-message path.
-            argv = [m, payload] if delay == "0" and flags == "0" else [delay, "", flags, m, payload]
-            reply, keys, dumps = self.run(s, "enqueue", argv, clock)
             r = _s(reply[0])
             label += f"->{r}"
             mm = model.get(m, MidModel())
@@ -795,11 +765,8 @@ class Explorer:
                 )
         elif kind == "dequeue":
             w, n = arg
-            max_suspects = 0 if any(sus for _, _, sus, _ in leases[w]) else 1
+            max_suspects = self._max_suspects(leases[w])
             label = f"dequeue(w{w}, n={n}, max_suspects={max_suspects})"
-            reply, keys, dumps = self.run(
-                s, "dequeue", [str(n), str(LOCK_MS), "256", str(max_suspects)], clock
-            )
             now = int(reply[0])
             # Housekeeping: ended windows are forgotten or start their pending requeue.
             if (
@@ -844,16 +811,10 @@ class Explorer:
             if self.rate_limit:
                 self._check_rate(s, len(got), now)
         elif kind in ("ack", "stale-ack"):
-            if kind == "ack":
-                w, lease, outcome = arg
-                m, token, _, life = lease
-            else:
-                w, (m, token, life) = arg
-                outcome = "s"
-            argv = [str(MAX_FAILED), str(MAX_FAILED_BYTES), "1", m, str(token), outcome]
-            argv += [REASON.decode()] if outcome == "f" else []
+            w, lease = arg[:2]
+            m, token, outcome = self._acked(op)
+            life = lease[-1]
             label = f"{kind}(w{w}, {m}, t{token}, {outcome})"
-            reply, keys, dumps = self.run(s, "ack", argv, clock)
             applied = int(reply[0])
             label += f"->{applied}"
             if kind == "ack":
@@ -861,7 +822,6 @@ class Explorer:
                 stale[w] = self._add_stale(stale[w], (m, token, life))
             self._after_ack(before, keys, model, m, token, life, outcome, applied, clock)
         elif kind == "clear":
-            reply, keys, dumps = self.run(s, "clear", [], clock)
             live = sum(1 for mm in model.values() if mm.status == "live")
             label = f"clear->{reply}"
             if int(reply) != live:
@@ -873,11 +833,8 @@ class Explorer:
             for m, mm in list(model.items()):
                 model[m] = MidModel("unknown", 0, False, mm.life + 1)
         elif kind in ("replay", "purge", "replay-all", "purge-all"):
-            reply, keys, dumps = self.run(s, kind.removesuffix("-all"), self._history_argv(kind, arg), clock)
             label = self._after_history_op(kind, arg, reply, before, keys, model, clock)
         elif kind == "schedule":
-            argv = ["s", "p", *(x for t in self.slots for x in (str(t), SCHEDULE_MID))]
-            reply, keys, dumps = self.run(s, "schedule", argv, clock)
             results = [int(x) for x in reply[2:]]
             label = f"schedule->{results} watermark={int(reply[1]) - START_CLOCK}"
             self._after_schedule(before, keys, model, int(reply[0]), int(reply[1]), results)
@@ -885,7 +842,6 @@ class Explorer:
             w, lease = arg
             m, token, _, _ = lease
             label = f"extend(w{w}, {m}, t{token})"
-            reply, keys, dumps = self.run(s, "extend", [m, str(token), str(LOCK_MS)], clock)
             applied = int(reply[0])
             label += f"->{applied}"
             rec = before.records.get(m)
@@ -904,15 +860,15 @@ class Explorer:
         if kind in ("enqueue", "dequeue", "clear", "extend") and keys.failed_dropped != before.failed_dropped:
             raise Violation(f"{kind} changed the failure history's drop counter")
 
-        flow = self._flow_after(s, kind, clock) if self.rate_limit else s.flow
-        held = self._held_after(s, kind, keys) if self.max_per_key else s.held
+        flow = self._flow_after(s, result) if self.rate_limit else s.flow
+        held = self._held_after(s, result, keys) if self.max_per_key else s.held
         return State(dumps, clock, keys, tuple(leases), tuple(stale), model, (*s.path, label), flow, held)
 
-    def _held_after(self, s: State, kind: str, keys: Keys) -> int:
+    def _held_after(self, s: State, result: Result | None, keys: Keys) -> int:
         """meta's count of key K's leases: exactly the leased records of key K, at most max_per_key."""
-        if kind in ("tick", "jump", "crash"):
-            return s.held  # no script ran: the server still holds an older state
-        held = int(self.r.hget(self.k["meta"], "held:K") or 0)
+        if result is None:
+            return s.held  # no script ran
+        held = int(result.reads[-1] or 0)  # the last read when per-key limits are explored
         leased = sum(
             1
             for r in keys.records.values()
@@ -925,11 +881,11 @@ class Explorer:
             raise Violation(f"{leased} messages of key K leased at once, max_per_key {self.max_per_key}")
         return held
 
-    def _flow_after(self, s: State, kind: str, clock: int) -> tuple[int, int, int]:
+    def _flow_after(self, s: State, result: Result | None) -> tuple[int, int, int]:
         """meta's rate window, count and pause, as the step left them on the server."""
-        if kind in ("tick", "jump", "crash"):
-            return s.flow  # no script ran: the server still holds an older state
-        raw = self.r.hmget(self.k["meta"], ["rate_window", "rate_count", "paused_until"])
+        if result is None:
+            return s.flow  # no script ran
+        raw = result.reads[12]  # the read after the keys' when rate limits are explored
         window, count, paused = (int(v) if v is not None else 0 for v in raw)
         if paused < s.flow[2]:
             raise Violation(f"paused_until went back from {s.flow[2]} to {paused}")
@@ -1124,70 +1080,116 @@ class Explorer:
         stats = Stats()
         self.delete_keys()
         try:
-            self.r.set(self.clock_key, str(START_CLOCK))
-            empty = Keys(frozenset(), (), {}, {}, {}, {}, {}, {}, {}, 0, None, None, None, 0)
-            dumps: tuple[bytes | None, ...] = tuple([None] * len(self.data_keys))
-            if self.max_size is not None:
-                self.r.hset(self.k["meta"], "max_size", str(self.max_size))
-            if self.max_per_key is not None:
-                self.r.hset(self.k["meta"], "max_per_key", str(self.max_per_key))
-            if self.rate_limit is not None:
-                per_window, interval = self.rate_limit
-                self.r.hset(self.k["meta"], mapping={"rate_limit": per_window, "rate_interval_ms": interval})
-            if self.max_size is not None or self.rate_limit is not None or self.max_per_key is not None:
-                dumps = self.dump()
-            init = State(
-                dumps,
-                START_CLOCK,
-                empty,
-                tuple(() for _ in range(self.W)),
-                tuple(frozenset() for _ in range(self.W)),
-                {},
-                (),
-            )
+            init = self._initial_state()
             seen = {self.fingerprint(init)}
             frontier = [init]
             stats.states = 1
             for depth in range(1, self.D + 1):
-                nxt: list[State] = []
-                for s in frontier:
-                    for op in self.ops(s):
-                        child = None
-                        try:
-                            child = self.step(s, op)
-                            stats.transitions += 1
-                            self.check_invariants(child)
-                            self.check_model(child)
-                        except Violation as exc:
-                            last = f"{op[0]}{op[1]!r}" if child is None else child.path[-1]
-                            path = [*s.path, last + "  <- FAILED HERE"]
-                            raise Violation(
-                                f"{exc}\nafter {len(path)} steps (shortest, breadth-first):\n  "
-                                + "\n  ".join(path),
-                                tuple(path),
-                            ) from None
-                        fp = self.fingerprint(child)
-                        if fp in seen:
-                            continue
-                        seen.add(fp)
-                        if child.dumps is None:
-                            child.dumps = self.dump()
-                        nxt.append(child)
-                    if self.max_seconds and time.monotonic() - t0 > self.max_seconds:
-                        raise RuntimeError(f"time budget exceeded at depth {depth}: {stats}")
-                stats.states += len(nxt)
-                stats.per_depth.append(len(nxt))
+                frontier = self._expand(frontier, seen, stats, t0)
+                stats.states += len(frontier)
+                stats.per_depth.append(len(frontier))
                 stats.depth_reached = depth
                 if self.progress:
                     stats.seconds = time.monotonic() - t0
                     self.progress(stats)
-                frontier = nxt
                 if not frontier:
                     break
         finally:
+            self.wire.drain()
             self.delete_keys()
             stats.seconds = time.monotonic() - t0
         return stats
+
+    def _initial_state(self) -> State:
+        """The empty queue (with the flow-control settings explored in its meta)."""
+        self.r.set(self.clock_key, str(START_CLOCK))
+        empty = Keys(frozenset(), (), {}, {}, {}, {}, {}, {}, {}, 0, None, None, None, 0)
+        dumps: tuple[bytes | None, ...] = tuple([None] * len(self.data_keys))
+        if self.max_size is not None:
+            self.r.hset(self.k["meta"], "max_size", str(self.max_size))
+        if self.max_per_key is not None:
+            self.r.hset(self.k["meta"], "max_per_key", str(self.max_per_key))
+        if self.rate_limit is not None:
+            per_window, interval = self.rate_limit
+            self.r.hset(self.k["meta"], mapping={"rate_limit": per_window, "rate_interval_ms": interval})
+        if self.max_size is not None or self.rate_limit is not None or self.max_per_key is not None:
+            dumps = self.wire.dump()
+        return State(
+            dumps,
+            START_CLOCK,
+            empty,
+            tuple(() for _ in range(self.W)),
+            tuple(frozenset() for _ in range(self.W)),
+            {},
+            (),
+        )
+
+    def _jobs(self, frontier: list[State]) -> Iterator[Job]:
+        """Each state's scripted operations, for the wire; the state and every call (None
+        for an operation that runs no script) ride along."""
+        for s in frontier:
+            assert s.dumps is not None
+            ops = self.ops(s)
+            calls = [self.call(s, op) for op in ops]
+            yield Job(s.dumps, s.clock, [c for c in calls if c is not None], (s, ops, calls))
+
+    def _expand(self, frontier: list[State], seen: set[Any], stats: Stats, t0: float) -> list[State]:
+        """The next depth's frontier: the successors of `frontier` not seen before, each
+        checked; in the frontier's order, each state's successors in the order of ops()."""
+        nxt: list[State] = []
+        for job, results in self.wire.run(self._jobs(frontier)):
+            s, ops, calls = job.tag
+            for op, result in zip(ops, _align(calls, results), strict=True):
+                child = self._checked_step(s, op, result)
+                stats.transitions += 1
+                fp = self.fingerprint(child)
+                if fp not in seen:
+                    seen.add(fp)
+                    nxt.append(child)
+            if self.max_seconds and time.monotonic() - t0 > self.max_seconds:
+                raise RuntimeError(f"time budget exceeded at depth {len(stats.per_depth) + 1}: {stats}")
+        return nxt
+
+    def _checked_step(self, s: State, op: tuple[str, Any], result: Result | None) -> State:
+        """The successor, every check passed; else the violation with its path."""
+        child = None
+        try:
+            child = self.step(s, op, result)
+            self.check_invariants(child)
+            self.check_model(child)
+        except Violation as exc:
+            last = f"{op[0]}{op[1]!r}" if child is None else child.path[-1]
+            path = [*s.path, last + "  <- FAILED HERE"]
+            raise Violation(
+                f"{exc}\nafter {len(path)} steps (shortest, breadth-first):\n  " + "\n  ".join(path),
+                tuple(path),
+            ) from None
+        return child
+
+
+def _token_ranks(s: State) -> dict[int, int]:
+    """Every token the state mentions by its rank (0 stays 0: no lease)."""
+    tokens: set[int] = {r.token for r in s.keys.records.values() if r.token}
+    for held in s.leases:
+        tokens.update(t for _, t, _, _ in held)
+    for st in s.stale:
+        tokens.update(t for _, t, _ in st)
+    rank = {t: i + 1 for i, t in enumerate(sorted(tokens))}
+    rank[0] = 0
+    return rank
+
+
+def _model_fp(mm: MidModel, c: int) -> tuple[str, int, bool] | None:
+    """A mid's model, its de-dup window relative to the clock; None if it says nothing."""
+    if mm.status == "unknown" and not mm.pending:
+        return None
+    return (mm.status, mm.done_until - c if mm.status == "done" else 0, mm.pending)
+
+
+def _align(calls: list[Call | None], results: list[Result]) -> list[Result | None]:
+    """The results of the scripted calls, in place among the calls (None where no script ran)."""
+    fetched = iter(results)
+    return [None if c is None else next(fetched) for c in calls]
 
 
 def explore(workers: int = 2, mids: int = 3, depth: int = 8, **kw: Any) -> Stats:
