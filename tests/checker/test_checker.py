@@ -1,4 +1,4 @@
-"""The bounded explicit-state checker (explorer.py) against the real scripts.
+"""The bounded explicit-state checker (explorer.py and its parts beside it) against the real scripts.
 
 CI bound: W=2 workers, M=3 mids, depth D=8. To stay within about three minutes on
 a 2-core box (166 s measured on 2026-12-08, 503 s before a state's steps went to the
@@ -33,8 +33,10 @@ import redis
 
 from vermilion._scripts import SCRIPTS
 
-from .explorer import Explorer, Stats, Violation, _token_ranks
+from .explorer import Explorer, Stats
+from .fingerprint import token_ranks
 from .least import assemble
+from .state import Violation
 
 CI_DEPTH = 8
 # The new states of each depth at the CI bound: the search is deterministic (no set or hash
@@ -131,8 +133,8 @@ def test_fingerprint_is_the_least_by_repr(client: redis.Redis) -> None:
         for _ in range(4):
             frontier = explorer._expand(frontier, seen, Stats(), time.monotonic())
             for s in frontier:
-                rank = _token_ranks(s)
-                whole = [assemble(list(explorer._fp_parts(s, ren, rank))) for ren in explorer._perms]
+                rank = token_ranks(s)
+                whole = [assemble(list(explorer.canon.parts(s, ren, rank))) for ren in explorer.canon.perms]
                 assert explorer.fingerprint(s) == min(whole, key=repr), s.path
                 compared += whole[0] != whole[1]
     finally:
