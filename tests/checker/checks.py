@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.layout import OVERRIDES, POINTER
+
 from .bounds import MAX_FAILED, MAX_FAILED_BYTES
-from .keys import OVERRIDES, POINTER
 from .state import State, Violation
 
 

@@ -8,12 +8,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from tests import layout
+
 from .bounds import REASON
 
 FAILURE = struct.Struct(">BI5sI")
-POINTER, FRESH, FRESH_WITH_LEASE = 0, 1, 2
-SUSPECT, OVERRIDES = 1, 2
-_RECORD = struct.Struct(">BB6s6sI5s7s")
 
 
 def as_int(raw: bytes) -> int:
@@ -21,22 +20,9 @@ def as_int(raw: bytes) -> int:
 
 
 def decode_entry(raw: bytes) -> tuple[int, str, int | None, int | None, bytes | None]:
-    kind, n = raw[0], raw[1]
-    at = 2
-    if n == 255:
-        n = as_int(raw[2:4])
-        at = 4
-    mid = raw[at : at + n].decode()
-    at += n
-    if kind == POINTER:
-        return (kind, mid, None, None, None)
-    enqueued = as_int(raw[at : at + 6])
-    at += 6
-    lock = None
-    if kind == FRESH_WITH_LEASE:
-        lock = as_int(raw[at : at + 5])
-        at += 5
-    return (kind, mid, enqueued, lock, raw[at:])
+    """An entry of ``ready`` as a plain tuple, which the fingerprint orders and unpacks."""
+    e = layout.decode_entry(raw)
+    return (e.kind, e.mid, e.enqueued_ms, e.lock_ms, e.payload)
 
 
 @dataclass(frozen=True)
@@ -60,8 +46,8 @@ def failure_record(rec: Rec) -> bytes:
 
 
 def decode_record(raw: bytes) -> Rec:
-    state, flags, enq, due, attempts, lock, token = _RECORD.unpack_from(raw)
-    return Rec(chr(state), flags, as_int(enq), as_int(due), attempts, as_int(lock), as_int(token), raw[30:])
+    r = layout.decode_record(raw)
+    return Rec(r.state, r.flags, r.enqueued_ms, r.due_ms, r.attempts, r.lock_ms, r.token, r.payload)
 
 
 @dataclass
