@@ -119,8 +119,8 @@ def checker(session: nox.Session) -> None:
     CHECKER_VARIANTS (how many mids get every enqueue variant), CHECKER_EXTEND=1 to add
     extend, CHECKER_SLOTS (1-3) to add calls of the schedule script with that many slots.
     Needs the server of the tests (VERMILION_TEST_REDIS_URL, else 127.0.0.1:6379).
-    Not run by default: depth 9 takes about 20 minutes
-    and a few GB (each level is about five times the last)."""
+    Not run by default: depth 9 takes about 13 minutes and 5.4 GB of memory (measured
+    2026-12-08: 1,321,378 states, 6,442,273 script calls; each level is about five times the last)."""
     session.install("-e", ".[test]")
     env = {"CHECKER_D": os.environ.get("CHECKER_D", "9")}
     session.run("python", "-m", "tests.checker.explorer", env=env)
