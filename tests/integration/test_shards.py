@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import uuid
 import zlib
@@ -17,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from redis.crc import key_slot
 
 from tests.conftest import QueueFactory
-from tests.helpers import mids_on, until_idle
+from tests.helpers import eventually, mids_on, until_idle
 from tests.integration.test_cli import (
     WorkerProcess,
     app_dir as app_dir,  # a fixture
@@ -191,6 +192,32 @@ async def test_a_worker_drains_every_shard_exactly_once(make_queue: QueueFactory
     await drain(queue, handle, concurrency=16, timeout=30, presence_interval=None)
     assert seen == Counter(mids)
     assert (await queue.status()).ntotal == 0
+
+
+async def test_a_failed_poll_of_one_shard_is_logged_and_the_others_go_on(
+    make_queue: QueueFactory, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = await make_queue(shards=3)
+    broken = queue._shards[0]
+    await redis.set(broken.key("ready"), "not a list")  # dequeue refuses that shard
+    handled: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handle(message: Message) -> None:
+        handled.put_nowait(message.mid)
+
+    mid = mids_on(1, 3, 1)[0]
+    with caplog.at_level(logging.WARNING, logger="vermilion"):
+        async with AsyncWorker(queue, handle, idle_backoff=0.05, presence_interval=None) as worker:
+            await queue.enqueue("x", mid=mid)
+            assert await asyncio.wait_for(handled.get(), 10) == mid
+
+            async def poll_failed() -> bool:
+                return worker.stats().counts.get("poll/error", 0) >= 1
+
+            await eventually(poll_failed, 10, what="a failed poll of the broken shard")
+    await redis.delete(broken.key("ready"))
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("poll of queue")]
+    assert warned and all(f"poll of queue {broken.name!r} failed" in w for w in warned), warned
 
 
 async def test_a_busy_shard_does_not_starve_another(make_queue: QueueFactory) -> None:
