@@ -138,25 +138,9 @@ class Explorer:
             self.wire.close()
             self.r.close()
 
-    def fetch(self, s: State, ops: list[tuple[str, Any]]) -> list[Result | None]:
-        """Run the scripted ones of `ops` from `s` (one batch): each op's result, None for
-        an op that runs no script."""
-        assert s.dumps is not None
-        calls = [call(self.bounds, s, op) for op in ops]
-        job = Job(s.dumps, s.clock, [c for c in calls if c is not None])
-        (_, results), *_ = self.wire.run([job])
-        return _align(calls, results)
-
     def fingerprint(self, s: State) -> tuple[Any, ...]:
         """The canonical form of a state (fingerprint.py)."""
         return self.canon.of(s)
-
-    def step(self, s: State, op: tuple[str, Any], result: Result | None = None) -> State:
-        """The successor of `s` by `op`, checked against the model; `result` is the op's
-        prefetched outcome (fetch()), fetched here if not given."""
-        if result is None and op[0] not in ("tick", "jump", "crash"):
-            (result,) = self.fetch(s, [op])
-        return step(self.bounds, s, op, result)
 
     # -- search --
 
@@ -240,7 +224,7 @@ class Explorer:
         """The successor, every check passed; else the violation with its path."""
         child = None
         try:
-            child = self.step(s, op, result)
+            child = step(self.bounds, s, op, result)
             check_invariants(child)
             check_model(child)
         except Violation as exc:

@@ -15,7 +15,7 @@ from .wire import Result
 
 def step(b: Bounds, s: State, op: tuple[str, Any], result: Result | None) -> State:
     """The successor of `s` by `op`, checked against the model; `result` is the op's
-    outcome on the server (Explorer.fetch()), None for an op that runs no script."""
+    outcome on the server (fetched in the state's batch), None for an op that runs no script."""
     kind, arg = op
     model = dict(s.model)
     leases = list(s.leases)
