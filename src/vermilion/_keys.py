@@ -23,6 +23,7 @@ __all__ = [
     "scan_pattern",
     "schedules_key",
     "worker_key",
+    "workers_index_queue_name",
     "workers_key",
 ]
 
@@ -139,6 +140,15 @@ def queue_name_of(key: bytes) -> bytes | None:
     if part == b":v2:workers" or part.startswith(b":v2:worker:"):
         return None
     return raw
+
+
+def workers_index_queue_name(key: bytes) -> bytes | None:
+    """The raw queue name of a queue's workers index (see :func:`workers_key`) that ``SCAN``
+    found, or None for any other key; a shard's tag shows as its queue, as in :func:`queue_name_of`."""
+    raw, _, part = key[len(KEY_PREFIX) + 2 :].partition(b"}")
+    if part != f":v{PROTOCOL_VERSION}:workers".encode():
+        return None
+    return raw.partition(b"/")[0]
 
 
 def queue_name_in(key: bytes, raw: bytes) -> str | None:

@@ -7,7 +7,8 @@ what it opened (a cluster's node connections), never the client itself.
 
 from __future__ import annotations
 
-from ._keys import QueueKeys
+from ._keys import QueueKeys, queue_name_of, scan_pattern, workers_index_queue_name
+from ._presence_calls import live_workers
 from ._protocol import ScriptClient
 from ._redis_internals import RedisClient
 from ._shards import shard_keys, stored_shards
@@ -16,23 +17,53 @@ from ._validation import check_queue_name
 __all__ = ["clear_queues", "queue_names", "queue_shards"]
 
 
-async def queue_names(redis: RedisClient, pattern: str = "*") -> list[str]:
+async def queue_names(redis: RedisClient, pattern: str = "*", *, with_workers: bool = False) -> list[str]:
     """The sorted names of the queues that have any key in Redis, matching ``pattern``.
 
     ``pattern`` is a Redis glob over queue names (``*``, ``?``, ``[abc]``).
     On a Redis Cluster every master is scanned.
     A key that looks like vermilion's but holds no valid queue name (written by
     hand or by another tool, or not UTF-8) is skipped with a warning.
+
+    A queue's live workers are not its data, so a queue that holds no message
+    is not listed even while workers wait on it; nor is a busy queue at a
+    moment when its workers have handled everything. ``with_workers=True``
+    also lists the queues that have a live worker (a tool that watches the
+    queues, such as the dashboard, wants those); it reads the workers of each
+    queue that has no other key, one script call each.
     """
     if not isinstance(pattern, str):
         raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
     if not pattern or "{" in pattern or "}" in pattern:
         raise ValueError("pattern must be a non-empty glob without braces")
+    if not isinstance(with_workers, bool):
+        raise TypeError(f"with_workers must be a bool, not {type(with_workers).__name__}")
     connection = ScriptClient(redis)
     try:
-        return sorted([name async for name in connection.scan_queue_names(pattern)])
+        if not with_workers:
+            return sorted([name async for name in connection.scan_queue_names(pattern)])
+        return sorted(await _names_with_workers(connection, pattern))
     finally:
         await connection.aclose()  # a cluster's node connections; never the user's client
+
+
+async def _names_with_workers(connection: ScriptClient, pattern: str) -> set[str]:
+    """Queues that have data, and queues whose only keys are their workers' presence
+    but that have a live worker (an index outlives a crashed worker until it is read)."""
+    with_data: set[bytes] = set()
+
+    def name_of(key: bytes) -> bytes | None:  # sees every key the one SCAN finds
+        raw = queue_name_of(key)
+        if raw is not None:
+            with_data.add(raw)
+            return raw
+        return workers_index_queue_name(key)
+
+    names = {name async for name in connection.scan_names(scan_pattern(pattern), name_of)}
+    for name in sorted(names):
+        if name.encode() not in with_data and not await live_workers(connection, name):
+            names.discard(name)
+    return names
 
 
 async def clear_queues(redis: RedisClient, *names: str) -> int:

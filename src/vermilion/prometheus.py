@@ -65,8 +65,9 @@ class QueueCollector(Collector):
 
     Args:
         url: the Redis URL (default ``$VERMILION_URL``, else ``redis://127.0.0.1:6379/0``).
-        queues: the queues to report; ``None`` reports every queue with data in
-            Redis (found with ``SCAN`` at each scrape: an admin's command).
+        queues: the queues to report; ``None`` reports every queue with data or
+            a live worker in Redis (``queue_names(..., with_workers=True)``, a
+            ``SCAN`` at each scrape: an admin's command).
         timeout: seconds a scrape may spend reading Redis.
 
     A scrape that cannot read Redis reports ``vermilion_redis_up 0`` and no
@@ -146,7 +147,9 @@ class QueueCollector(Collector):
                 self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout
             )
         client = self._client
-        names: Sequence[str] = self.queues if self.queues is not None else await queue_names(client)
+        names: Sequence[str] = (
+            self.queues if self.queues is not None else await queue_names(client, with_workers=True)
+        )
         return [(name, await (await self._queue(name, client)).status()) for name in names]
 
     async def _queue(self, name: str, client: aioredis.Redis) -> Queue:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,6 +34,7 @@ from vermilion import (
     Success,
     VermilionConnectionError,
     dashboard,
+    queue_names,
 )
 from vermilion._messages import Outcome
 
@@ -453,6 +455,37 @@ async def test_live_workers_and_their_rates_show_in_the_detail(client_for: Clien
         assert shown["pid"] == os.getpid()
         assert shown["concurrency"] == worker.concurrency
         assert shown["success"] > 0
+
+
+async def test_a_queue_whose_worker_keeps_up_stays_listed_while_empty(
+    client_for: Client, queue: Queue, redis: aioredis.Redis
+) -> None:
+    """Between messages a kept-up queue holds only `meta` and its workers' presence; it must stay
+    on the page with its plots, through name refreshes, until its last worker is gone."""
+    async with client_for() as client:
+        async with AsyncWorker(queue, handle_by_content, presence_interval=0.2) as worker:
+            await queue.enqueue("one")
+            await wait_for(lambda: is_listed(client, queue.name))
+
+            async def handled() -> bool:
+                return worker.stats().counts.get("handler/success", 0) == 1
+
+            await wait_for(handled)
+            assert await queue_names(redis, queue.name) == []  # no data left
+            points = len((await client.get(f"/api/queues/{queue.name}")).json()["series"]["t"])
+
+            async def plotted_on() -> bool:  # sampled past several SCANs (one per 5 samples)
+                answer = await client.get(f"/api/queues/{queue.name}")
+                assert answer.status_code == 200, "the queue left the page"
+                return len(answer.json()["series"]["t"]) >= points + 12
+
+            await wait_for(plotted_on)
+            assert await is_listed(client, queue.name)
+        await wait_for(lambda: is_not_listed(client, queue.name))
+
+
+async def is_not_listed(client: httpx.AsyncClient, name: str) -> bool:
+    return await overview_row(client, name) is None
 
 
 async def is_listed(client: httpx.AsyncClient, name: str) -> bool:

@@ -204,6 +204,47 @@ async def test_presence_keys_make_no_queue_and_clear_keeps_them(
         assert queue.name not in await queue_names(redis, queue.name)
 
 
+async def test_queue_names_with_workers_lists_a_queue_whose_only_keys_are_live_workers(
+    make_queue: QueueFactory, redis: aioredis.Redis, redis_url: str
+) -> None:
+    """A worker that keeps up leaves its queue empty: ``with_workers=True`` (and ``vermilion queues
+    --with-workers``) still lists it while a worker is live, and not after it stopped."""
+    queue = await make_queue()
+    async with AsyncWorker(queue, nothing, presence_interval=60, monitor=None) as worker:
+        await wait_for_workers(queue, worker.id)
+        assert queue.name not in await queue_names(redis, queue.name)
+        assert await queue_names(redis, queue.name, with_workers=True) == [queue.name]
+        run = await vermilion("queues", "--pattern", queue.name, "--with-workers", "--json", url=redis_url)
+        assert run.returncode == 0, run
+        assert json.loads(run.stdout) == [queue.name]
+        run = await vermilion("queues", "--pattern", queue.name, "--json", url=redis_url)
+        assert json.loads(run.stdout) == []
+        await queue.enqueue("x", delay=60)  # data too: listed once, either way
+        assert await queue_names(redis, queue.name, with_workers=True) == [queue.name]
+        await queue.clear()
+    assert await queue_names(redis, queue.name, with_workers=True) == []
+
+
+async def test_queue_names_with_workers_skips_an_index_whose_workers_all_expired(
+    make_queue: QueueFactory, redis: aioredis.Redis
+) -> None:
+    """A worker that died without withdrawing leaves its index entry until the index is read:
+    ``with_workers`` reads it, so the queue is not listed, and the expired entry is pruned."""
+    queue = await make_queue()
+    await redis.zadd(workers_key(queue.name), {"dead-worker": 1})  # expired in 1970
+    assert await queue_names(redis, queue.name, with_workers=True) == []
+    assert await redis.exists(workers_key(queue.name)) == 0
+    await redis.zadd(workers_key(queue.name), {"dead-worker": 1})
+    await queue.enqueue("x", delay=60)  # a queue with data is listed without reading its workers
+    assert await queue_names(redis, queue.name, with_workers=True) == [queue.name]
+    assert await redis.exists(workers_key(queue.name)) == 1
+
+
+async def test_queue_names_refuses_a_with_workers_that_is_no_bool(redis: aioredis.Redis) -> None:
+    with pytest.raises(TypeError, match="with_workers must be a bool, not int"):
+        await queue_names(redis, with_workers=1)  # type: ignore[arg-type]
+
+
 async def test_a_failing_beat_is_retried_and_the_worker_goes_on(
     make_queue: QueueFactory, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:

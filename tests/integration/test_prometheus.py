@@ -238,6 +238,31 @@ async def test_every_queue_by_default_and_redis_down(
     assert "reading queue metrics from Redis failed" in caplog.text
 
 
+async def test_a_queue_with_a_live_worker_is_reported_when_empty(
+    make_queue: QueueFactory,
+    redis_url: str,
+    registry: tuple[CollectorRegistry, int],
+    collector: list[QueueCollector],
+) -> None:
+    """queues=None also reports a queue whose workers keep up (it holds no key but `meta` and
+    their presence between messages): its gauges read 0 instead of vanishing from the scrape."""
+    registry_, port = registry
+    queue = await make_queue()
+    everything = QueueCollector(redis_url)
+    collector.append(everything)
+    registry_.register(everything)
+
+    async def announced() -> bool:
+        return bool(await queue.workers())
+
+    async with AsyncWorker(queue, handler, presence_interval=60, monitor=None):
+        await eventually(announced, 10, interval=0.02, what="the worker announced")
+        samples = await scraped(port)
+        assert value(samples, "vermilion_queue_ready_messages", queue=queue.name) == 0
+    samples = await scraped(port)
+    assert not any(dict(labels).get("queue") == queue.name for _, labels in samples)
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="queue name"):
         QueueCollector(queues=["bad name"])

@@ -55,7 +55,7 @@ async def status(args: argparse.Namespace) -> int:
 
 async def list_queues(args: argparse.Namespace) -> int:
     async with connect(args) as client:
-        names = await queue_names(client, args.pattern)
+        names = await queue_names(client, args.pattern, with_workers=args.with_workers)
     if args.json:
         print_json(names)
     else:

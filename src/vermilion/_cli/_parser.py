@@ -45,6 +45,11 @@ def _add_queues(commands: Any) -> None:
     queues.add_argument(
         "--pattern", default="*", metavar="GLOB", help="only names matching this Redis glob (default *)"
     )
+    queues.add_argument(
+        "--with-workers",
+        action="store_true",
+        help="also the queues that hold no data but have a live worker",
+    )
 
 
 def _add_workers(commands: Any) -> None:

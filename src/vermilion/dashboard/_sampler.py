@@ -161,7 +161,9 @@ class Sampler:
         self.error = "; ".join(errors) or None
 
     async def _refresh_names(self) -> None:
-        names = set(await queue_names(self.client))
+        # with_workers: a queue whose workers keep up is empty most of the time,
+        # and would leave the page (and lose its plots) between two messages.
+        names = set(await queue_names(self.client, with_workers=True))
         for gone in self._queues.keys() - names:
             del self._queues[gone]
             self.series.pop(gone, None)
