@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections import Counter
@@ -110,6 +111,33 @@ async def test_queue_names_and_clear_queues_cover_every_master(cluster: LocalClu
         assert await queue_names(client, f"{prefix}-*") == sorted(names)
         assert await clear_queues(client, *names) == 6
         assert await queue_names(client, f"{prefix}-*") == []
+    finally:
+        await client.aclose()
+
+
+async def test_queue_names_with_workers_covers_every_master(cluster: LocalCluster) -> None:
+    """A queue that holds nothing but has a live worker is listed on whichever master its slot is."""
+    client = cluster_client(cluster)
+    prefix = f"idle-{uuid.uuid4().hex[:6]}"
+    names = names_on_every_master(cluster, prefix)
+
+    async def nothing(message: Message) -> None:
+        return None
+
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            queues = [await stack.enter_async_context(Queue(name, client)) for name in names]
+            for queue in queues:
+                worker = AsyncWorker(queue, nothing, presence_interval=60, monitor=None)
+                await stack.enter_async_context(worker)
+
+            async def all_announced() -> bool:
+                return all([await queue.workers() for queue in queues])
+
+            await eventually(all_announced, 10, interval=0.02, what="every worker announced")
+            assert await queue_names(client, f"{prefix}-*") == []
+            assert await queue_names(client, f"{prefix}-*", with_workers=True) == sorted(names)
+        assert await queue_names(client, f"{prefix}-*", with_workers=True) == []
     finally:
         await client.aclose()
 

@@ -43,6 +43,7 @@ def test_all_is_complete() -> None:
         "DEFAULT_ENQUEUE_OPTIONS", "ScriptClient", "Transport", "Wire", "Counts", "ack_argv", "bulk",
         "mid_arg", "mid_text", "pack_messages", "parse_content", "parse_counts", "parse_dequeue",
         "reply_int", "reply_text", "queue_name_in", "queue_name_of", "scan_pattern", "translate_errors",
+        "workers_index_queue_name",
         "translated", "naming_a_denied_command", "refused_as", "new_wire", "pooled_wire", "release_pooled",
         "pool_of", "connection_settings", "Acknowledger", "HandlerRunner", "HandlerTasks", "LeaseKeeper",
         "Poller", "Slots", "Tally", "as_delay_function", "error_backoff", "exception_to_failure",
