@@ -207,8 +207,9 @@ async def test_presence_keys_make_no_queue_and_clear_keeps_them(
 async def test_queue_names_with_workers_lists_a_queue_whose_only_keys_are_live_workers(
     make_queue: QueueFactory, redis: aioredis.Redis, redis_url: str
 ) -> None:
-    """A worker that keeps up leaves its queue empty: ``with_workers=True`` (and ``vermilion queues
-    --with-workers``) still lists it while a worker is live, and not after it stopped."""
+    """A worker that keeps up leaves its queue empty: ``with_workers=True`` (``vermilion queues
+    --with-workers``, and ``vermilion status`` of every queue) still lists it while a worker is
+    live, and not after it stopped."""
     queue = await make_queue()
     async with AsyncWorker(queue, nothing, presence_interval=60, monitor=None) as worker:
         await wait_for_workers(queue, worker.id)
@@ -219,6 +220,9 @@ async def test_queue_names_with_workers_lists_a_queue_whose_only_keys_are_live_w
         assert json.loads(run.stdout) == [queue.name]
         run = await vermilion("queues", "--pattern", queue.name, "--json", url=redis_url)
         assert json.loads(run.stdout) == []
+        run = await vermilion("status", "--json", url=redis_url)  # every queue in use
+        assert run.returncode == 0, run
+        assert [row["nqueued"] for row in json.loads(run.stdout) if row["queue"] == queue.name] == [0]
         await queue.enqueue("x", delay=60)  # data too: listed once, either way
         assert await queue_names(redis, queue.name, with_workers=True) == [queue.name]
         await queue.clear()

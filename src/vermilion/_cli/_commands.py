@@ -44,7 +44,9 @@ __all__ = [
 
 async def status(args: argparse.Namespace) -> int:
     async with connect(args) as client:
-        queues = await named_queues(args.queues or await queue_names(client), client)
+        # with_workers: a queue whose workers keep up is empty most of the time, yet is in use.
+        every = args.queues or await queue_names(client, with_workers=True)
+        queues = await named_queues(every, client)
         rows = [status_row(queue.name, await queue.status()) for queue in queues]
     if args.json:
         print_json(rows)
