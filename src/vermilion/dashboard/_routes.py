@@ -91,6 +91,7 @@ class Endpoints:
         name = request.path_params["name"]
         if name not in self.sampler.latest:
             return None
+        self.sampler.watch(name)  # a page shows it: read it at every sample
         return self.sampler.queue(name)
 
     def _overview(self) -> dict[str, Any]:

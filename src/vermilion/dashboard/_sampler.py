@@ -4,7 +4,9 @@ Owns the ``Queue`` objects the dashboard reads through (all on one client),
 the latest status and live workers of every queue, and each queue's
 ``QueueSeries``. It uses only vermilion's public API (``queue_names``,
 ``Queue.status``, ``Queue.workers``); the routes read what it keeps and never
-wait for Redis to draw a plot.
+wait for Redis to draw a plot. Each sample reads the queues a page shows and
+at most ``MAX_READS`` others, in turn: the cost to Redis stays bounded however
+many queues it holds.
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ from vermilion._serialization import Serializer
 
 from ._series import QueueSeries, WorkerReading
 
-__all__ = ["QueueSample", "Sampler"]
+__all__ = ["MAX_READS", "QueueSample", "Sampler"]
 
 log = logging.getLogger("vermilion.dashboard")
 
 _NAMES_EVERY = 5  # samples between SCANs for queue names: a SCAN walks the whole keyspace
 _STOP_WAIT = 10.0  # seconds stop() lets the sample under way finish before cancelling it
 _READS_AT_ONCE = 16  # queues read concurrently: each read holds one of the client's connections
+# Queues read per sample besides those a page shows: two script calls each, so a
+# Redis holding thousands of queues is not read thousands of times per interval.
+MAX_READS = 200
+_WATCH_SECONDS = 5.0  # a queue a page asked for within this long (or 3 intervals) is read every sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,7 @@ class Sampler:
         history: float,
         *,
         owns_client: bool,
+        max_reads: int = MAX_READS,
     ) -> None:
         self.client = client
         self._owns_client = owns_client
@@ -69,6 +76,13 @@ class Sampler:
         self._stopping = asyncio.Event()
         self._reads = asyncio.Semaphore(_READS_AT_ONCE)
         self._sampled = asyncio.Event()
+        self._max_reads = max_reads
+        self._watched: dict[str, float] = {}  # queue name -> when a page last asked for it
+        self._turn = 0  # where the next sample's turn over the unwatched queues starts
+
+    def watch(self, name: str) -> None:
+        """Note that a page shows ``name``: it is read at every sample for the next seconds."""
+        self._watched[name] = time.monotonic()
 
     def queue(self, name: str) -> Queue:
         """The ``Queue`` for a name (checked: a bad name raises ``ValueError``)."""
@@ -130,7 +144,7 @@ class Sampler:
                 await asyncio.wait_for(self._stopping.wait(), max(0.0, self.interval - (loop.time() - began)))
 
     async def sample(self) -> None:
-        """Read every queue once and append a point to its series.
+        """Read the queues due (see :meth:`_due`) and append a point to each one's series.
 
         A queue that cannot be read keeps its previous reading and gets no
         point; one whose workers cannot be read still gets its counts. Either
@@ -140,7 +154,7 @@ class Sampler:
         if now - self._names_at >= _NAMES_EVERY * self.interval or not self.latest:
             await self._refresh_names()
             self._names_at = now
-        names = list(self._queues)
+        names = self._due(now)
         # return_exceptions: one queue's error must not cost the others their
         # point, and a cancelled gather then raises CancelledError, never a child's error.
         readings = await asyncio.gather(
@@ -159,6 +173,23 @@ class Sampler:
             if error is not None:
                 errors.append(f"{name}: {error}")
         self.error = "; ".join(errors) or None
+
+    def _due(self, now: float) -> list[str]:
+        """The queues this sample reads: those a page shows, then at most ``max_reads``
+        others: first any never read, then the rest in turn, so that each is read at
+        least once every ``ceil(queues / max_reads)`` samples."""
+        horizon = now - max(_WATCH_SECONDS, 3 * self.interval)
+        self._watched = {name: at for name, at in self._watched.items() if at >= horizon}
+        watched = [name for name in self._queues if name in self._watched]
+        unread = [name for name in self._queues if name not in self._watched and name not in self.latest]
+        others = [name for name in self._queues if name not in self._watched and name in self.latest]
+        chosen = unread[: self._max_reads]
+        room = min(self._max_reads - len(chosen), len(others))
+        if room > 0:
+            start = self._turn % len(others)
+            chosen += [others[(start + k) % len(others)] for k in range(room)]
+            self._turn = start + room
+        return watched + chosen
 
     async def _refresh_names(self) -> None:
         # with_workers: a queue whose workers keep up is empty most of the time,
