@@ -25,15 +25,18 @@ _MID_RANDOM_BYTES = 9  # 72 bits, 12 base64url characters
 
 
 def random_mids(count: int) -> list[str]:
-    """``count`` random mids of 12 URL-safe characters (72 random bits each).
+    """``count`` random mids of 12 URL-safe characters (72 random bits each, less a
+    trace: none starts with ``-``).
 
     Short on purpose: Redis keeps a mid in each of two places per queued
     message, and a mid of up to 12 characters fits its smallest string
     allocation (a UUID string took 36). One read of the OS's random source
-    serves the whole batch.
+    serves the whole batch. A leading ``-`` becomes ``_``: a command line would
+    read such a mid as an option (``vermilion replay emails -x...``).
     """
     text = base64.urlsafe_b64encode(os.urandom(_MID_RANDOM_BYTES * count)).decode()
-    return [text[i : i + 12] for i in range(0, 12 * count, 12)]
+    mids = [text[i : i + 12] for i in range(0, 12 * count, 12)]
+    return [mid if mid[0] != "-" else f"_{mid[1:]}" for mid in mids]
 
 
 def enqueue_options(

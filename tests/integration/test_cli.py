@@ -164,6 +164,16 @@ async def test_queues_with_pattern(make_queue: QueueFactory, redis_url: str) -> 
 # -- enqueue, message-status ------------------------------------------------------------
 
 
+async def test_mids_that_start_with_a_dash(queue: Queue, redis_url: str) -> None:
+    """Such a mid is given with `--mid=` and, as a positional, after `--` (options first)."""
+    run = await vermilion("enqueue", queue.name, '{"fail": "no"}', "--mid=-dash", url=redis_url)
+    assert (run.returncode, run.stdout) == (0, "added -dash\n"), run
+    run = await vermilion("--url", redis_url, "message-status", queue.name, "--", "-dash", url=None)
+    assert (run.returncode, run.stdout) == (0, "queued\n"), run
+    run = await vermilion("--url", redis_url, "replay", queue.name, "--", "-dash", url=None)
+    assert (run.returncode, run.stdout) == (3, "not replayed -dash: live\n"), run
+
+
 async def test_enqueue_added_updated_refused(queue: Queue, redis_url: str) -> None:
     """Exit code 0 for added/updated, 3 for refused; --json prints the EnqueueResult."""
     run = await vermilion("enqueue", queue.name, '{"to": "ada"}', "--mid", "m1", url=redis_url)

@@ -201,6 +201,8 @@ def test_random_mids_are_distinct_short_url_safe_ids() -> None:
     mids = random_mids(10_000)
     assert len(set(mids)) == 10_000
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{12}", mid) for mid in mids)
+    # None starts with "-", which a command line reads as an option (1 in 64 did).
+    assert not [mid for mid in mids if mid.startswith("-")]
     # Every character of the alphabet turns up: the bits are spread over all 12 places.
     assert len({c for mid in mids for c in mid}) == 64
     assert random_mids(0) == []
