@@ -127,28 +127,34 @@ def scan_pattern(pattern: str) -> str:
     return f"{KEY_PREFIX}:{{{pattern}[}}/]*"
 
 
+_WORKERS_INDEX = b":v2:workers"  # the part of workers_key() after the tag
+
+
+def _queue_and_part(key: bytes) -> tuple[bytes, bytes]:
+    """The raw queue name in a key ``SCAN`` found, and what follows its tag; a shard's
+    tag (`<queue>/<i>.<salt>`) shows as its queue."""
+    raw, _, part = key[len(KEY_PREFIX) + 2 :].partition(b"}")
+    return raw.partition(b"/")[0], part
+
+
 def queue_name_of(key: bytes) -> bytes | None:
     """The raw queue name inside a key ``SCAN`` found, or None for a key no live queue keeps."""
     # Kept by clear(): not a sign of a live queue.
     if key.endswith((b"}:v2:meta", b"}:seq", b"}:v2:schedules")):
         return None
-    raw, _, part = key[len(KEY_PREFIX) + 2 :].partition(b"}")
-    # A shard's tag is `<queue>/<i>.<salt>`: it shows as its queue.
-    raw = raw.partition(b"/")[0]
+    raw, part = _queue_and_part(key)
     # Workers announce themselves on a queue before it holds anything: their
     # presence alone does not make a queue.
-    if part == b":v2:workers" or part.startswith(b":v2:worker:"):
+    if part == _WORKERS_INDEX or part.startswith(b":v2:worker:"):
         return None
     return raw
 
 
 def workers_index_queue_name(key: bytes) -> bytes | None:
     """The raw queue name of a queue's workers index (see :func:`workers_key`) that ``SCAN``
-    found, or None for any other key; a shard's tag shows as its queue, as in :func:`queue_name_of`."""
-    raw, _, part = key[len(KEY_PREFIX) + 2 :].partition(b"}")
-    if part != f":v{PROTOCOL_VERSION}:workers".encode():
-        return None
-    return raw.partition(b"/")[0]
+    found, or None for any other key."""
+    raw, part = _queue_and_part(key)
+    return raw if part == _WORKERS_INDEX else None
 
 
 def queue_name_in(key: bytes, raw: bytes) -> str | None:

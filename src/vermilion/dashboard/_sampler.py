@@ -35,7 +35,7 @@ log = logging.getLogger("vermilion.dashboard")
 _NAMES_EVERY = 5  # samples between SCANs for queue names: a SCAN walks the whole keyspace
 _STOP_WAIT = 10.0  # seconds stop() lets the sample under way finish before cancelling it
 _READS_AT_ONCE = 16  # queues read concurrently: each read holds one of the client's connections
-# Queues read per sample besides those a page shows: two script calls each, so a
+# Queues read per sample besides those a page shows: two to three script calls each, so a
 # Redis holding thousands of queues is not read thousands of times per interval.
 MAX_READS = 200
 _WATCH_SECONDS = 5.0  # a queue a page asked for within this long (or 3 intervals) is read every sample
